@@ -1,0 +1,10 @@
+//! `bashu credential` (SPEC §8).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> ExitCode {
+    super::fail("`bashu credential` is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `bashu quickstart` (SPEC §8).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> ExitCode {
+    super::fail("`bashu quickstart` is not implemented yet")
+}

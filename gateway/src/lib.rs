@@ -1,0 +1,30 @@
+//! Bashu: the Chengdu–Chongqing credential federation gateway.
+//!
+//! Module map (each owns one responsibility; see docs/architecture.md):
+//! - [`problem`]: the fixed error catalogue shared by API, CLI and conformance.
+//! - [`jose`]: strict compact-JWS parsing, signing keys, signature checks.
+//! - [`credential`]: the VC 2.0 credential profile, translation credentials and chains.
+//! - [`trust`]: signed trust key sets, the moka trust cache, the operator key store.
+//! - [`config`]: gateway configuration, parsed and validated once.
+//! - [`transport`]: mTLS server and client, client identity from SPIFFE SAN URIs.
+//! - [`api`]: the HTTP routes of SPEC §4 and problem+json rendering.
+//! - [`store`]: the durable store trait and its SQLite implementation, audit log.
+//! - [`delivery`]: the outbox worker that forwards envelopes to peers.
+//! - [`pipeline`]: accept → verify → map → sign, and the receiving side.
+//! - [`metrics`]: Prometheus registry and the loopback metrics listener.
+//! - [`devpki`]: the development federation written by `bashu dev init`.
+//! - [`cli`]: the `bashu` command line.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod credential;
+pub mod delivery;
+pub mod devpki;
+pub mod jose;
+pub mod metrics;
+pub mod pipeline;
+pub mod problem;
+pub mod store;
+pub mod transport;
+pub mod trust;

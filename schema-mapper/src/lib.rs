@@ -1,0 +1,1 @@
+//! Pure translation of learning records between qualifications frameworks.
