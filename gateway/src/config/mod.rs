@@ -1,1 +1,261 @@
-//! See the crate docs for this module's responsibility.
+//! Gateway configuration (`gateway.toml`), parsed once into typed structs.
+//!
+//! Relative paths are resolved against the directory of the config file, so a
+//! dev federation directory can be moved as a whole. Environment variables
+//! `BASHU_<SECTION>_<KEY>` override single values (see docs/operations.md).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A member id such as `cq`: lowercase ASCII letters and digits, 2–16 chars.
+pub type MemberId = String;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This gateway's member id.
+    pub member: MemberId,
+    /// Home framework id of this member's credit bank (e.g. `cqf`).
+    pub framework: String,
+    /// Directory for the SQLite store and other state.
+    pub data_dir: PathBuf,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    pub trust: TrustConfig,
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Peer gateways by member id. Any number: nothing assumes two members.
+    #[serde(default)]
+    pub peers: BTreeMap<MemberId, PeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// mTLS API listener.
+    pub api: SocketAddr,
+    /// Plain-HTTP metrics/health listener; loopback by default.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Federation CA bundle (PEM) that client and peer certificates chain to.
+    pub ca: PathBuf,
+    /// This gateway's certificate chain (PEM), SAN `spiffe://bashu.federation/<member>/gateway`.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate revocation lists (PEM or DER).
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Also trust the system roots (openssl-probe) for outbound connections.
+    #[serde(default)]
+    pub system_roots_outbound: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_connections: usize,
+    /// Sustained requests per second per client identity.
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout_ms: 15_000,
+            max_connections: 4096,
+            rate_per_second: 500,
+            rate_burst: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// The operator key store (JSON) of this member.
+    pub keystore: PathBuf,
+    /// This member's federation private key (JWK) used to sign its key set.
+    pub federation_key: PathBuf,
+    /// Lifetime of a published key set (`exp - iat`).
+    #[serde(default = "default_keyset_ttl")]
+    pub keyset_ttl_secs: u64,
+    /// Refresh a cached peer key set this long before its `exp`.
+    #[serde(default = "default_refresh_ahead")]
+    pub refresh_ahead_secs: u64,
+    /// Keep serving the last good set this long past `exp` if the peer is unreachable.
+    #[serde(default = "default_stale_grace")]
+    pub stale_grace_secs: u64,
+    /// Remember "kid not found" this long.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_secs: u64,
+    /// At most one unknown-kid refetch per member per this interval.
+    #[serde(default = "default_refetch_interval")]
+    pub refetch_min_interval_ms: u64,
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// A mapping table file replacing the embedded reference table.
+    pub table: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub dead_letter_after_secs: u64,
+    pub breaker_failure_threshold: u32,
+    pub breaker_open_ms: u64,
+    pub batch_size: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            dead_letter_after_secs: 7 * 24 * 3600,
+            breaker_failure_threshold: 5,
+            breaker_open_ms: 5_000,
+            batch_size: 64,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Base URL of the peer gateway, e.g. `https://127.0.0.1:7444`.
+    pub url: String,
+    /// The peer's pinned federation public key (JWK file).
+    pub federation_key: PathBuf,
+}
+
+fn default_metrics_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_keyset_ttl() -> u64 {
+    24 * 3600
+}
+fn default_refresh_ahead() -> u64 {
+    300
+}
+fn default_stale_grace() -> u64 {
+    3600
+}
+fn default_negative_ttl() -> u64 {
+    5
+}
+fn default_refetch_interval() -> u64 {
+    1000
+}
+fn default_skew() -> u64 {
+    60
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates `path`; relative paths become absolute.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        cfg.resolve_paths(base);
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.data_dir);
+        abs(&mut self.tls.ca);
+        abs(&mut self.tls.cert);
+        abs(&mut self.tls.key);
+        self.tls.crls.iter_mut().for_each(abs);
+        abs(&mut self.trust.keystore);
+        abs(&mut self.trust.federation_key);
+        if let Some(t) = self.mapping.table.as_mut() {
+            abs(t);
+        }
+        for peer in self.peers.values_mut() {
+            abs(&mut peer.federation_key);
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        if !is_member_id(&self.member) {
+            return Err(invalid(
+                "member",
+                format!("{:?} is not a member id (a-z0-9, 2-16)", self.member),
+            ));
+        }
+        for (id, peer) in &self.peers {
+            if !is_member_id(id) || id == &self.member {
+                return Err(invalid("peers", format!("{id:?} is not a valid peer member id")));
+            }
+            if !peer.url.starts_with("https://") {
+                return Err(invalid(
+                    &format!("peers.{id}.url"),
+                    "must be an https:// URL".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Member ids are short lowercase tokens; they appear in SPIFFE URIs and issuer URNs.
+pub fn is_member_id(s: &str) -> bool {
+    (2..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
