@@ -1,8 +1,9 @@
 //! The exchange pipeline: what happens between an HTTP request being
 //! authorised and a durable store write.
 //!
-//! `api` parses and authorises requests, then calls exactly one method here;
-//! every method returns either a typed outcome or a [`Problem`]. The pipeline
+//! `api` parses and authorises requests, then calls exactly one method of
+//! [`GatewayService`]; every method returns either a typed outcome or a
+//! [`Problem`]. The pipeline
 //! owns the order of operations that the contract requires: nothing is
 //! acknowledged (202) before it is verified, translated, signed and durable.
 
@@ -43,68 +44,85 @@ pub struct ReceiveOutcome {
     pub created: bool,
 }
 
-/// The pipeline's entry points, one per API operation.
+/// Boxed future returned by [`GatewayService`] methods (object safety).
+pub type ServiceFuture<'a, T> = futures::future::BoxFuture<'a, Result<T, Problem>>;
+
+/// What the HTTP API asks of a gateway: one method per operation of SPEC §4.
 ///
-/// Filled in by the pipeline implementation; until a gateway is wired every
-/// call answers `unavailable` so that the API layer can be built and tested
-/// on its own.
-#[derive(Debug, Default)]
-pub struct Pipeline {
-    _private: (),
-}
-
-fn not_wired() -> Problem {
-    Problem::new(ProblemType::Unavailable, "pipeline not wired")
-}
-
-impl Pipeline {
+/// `api` authenticates and authorises the caller and parses the request;
+/// the implementation does the rest. It is a trait so that the API layer,
+/// the conformance suite's fault-injecting doubles and the real pipeline
+/// can be swapped behind the same router.
+pub trait GatewayService: Send + Sync + 'static {
     /// Credit bank of `caller_member` submits a credential for `destination`.
-    pub async fn submit(&self, _caller_member: &str, _req: SubmitRequest) -> Result<SubmitOutcome, Problem> {
-        Err(not_wired())
-    }
+    fn submit<'a>(&'a self, caller_member: &'a str, req: SubmitRequest) -> ServiceFuture<'a, SubmitOutcome>;
 
     /// Exchange status document of SPEC §4, or `None` if unknown.
-    pub async fn exchange_status(&self, _id: &str) -> Result<Option<Value>, Problem> {
-        Err(not_wired())
-    }
+    fn exchange_status<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Option<Value>>;
 
-    /// Inbox page document of SPEC §4.
-    pub async fn inbox(&self, _after: Option<u64>, _limit: u32) -> Result<Value, Problem> {
-        Err(not_wired())
-    }
+    /// Inbox page document of SPEC §4 (`limit` already clamped to 1..=500).
+    fn inbox(&self, after: Option<u64>, limit: u32) -> ServiceFuture<'_, Value>;
 
     /// Acknowledges every inbox item with cursor ≤ `up_to`.
-    pub async fn ack(&self, _up_to: u64) -> Result<(), Problem> {
-        Err(not_wired())
-    }
+    fn ack(&self, up_to: u64) -> ServiceFuture<'_, ()>;
 
     /// A peer gateway (`caller_member`) delivers an envelope.
-    pub async fn receive(&self, _caller_member: &str, _env: Envelope) -> Result<ReceiveOutcome, Problem> {
-        Err(not_wired())
-    }
+    fn receive<'a>(&'a self, caller_member: &'a str, env: Envelope) -> ServiceFuture<'a, ReceiveOutcome>;
 
     /// This member's signed trust key set (compact JWS).
-    pub async fn keyset(&self) -> Result<String, Problem> {
-        Err(not_wired())
-    }
+    fn keyset(&self) -> ServiceFuture<'_, String>;
 
-    /// Operator: exchanges by status.
-    pub async fn admin_exchanges(&self, _status: Option<&str>) -> Result<Value, Problem> {
-        Err(not_wired())
-    }
+    /// Operator: exchanges, optionally filtered by status.
+    fn admin_exchanges<'a>(&'a self, status: Option<&'a str>) -> ServiceFuture<'a, Value>;
 
     /// Operator: put a dead-lettered or rejected exchange back in the outbox.
-    pub async fn admin_retry(&self, _id: &str) -> Result<Value, Problem> {
-        Err(not_wired())
-    }
+    fn admin_retry<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Value>;
 
     /// Operator: drop cached peer key sets and refetch them.
-    pub async fn admin_trust_refresh(&self) -> Result<Value, Problem> {
-        Err(not_wired())
-    }
+    fn admin_trust_refresh(&self) -> ServiceFuture<'_, Value>;
 
     /// Readiness: store reachable and signing keys loaded.
-    pub async fn ready(&self) -> bool {
-        false
+    fn ready(&self) -> futures::future::BoxFuture<'_, bool>;
+}
+
+/// A service that answers `unavailable` to everything: lets the API layer
+/// be exercised (authentication, limits, routing) without a pipeline.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unwired;
+
+fn not_wired<'a, T: Send + 'a>() -> ServiceFuture<'a, T> {
+    Box::pin(async { Err(Problem::new(ProblemType::Unavailable, "pipeline not wired")) })
+}
+
+impl GatewayService for Unwired {
+    fn submit<'a>(&'a self, _: &'a str, _: SubmitRequest) -> ServiceFuture<'a, SubmitOutcome> {
+        not_wired()
+    }
+    fn exchange_status<'a>(&'a self, _: &'a str) -> ServiceFuture<'a, Option<Value>> {
+        not_wired()
+    }
+    fn inbox(&self, _: Option<u64>, _: u32) -> ServiceFuture<'_, Value> {
+        not_wired()
+    }
+    fn ack(&self, _: u64) -> ServiceFuture<'_, ()> {
+        not_wired()
+    }
+    fn receive<'a>(&'a self, _: &'a str, _: Envelope) -> ServiceFuture<'a, ReceiveOutcome> {
+        not_wired()
+    }
+    fn keyset(&self) -> ServiceFuture<'_, String> {
+        not_wired()
+    }
+    fn admin_exchanges<'a>(&'a self, _: Option<&'a str>) -> ServiceFuture<'a, Value> {
+        not_wired()
+    }
+    fn admin_retry<'a>(&'a self, _: &'a str) -> ServiceFuture<'a, Value> {
+        not_wired()
+    }
+    fn admin_trust_refresh(&self) -> ServiceFuture<'_, Value> {
+        not_wired()
+    }
+    fn ready(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async { false })
     }
 }
