@@ -4,6 +4,9 @@
 //! A fixed double must make the same tests pass, so the failures are caused
 //! by the faults and not by the harness.
 
+// Test-only crate: helpers outside #[test] fns may unwrap too.
+#![allow(clippy::unwrap_used)]
+
 use bashu_conformance::cli::{self, Cli, Command};
 use bashu_conformance::craft::{sign_json, KeyAlg, SigningKey};
 use bashu_conformance::pki::{identity_pem, CaSigner, Names, Validity};
