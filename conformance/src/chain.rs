@@ -19,11 +19,11 @@ pub struct TableRef {
 /// An `evidence` entry naming `pred_jws` as the predecessor.
 pub fn evidence(pred_id: &str, pred_jws: &str, table: &TableRef) -> Value {
     json!({
-        "id": pred_id,
-        "type": ["TranslationEvidence"],
-        "digestSRI": sha256_spellings(pred_jws.as_bytes()).pop(),
-        "digestSha256": craft::sha256_hex(pred_jws.as_bytes()),
-        "mappingTable": { "id": table.id, "version": table.version },
+        "type": ["Evidence", "TranslationEvidence"],
+        "predecessorId": pred_id,
+        "predecessorSha256": craft::sha256_hex(pred_jws.as_bytes()),
+        "mappingTableId": table.id,
+        "mappingTableVersion": table.version,
     })
 }
 
