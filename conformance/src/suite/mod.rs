@@ -170,3 +170,41 @@ pub async fn accepted_exchange(ctx: &Ctx) -> Result<(String, String), Verdict> {
     expect_status(&resp, 202)?;
     Ok((exchange_id(&resp)?, jws))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn problem(status: u16, slug: &str, content_type: &str) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
+        let body =
+            json!({"type": format!("{PROBLEM_PREFIX}{slug}"), "title": "t", "status": status, "detail": "d"});
+        Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn problem_type_and_status_must_agree() {
+        let ok = problem(
+            400,
+            "malformed-request",
+            "application/problem+json; charset=utf-8",
+        );
+        assert!(expect_problem(&ok, &["malformed-request", "schema-violation"]).is_ok());
+        assert!(expect_problem(&ok, &["schema-violation"]).is_err());
+        // A listed type under the wrong status is still a failure.
+        let wrong_status = problem(422, "malformed-request", PROBLEM_JSON);
+        assert!(expect_problem(&wrong_status, &["malformed-request"]).is_err());
+        let wrong_media = problem(422, "invalid-signature", "application/json");
+        assert!(expect_problem(&wrong_media, &["invalid-signature"]).is_err());
+    }
+}
