@@ -64,14 +64,30 @@ impl SigningKey {
         Ok(Self { kid, alg, private })
     }
 
+    /// Loads a private JWK file, or — for a peer gateway's key — a Bashu
+    /// key store (`keys.json` of `bashu dev init`), taking its active
+    /// gateway key.
     pub fn load(path: &Path) -> Result<Self, CraftError> {
         let load_err = |message: String| CraftError::Load {
             path: path.display().to_string(),
             message,
         };
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
-        let jwk = Jwk::from_bytes(bytes).map_err(|e| load_err(e.to_string()))?;
-        Self::from_jwk(jwk)
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| load_err(e.to_string()))?;
+        let jwk = match json.get("keys").and_then(Value::as_array) {
+            Some(keys) => keys
+                .iter()
+                .find(|k| k["role"] == "gateway" && k["status"] == "active")
+                .and_then(|k| k.get("jwk"))
+                .ok_or_else(|| load_err("key store has no active gateway key".into()))?
+                .clone(),
+            None => json,
+        };
+        let map = match jwk {
+            Value::Object(map) => map,
+            _ => return Err(load_err("not a JWK object".into())),
+        };
+        Self::from_jwk(Jwk::from_map(map).map_err(|e| load_err(e.to_string()))?)
     }
 
     /// A fresh key nobody has published: what an attacker would sign with.
@@ -312,6 +328,23 @@ mod tests {
             verifier.verify(input.as_bytes(), &sig).unwrap();
             assert!(decode_compact(&jws).is_some());
         }
+    }
+
+    #[test]
+    fn loads_a_jwk_file_or_the_active_gateway_key_of_a_key_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jwk = ES256.generate_key_pair().unwrap().to_jwk_key_pair();
+        jwk.set_key_id("gw-1");
+        let jwk_json: Value = serde_json::from_str(&jwk.to_string()).unwrap();
+        std::fs::write(dir.path().join("k.jwk"), jwk.to_string()).unwrap();
+        assert_eq!(SigningKey::load(&dir.path().join("k.jwk")).unwrap().kid(), "gw-1");
+        let store = json!({"version": 1, "member": "sc", "seq": 3, "keys": [
+            {"kid": "cb-1", "role": "issuer", "status": "active", "jwk": {"kty": "EC"}},
+            {"kid": "gw-1", "role": "gateway", "status": "active", "jwk": jwk_json},
+        ]});
+        std::fs::write(dir.path().join("keys.json"), store.to_string()).unwrap();
+        let key = SigningKey::load(&dir.path().join("keys.json")).unwrap();
+        assert_eq!((key.kid(), key.alg()), ("gw-1", KeyAlg::Es256));
     }
 
     #[test]

@@ -91,11 +91,10 @@ impl MemberFiles {
         self.dir.join("issuer.jwk")
     }
 
-    /// The gateway's private signing key as a JWK file, if the dev dir
-    /// exports one (`gateway.jwk`); the key store format is not contract.
+    /// Where the gateway's private signing key is: its key store, from
+    /// which [`crate::craft::SigningKey::load`] takes the active gateway key.
     pub fn gateway_key(&self) -> Option<PathBuf> {
-        let path = self.dir.join("gateway.jwk");
-        path.exists().then_some(path)
+        self.keystore.exists().then(|| self.keystore.clone())
     }
 }
 
