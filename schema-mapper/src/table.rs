@@ -356,26 +356,35 @@ impl RawTable {
                 id: self.home,
             });
         }
+        for (role, id) in [("home", &self.home), ("interchange", &self.interchange)] {
+            if !self.frameworks.iter().any(|f| &f.id == id) {
+                return Err(TableError::UnknownFramework { role, id: id.clone() });
+            }
+        }
+        if let Some(f) = self
+            .frameworks
+            .iter()
+            .find(|f| f.id != self.home && f.id != self.interchange)
+        {
+            return Err(TableError::UnusedFramework { id: f.id.clone() });
+        }
         let mut home = None;
         let mut interchange = None;
         for f in self.frameworks {
             let slot = if f.id == self.home {
                 &mut home
-            } else if f.id == self.interchange {
-                &mut interchange
             } else {
-                return Err(TableError::UnusedFramework { id: f.id });
+                &mut interchange
             };
             *slot = Some(f.validate()?);
         }
-        let home = home.ok_or(TableError::UnknownFramework {
-            role: "home",
-            id: self.home,
-        })?;
-        let interchange = interchange.ok_or(TableError::UnknownFramework {
-            role: "interchange",
-            id: self.interchange,
-        })?;
+        let (Some(home), Some(interchange)) = (home, interchange) else {
+            // Unreachable: both ids were found above and ids are unique.
+            return Err(TableError::UnknownFramework {
+                role: "home",
+                id: self.home,
+            });
+        };
         let (up_level, down_level) = level_maps(&home, &interchange, &self.levels)?;
         let (up_outcome, down_outcome) = outcome_maps(&home, &interchange, &self.outcome_types)?;
         Ok(MappingTable(Arc::new(TableData {
