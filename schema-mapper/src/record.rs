@@ -251,18 +251,18 @@ fn is_calendar_date(s: &str) -> bool {
 fn check_depth(ext: &Map<String, Value>) -> Result<(), MapError> {
     let mut stack: Vec<(&Value, usize)> = ext.values().map(|v| (v, 2)).collect();
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
-            _ => continue,
-        };
-        if depth > MAX_EXTENSION_DEPTH {
-            return Err(MapError::schema(
-                "extensions",
-                format!("nested deeper than {MAX_EXTENSION_DEPTH} levels"),
-            ));
+        let too_deep = depth > MAX_EXTENSION_DEPTH;
+        match v {
+            Value::Object(_) | Value::Array(_) if too_deep => {
+                return Err(MapError::schema(
+                    "extensions",
+                    format!("nested deeper than {MAX_EXTENSION_DEPTH} levels"),
+                ));
+            }
+            Value::Object(m) => stack.extend(m.values().map(|c| (c, depth + 1))),
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, depth + 1))),
+            _ => {}
         }
-        stack.extend(children.map(|c| (c, depth + 1)));
     }
     Ok(())
 }

@@ -339,71 +339,56 @@ fn check_semver(what: &str, s: &str) -> Result<(), TableError> {
 
 impl RawTable {
     fn validate(self) -> Result<MappingTable, TableError> {
-        check_id("table id", &self.id)?;
-        check_semver("table version", &self.version)?;
+        let RawTable {
+            id,
+            version,
+            reference,
+            description,
+            home,
+            interchange,
+            mut frameworks,
+            levels,
+            outcome_types,
+        } = self;
+        check_id("table id", &id)?;
+        check_semver("table version", &version)?;
         let mut seen = HashSet::new();
-        for f in &self.frameworks {
-            if !seen.insert(f.id.as_str()) {
-                return Err(TableError::DuplicateId {
-                    what: "framework".into(),
-                    id: f.id.clone(),
-                });
-            }
+        if let Some(dup) = frameworks.iter().find(|f| !seen.insert(f.id.as_str())) {
+            return Err(TableError::DuplicateId {
+                what: "framework".into(),
+                id: dup.id.clone(),
+            });
         }
-        if self.home == self.interchange {
+        if home == interchange {
             return Err(TableError::DuplicateId {
                 what: "home/interchange framework".into(),
-                id: self.home,
+                id: home,
             });
         }
-        for (role, id) in [("home", &self.home), ("interchange", &self.interchange)] {
-            if !self.frameworks.iter().any(|f| &f.id == id) {
-                return Err(TableError::UnknownFramework { role, id: id.clone() });
-            }
-        }
-        if let Some(f) = self
-            .frameworks
-            .iter()
-            .find(|f| f.id != self.home && f.id != self.interchange)
-        {
-            return Err(TableError::UnusedFramework { id: f.id.clone() });
-        }
-        let mut home = None;
-        let mut interchange = None;
-        for f in self.frameworks {
-            let slot = if f.id == self.home {
-                &mut home
-            } else {
-                &mut interchange
+        let mut take =
+            |role: &'static str, id: &str| {
+                let i = frameworks.iter().position(|f| f.id == id).ok_or_else(|| {
+                    TableError::UnknownFramework {
+                        role,
+                        id: id.to_owned(),
+                    }
+                })?;
+                Ok::<_, TableError>(frameworks.swap_remove(i))
             };
-            *slot = Some(f.validate()?);
+        let (home, interchange) = (take("home", &home)?, take("interchange", &interchange)?);
+        if let Some(extra) = frameworks.first() {
+            return Err(TableError::UnusedFramework { id: extra.id.clone() });
         }
-        let (Some(home), Some(interchange)) = (home, interchange) else {
-            // Unreachable: both ids were found above and ids are unique.
-            return Err(TableError::UnknownFramework {
-                role: "home",
-                id: self.home,
-            });
-        };
-        let (up_level, down_level) = level_maps(&home, &interchange, &self.levels)?;
-        let (up_outcome, down_outcome) = outcome_maps(&home, &interchange, &self.outcome_types)?;
+        let (home, interchange) = (home.validate()?, interchange.validate()?);
+        let (up_level, down_level) = level_maps(&home, &interchange, &levels)?;
+        let (up_outcome, down_outcome) = outcome_maps(&home, &interchange, &outcome_types)?;
         Ok(MappingTable(Arc::new(TableData {
-            id: self.id,
-            version: self.version,
-            reference: self.reference,
-            description: self.description,
-            up: Direction {
-                level_merged: merged(&up_level),
-                level: up_level,
-                outcome_merged: merged(&up_outcome),
-                outcome: up_outcome,
-            },
-            down: Direction {
-                level_merged: merged(&down_level),
-                level: down_level,
-                outcome_merged: merged(&down_outcome),
-                outcome: down_outcome,
-            },
+            id,
+            version,
+            reference,
+            description,
+            up: Direction::new(up_level, up_outcome),
+            down: Direction::new(down_level, down_outcome),
             home,
             interchange,
         })))
@@ -579,6 +564,17 @@ fn outcome_maps(
             .collect::<Result<Vec<_>, _>>()
     };
     Ok((complete(home, up)?, complete(ic, down)?))
+}
+
+impl Direction {
+    fn new(level: Vec<usize>, outcome: Vec<usize>) -> Direction {
+        Direction {
+            level_merged: merged(&level),
+            level,
+            outcome_merged: merged(&outcome),
+            outcome,
+        }
+    }
 }
 
 /// For each source, whether another source maps to the same target.

@@ -27,8 +27,7 @@ pub struct Translation {
 }
 
 /// Why information was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossReason {
     /// Several source levels share the target level; the source level is
     /// not recoverable from the target.
@@ -66,13 +65,25 @@ impl Translation {
 
 impl LossNote {
     pub fn to_json(&self) -> Value {
-        let reason = match self.reason {
+        json!({"field": self.field, "reason": self.reason.slug(), "source": self.source, "target": self.target})
+    }
+}
+
+impl LossReason {
+    /// The wire name of the reason in provenance.
+    pub fn slug(self) -> &'static str {
+        match self {
             LossReason::LevelBandMerged => "level-band-merged",
             LossReason::OutcomeTypeMerged => "outcome-type-merged",
             LossReason::CreditsCappedByHours => "credits-capped-by-hours",
             LossReason::CreditsRoundedDown => "credits-rounded-down",
-        };
-        json!({"field": self.field, "reason": reason, "source": self.source, "target": self.target})
+        }
+    }
+}
+
+impl Serialize for LossReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.slug())
     }
 }
 
