@@ -246,25 +246,24 @@ fn is_calendar_date(s: &str) -> bool {
     (1..=days).contains(&d)
 }
 
-/// Rejects nesting deeper than [`MAX_EXTENSION_DEPTH`] without recursing, so
-/// a hostile value cannot exhaust the stack here or in a later clone/drop.
+/// Rejects nesting deeper than [`MAX_EXTENSION_DEPTH`]. The walk stops at
+/// that depth, so its own recursion is bounded however deep the value is.
 fn check_depth(ext: &Map<String, Value>) -> Result<(), MapError> {
-    let mut stack: Vec<(&Value, usize)> = ext.values().map(|v| (v, 2)).collect();
-    while let Some((v, depth)) = stack.pop() {
-        let too_deep = depth > MAX_EXTENSION_DEPTH;
+    fn within(v: &Value, depth: usize) -> bool {
         match v {
-            Value::Object(_) | Value::Array(_) if too_deep => {
-                return Err(MapError::schema(
-                    "extensions",
-                    format!("nested deeper than {MAX_EXTENSION_DEPTH} levels"),
-                ));
-            }
-            Value::Object(m) => stack.extend(m.values().map(|c| (c, depth + 1))),
-            Value::Array(a) => stack.extend(a.iter().map(|c| (c, depth + 1))),
-            _ => {}
+            Value::Object(m) => depth <= MAX_EXTENSION_DEPTH && m.values().all(|c| within(c, depth + 1)),
+            Value::Array(a) => depth <= MAX_EXTENSION_DEPTH && a.iter().all(|c| within(c, depth + 1)),
+            _ => true,
         }
     }
-    Ok(())
+    if ext.values().all(|v| within(v, 2)) {
+        Ok(())
+    } else {
+        Err(MapError::schema(
+            "extensions",
+            format!("nested deeper than {MAX_EXTENSION_DEPTH} levels"),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -365,17 +365,8 @@ impl RawTable {
                 id: home,
             });
         }
-        let mut take =
-            |role: &'static str, id: &str| {
-                let i = frameworks.iter().position(|f| f.id == id).ok_or_else(|| {
-                    TableError::UnknownFramework {
-                        role,
-                        id: id.to_owned(),
-                    }
-                })?;
-                Ok::<_, TableError>(frameworks.swap_remove(i))
-            };
-        let (home, interchange) = (take("home", &home)?, take("interchange", &interchange)?);
+        let home = take_framework(&mut frameworks, "home", &home)?;
+        let interchange = take_framework(&mut frameworks, "interchange", &interchange)?;
         if let Some(extra) = frameworks.first() {
             return Err(TableError::UnusedFramework { id: extra.id.clone() });
         }
@@ -392,6 +383,21 @@ impl RawTable {
             home,
             interchange,
         })))
+    }
+}
+
+/// Removes and returns the framework `id` that the table names as `role`.
+fn take_framework(
+    frameworks: &mut Vec<RawFramework>,
+    role: &'static str,
+    id: &str,
+) -> Result<RawFramework, TableError> {
+    match frameworks.iter().position(|f| f.id == id) {
+        Some(i) => Ok(frameworks.swap_remove(i)),
+        None => Err(TableError::UnknownFramework {
+            role,
+            id: id.to_owned(),
+        }),
     }
 }
 
