@@ -124,6 +124,17 @@ proptest! {
     }
 
     #[test]
+    fn records_and_translations_round_trip_through_json(r in any_record(), to in fw()) {
+        let from = r.framework.clone();
+        if r.validate().is_ok() {
+            prop_assert_eq!(&LearningRecord::from_json(&r.to_json()).unwrap(), &r);
+        }
+        if let Ok(t) = translate(&r, &from, to, &table()) {
+            prop_assert_eq!(LearningRecord::from_json(&t.record.to_json()).unwrap(), t.record);
+        }
+    }
+
+    #[test]
     fn translate_is_total(r in any_record(), from in "cqf|wfs|eqf|", to in "cqf|wfs|eqf|") {
         match translate(&r, &from, &to, &table()) {
             Ok(t) => prop_assert_eq!(t.record.framework, to),
