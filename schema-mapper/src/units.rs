@@ -40,9 +40,10 @@ fn to_grid(value: f64, scale: u64, max: u64) -> Result<u64, String> {
     }
     let scaled = value * scale as f64;
     let units = scaled.round();
-    // The tolerance only absorbs float noise of decimal literals (0.29 * 1000
-    // is 289.99999999999997); anything finer than the grid is rejected.
-    if (scaled - units).abs() > 1e-6 {
+    // The tolerance (a few ulps) only absorbs the float noise of decimal
+    // literals (0.29 * 1000 is 289.99999999999997); anything finer than the
+    // grid, however small (1e-100), is rejected rather than rounded.
+    if (scaled - units).abs() > scaled * 4.0 * f64::EPSILON {
         return Err(format!("must have at most {} decimal places", scale.ilog10()));
     }
     // `units` is a whole number in 0..=max*scale, so the cast is exact.
@@ -149,6 +150,8 @@ mod tests {
     #[test]
     fn off_grid_and_out_of_range_values_are_rejected() {
         assert!(Credits::from_f64(0.0005).is_err());
+        assert!(Credits::from_f64(1e-100).is_err());
+        assert!(Credits::from_f64(0.4999999999).is_err());
         assert!(Credits::from_f64(-1.0).is_err());
         assert!(Credits::from_f64(f64::NAN).is_err());
         assert!(Credits::from_f64(f64::INFINITY).is_err());
