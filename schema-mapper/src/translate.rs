@@ -138,6 +138,9 @@ pub fn translate(
         Route::Identity(_) => return Ok(finish(record.clone(), table, Vec::new())),
         Route::Cross { target, dir, .. } => (target, dir),
     };
+    // `level` and `outcome` index the source framework, and a validated
+    // table's direction maps have exactly one entry per source item, each a
+    // valid target index: the lookups below cannot go out of bounds.
     let mut losses = Vec::new();
     let target_level = level_number(dir.level[level]);
     if dir.level_merged[level] {
