@@ -19,9 +19,9 @@ pub struct ParsedJws<'a> {
     signature: Vec<u8>,
 }
 
-/// Parses `jws` under `policy`, in this order: size, shape (three segments,
-/// ASCII only), header (base64url, strict JSON, policy), payload and
-/// signature (base64url). The payload is returned as bytes; callers that
+/// Parses `jws` under `policy`, in this order: size, shape (three
+/// segments), header (base64url, strict JSON, policy), a non-empty
+/// signature, payload and signature (base64url). The payload is returned as bytes; callers that
 /// expect JSON parse it with [`json_strict`].
 pub fn parse_compact(jws: &str, policy: HeaderPolicy) -> Result<ParsedJws<'_>, JoseError> {
     if jws.len() > MAX_JWS_BYTES {
@@ -36,9 +36,6 @@ pub fn parse_compact(jws: &str, policy: HeaderPolicy) -> Result<ParsedJws<'_>, J
             "expected exactly three dot-separated segments",
         ));
     };
-    if h.is_empty() || s.is_empty() {
-        return Err(JoseError::Malformed("empty header or signature segment"));
-    }
     let header_bytes = b64::decode(h).map_err(|source| JoseError::Base64 {
         segment: Segment::Header,
         source,
@@ -48,6 +45,11 @@ pub fn parse_compact(jws: &str, policy: HeaderPolicy) -> Result<ParsedJws<'_>, J
         source,
     })?;
     let header = Header::check(&header_map, policy)?;
+    // After the header check, so that an unsigned `alg: none` token is
+    // reported as the algorithm problem it is.
+    if s.is_empty() {
+        return Err(JoseError::Malformed("empty signature segment"));
+    }
     let payload = b64::decode(p).map_err(|source| JoseError::Base64 {
         segment: Segment::Payload,
         source,

@@ -135,7 +135,7 @@ struct Negative {
 #[derive(Debug, Default)]
 struct Slot {
     flight: tokio::sync::Mutex<Flight>,
-    /// Number of fetch attempts started; read without the mutex to detect
+    /// Number of fetch attempts completed; read without the mutex to detect
     /// "someone fetched while I was waiting".
     attempts: AtomicU64,
     refreshing: AtomicBool,
@@ -441,9 +441,12 @@ impl Inner {
         {
             return Outcome::Skipped(self.sets.get(member).await);
         }
-        slot.attempts.fetch_add(1, Ordering::AcqRel);
         flight.last_attempt_ms = Some(now);
-        match self.fetch_verified(member, flight.highest_seq, now).await {
+        let result = self.fetch_verified(member, flight.highest_seq, now).await;
+        // Counted on completion, under the mutex: everyone who queued while
+        // this fetch was in flight sees the counter move and shares the result.
+        slot.attempts.fetch_add(1, Ordering::AcqRel);
+        match result {
             Ok(set) => {
                 flight.highest_seq = Some(set.seq);
                 flight.generation += 1;
