@@ -1,5 +1,6 @@
 //! Interoperability: public test vectors and tokens made by an independent
 //! implementation (RustCrypto `p256`, not josekit/OpenSSL).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod trust_support;
 

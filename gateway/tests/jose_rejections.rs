@@ -1,5 +1,6 @@
 //! Every rejection of SPEC §3, each with a token built to trigger exactly
 //! that defect and the exact problem type asserted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod trust_support;
 
