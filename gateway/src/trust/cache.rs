@@ -442,11 +442,7 @@ impl Inner {
             return Outcome::Skipped(self.sets.get(member).await);
         }
         flight.last_attempt_ms = Some(now);
-        let result = self.fetch_verified(member, flight.highest_seq, now).await;
-        // Counted on completion, under the mutex: everyone who queued while
-        // this fetch was in flight sees the counter move and shares the result.
-        slot.attempts.fetch_add(1, Ordering::AcqRel);
-        match result {
+        let outcome = match self.fetch_verified(member, flight.highest_seq, now).await {
             Ok(set) => {
                 flight.highest_seq = Some(set.seq);
                 flight.generation += 1;
@@ -460,7 +456,12 @@ impl Inner {
                 flight.last_error = Some(reason.clone());
                 Outcome::Failed(reason)
             }
-        }
+        };
+        // Counted on completion, after the install, under the mutex: whoever
+        // observed the old count queued behind (or raced with) this fetch and
+        // now shares its result instead of fetching again.
+        slot.attempts.fetch_add(1, Ordering::AcqRel);
+        outcome
     }
 
     async fn fetch_verified(
