@@ -19,7 +19,10 @@ fn statuses(store: &KeyStore) -> Vec<(String, KeyStatus)> {
 #[test]
 fn lifecycle_next_active_retiring_revoked() {
     let mut s = KeyStore::create("cq").unwrap();
-    assert!(matches!(s.active_gateway_key(), Err(KeyStoreError::NoActiveGatewayKey)));
+    assert!(matches!(
+        s.active_gateway_key(),
+        Err(KeyStoreError::NoActiveGatewayKey)
+    ));
     let k1 = s.generate(KeyRole::Gateway, Alg::Es256, T0).unwrap();
     assert!(k1.starts_with("cq-gw-20260101-"), "{k1}");
     assert_eq!(s.get(&k1).unwrap().status(), KeyStatus::Active);
@@ -29,20 +32,41 @@ fn lifecycle_next_active_retiring_revoked() {
     assert_eq!(s.next_gateway_kid(), Some(k2.as_str()));
 
     // The only active gateway key cannot be retired.
-    assert!(matches!(s.retire(&k1, T0 + 10), Err(KeyStoreError::LastActiveKey(_))));
+    assert!(matches!(
+        s.retire(&k1, T0 + 10),
+        Err(KeyStoreError::LastActiveKey(_))
+    ));
     // Promotion swaps active and demotes the old key with a retire window.
     s.promote(&k2, T0 + 100, 3600).unwrap();
     assert_eq!(s.active_gateway_key().unwrap().kid(), k2);
     let old = s.list().into_iter().find(|k| k.kid == k1).unwrap();
-    assert_eq!((old.status, old.retire_after), (KeyStatus::Retiring, Some(T0 + 3700)));
+    assert_eq!(
+        (old.status, old.retire_after),
+        (KeyStatus::Retiring, Some(T0 + 3700))
+    );
     // Only next keys can be promoted; revoked is final.
-    assert!(matches!(s.promote(&k1, T0, 0), Err(KeyStoreError::InvalidTransition { .. })));
+    assert!(matches!(
+        s.promote(&k1, T0, 0),
+        Err(KeyStoreError::InvalidTransition { .. })
+    ));
     s.revoke(&k1).unwrap();
-    assert!(matches!(s.retire(&k1, T0), Err(KeyStoreError::InvalidTransition { .. })));
-    assert!(matches!(s.promote("nope", T0, 0), Err(KeyStoreError::UnknownKid(_))));
-    assert_eq!(statuses(&s), vec![(k1, KeyStatus::Revoked), (k2, KeyStatus::Active)]);
+    assert!(matches!(
+        s.retire(&k1, T0),
+        Err(KeyStoreError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        s.promote("nope", T0, 0),
+        Err(KeyStoreError::UnknownKid(_))
+    ));
+    assert_eq!(
+        statuses(&s),
+        vec![(k1, KeyStatus::Revoked), (k2, KeyStatus::Active)]
+    );
     // Issuer keys are the credit bank's: never generated as gateway keys here.
-    assert!(matches!(s.generate(KeyRole::Issuer, Alg::Es256, T0), Err(KeyStoreError::WrongRole(_))));
+    assert!(matches!(
+        s.generate(KeyRole::Issuer, Alg::Es256, T0),
+        Err(KeyStoreError::WrongRole(_))
+    ));
 }
 
 #[test]
@@ -50,7 +74,10 @@ fn imported_issuer_keys() {
     let mut s = KeyStore::create("cq").unwrap();
     let cb = SigningKey::generate(Alg::Es256, "cq-cb-1").unwrap();
     assert_eq!(s.import_issuer(&cb.public_jwk(), T0).unwrap(), "cq-cb-1");
-    assert!(matches!(s.import_issuer(&cb.public_jwk(), T0), Err(KeyStoreError::DuplicateKid(_))));
+    assert!(matches!(
+        s.import_issuer(&cb.public_jwk(), T0),
+        Err(KeyStoreError::DuplicateKid(_))
+    ));
     // A private JWK is refused: the store must never hold the bank's secret.
     assert!(s.import_issuer(cb.private_jwk(), T0).is_err());
     // No kid: one is assigned.
@@ -59,7 +86,9 @@ fn imported_issuer_keys() {
     let kid = s.import_issuer(&anon, T0).unwrap();
     assert!(kid.starts_with("cq-cb-"), "{kid}");
     let info = s.list();
-    assert!(info.iter().all(|k| k.role == KeyRole::Issuer && k.status == KeyStatus::Active));
+    assert!(info
+        .iter()
+        .all(|k| k.role == KeyRole::Issuer && k.status == KeyStatus::Active));
 }
 
 #[test]
@@ -74,16 +103,28 @@ fn save_is_atomic_0600_and_round_trips() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary files left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "temporary files left behind"
+    );
     let loaded = KeyStore::load(&path).unwrap();
     assert_eq!(loaded.list(), s.list());
     assert_eq!(loaded.member(), "cq");
     // Issuer keys are stored public only.
     let text = std::fs::read_to_string(&path).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let issuer = v["keys"].as_array().unwrap().iter().find(|k| k["role"] == "issuer").unwrap();
+    let issuer = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "issuer")
+        .unwrap();
     assert_eq!(issuer["kid"], cb.kid());
     assert!(issuer["jwk"].get("d").is_none());
 }
@@ -147,8 +188,15 @@ fn files() -> Files {
     s.generate_issuer(Alg::Es256, T0).unwrap();
     s.generate(KeyRole::Gateway, Alg::Es256, T0).unwrap();
     s.save(&store).unwrap();
-    SigningKey::generate(Alg::EdDsa, "cq-fed").unwrap().save_private(&fed).unwrap();
-    Files { _dir: dir, store, fed }
+    SigningKey::generate(Alg::EdDsa, "cq-fed")
+        .unwrap()
+        .save_private(&fed)
+        .unwrap();
+    Files {
+        _dir: dir,
+        store,
+        fed,
+    }
 }
 
 fn edit(path: &Path, f: impl FnOnce(&mut KeyStore)) {
@@ -197,7 +245,10 @@ async fn local_keys_follow_the_key_store_file() {
 
     // It is also the fetcher for its own member, and only for it.
     let jws = local.fetch("cq").await.unwrap();
-    assert_eq!(KeySet::verify(&jws, &fed_pub, clock.now_secs()).unwrap().seq, set3.seq);
+    assert_eq!(
+        KeySet::verify(&jws, &fed_pub, clock.now_secs()).unwrap().seq,
+        set3.seq
+    );
     assert!(local.fetch("sc").await.is_err());
 }
 
@@ -209,6 +260,9 @@ fn revoking_the_active_key_fails_closed() {
     let kid = local.signing_key().unwrap().kid().to_owned();
     edit(&f.store, |s| s.revoke(&kid).unwrap());
     clock.advance_ms(1000);
-    assert!(matches!(local.signing_key(), Err(KeyStoreError::NoActiveGatewayKey)));
+    assert!(matches!(
+        local.signing_key(),
+        Err(KeyStoreError::NoActiveGatewayKey)
+    ));
     assert_eq!(local.keyset().key(&kid).unwrap().status, KeyStatus::Revoked);
 }
