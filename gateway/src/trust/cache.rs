@@ -173,12 +173,14 @@ struct Inner {
     slots: HashMap<String, Slot>,
     sets: Cache<String, Arc<Cached>>,
     negative: Cache<String, Negative>,
+    /// Holds preloaded sets only and never fetches (offline verification).
+    fixed: bool,
 }
 
 impl std::fmt::Debug for TrustCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustCache")
-            .field("members", &self.inner.pinned.keys().collect::<Vec<_>>())
+            .field("members", &self.inner.slots.keys().collect::<Vec<_>>())
             .field("cfg", &self.inner.cfg)
             .finish_non_exhaustive()
     }
@@ -220,6 +222,32 @@ impl TrustCache {
                 slots,
                 sets,
                 negative,
+                fixed: false,
+            }),
+        }
+    }
+
+    /// A cache over fixed, already trusted key sets that never fetches:
+    /// offline verification (`bashu credential verify --jwks`). The caller
+    /// vouches for the sets; nothing here checks a signature on them.
+    pub async fn preloaded(cfg: TrustCacheConfig, sets: Vec<KeySet>, clock: Arc<dyn Clock>) -> Self {
+        let slots = sets.iter().map(|s| (s.iss.clone(), Slot::default())).collect();
+        let cache = Cache::builder().max_capacity(sets.len() as u64 + 16).build();
+        for (generation, set) in (1..).zip(sets) {
+            cache
+                .insert(set.iss.clone(), Arc::new(Cached::new(set, generation)))
+                .await;
+        }
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                clock,
+                fetcher: Arc::new(super::fetch::StaticFetcher::new()),
+                pinned: HashMap::new(),
+                slots,
+                sets: cache,
+                negative: Cache::builder().max_capacity(NEGATIVE_CAPACITY).build(),
+                fixed: true,
             }),
         }
     }
@@ -235,7 +263,7 @@ impl TrustCache {
 
     /// Member ids of the federation (those with a pinned federation key).
     pub fn members(&self) -> impl Iterator<Item = &str> {
-        self.inner.pinned.keys().map(String::as_str)
+        self.inner.slots.keys().map(String::as_str)
     }
 
     /// The key `kid` of `member`, if it exists and verifies now.
@@ -324,7 +352,7 @@ impl TrustCache {
     /// [`TrustCache::refresh`] for every member; one result per member.
     pub async fn refresh_all(&self) -> Vec<(String, Result<u64, LookupError>)> {
         let mut out = Vec::new();
-        let mut members: Vec<&String> = self.inner.pinned.keys().collect();
+        let mut members: Vec<&String> = self.inner.slots.keys().collect();
         members.sort();
         for m in members {
             out.push((m.clone(), self.refresh(m).await));
@@ -428,6 +456,9 @@ impl Inner {
     /// observed before deciding to fetch; if it moved while we waited for the
     /// mutex, somebody else's result is used instead of fetching again.
     async fn fetch(&self, member: &str, slot: &Slot, seen: u64, rate_limited: bool) -> Outcome {
+        if self.fixed {
+            return Outcome::Skipped(self.sets.get(member).await);
+        }
         let mut flight = slot.flight.lock().await;
         if slot.attempts.load(Ordering::Acquire) != seen {
             return Outcome::Skipped(self.sets.get(member).await);
