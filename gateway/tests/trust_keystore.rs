@@ -266,3 +266,62 @@ fn revoking_the_active_key_fails_closed() {
     ));
     assert_eq!(local.keyset().key(&kid).unwrap().status, KeyStatus::Revoked);
 }
+
+#[test]
+fn offline_mode_serves_the_published_file() {
+    let f = files();
+    let fed = SigningKey::load(&f.fed).unwrap();
+    // The host only has the public half of the federation key.
+    std::fs::write(&f.fed, serde_json::Value::Object(fed.public_jwk()).to_string()).unwrap();
+    let published = bashu_gateway::trust::published_keyset_path(&f.store);
+    assert_eq!(published.file_name().unwrap(), "keystore.keyset.jws");
+    let clock = Arc::new(ManualClock::at_secs(T0));
+    // Nothing published yet: the gateway refuses to start.
+    assert!(LocalKeys::open_with_clock(&f.store, &f.fed, 600, clock.clone()).is_err());
+
+    let mut s = KeyStore::load(&f.store).unwrap();
+    std::fs::write(&published, s.publish(&fed, T0, 600).unwrap()).unwrap();
+    let local = LocalKeys::open_with_clock(&f.store, &f.fed, 600, clock.clone()).unwrap();
+    assert!(!local.signs_own_keyset());
+    let first = local.signed_keyset().unwrap();
+    assert_eq!(KeySet::verify(&first, &fed_pub(&fed), T0).unwrap().seq, s.seq());
+
+    // Not re-signed at half-life (it cannot be)…
+    clock.advance_secs(400);
+    assert_eq!(local.signed_keyset().unwrap(), first);
+    // …but a newly published file is picked up.
+    let second = s.publish(&fed, clock.now_secs(), 600).unwrap();
+    std::fs::write(&published, &second).unwrap();
+    clock.advance_ms(1000);
+    assert_eq!(local.signed_keyset().unwrap(), second);
+    // A forged or rolled-back file is not.
+    let forged = s
+        .keyset(clock.now_secs(), 600)
+        .sign(&SigningKey::generate(Alg::EdDsa, "x").unwrap())
+        .unwrap();
+    std::fs::write(&published, forged).unwrap();
+    clock.advance_ms(1000);
+    assert_eq!(local.signed_keyset().unwrap(), second);
+    std::fs::write(&published, first).unwrap();
+    clock.advance_ms(1000);
+    assert_eq!(local.signed_keyset().unwrap(), second);
+}
+
+fn fed_pub(fed: &SigningKey) -> bashu_gateway::jose::VerifyingKey {
+    fed.verifying_key().clone()
+}
+
+#[tokio::test]
+async fn member_router_sends_each_member_to_its_source() {
+    use bashu_gateway::trust::{MemberRouter, StaticFetcher};
+    let own = Arc::new(StaticFetcher::new());
+    own.put("cq", "own".into());
+    let peers = Arc::new(StaticFetcher::new());
+    peers.put("sc", "peer".into());
+    peers.put("cq", "wrong".into());
+    let router = MemberRouter::new().route("cq", own).fallback(peers);
+    assert_eq!(router.fetch("cq").await.unwrap(), "own");
+    assert_eq!(router.fetch("sc").await.unwrap(), "peer");
+    assert!(router.fetch("gz").await.is_err());
+    assert!(MemberRouter::new().fetch("cq").await.is_err());
+}

@@ -2,12 +2,14 @@
 //!
 //! Every command loads the key store, applies one change and saves it
 //! atomically (mode 0600). A running gateway notices the new file within a
-//! second and re-publishes its key set with a higher `seq`; `publish` is for
-//! distributing the signed set out of band. Private keys are never printed.
+//! second and re-publishes its key set with a higher `seq`. `publish` signs
+//! the set here and writes it next to the key store (for gateways whose
+//! federation key is kept offline, see `trust::local`) and to stdout.
+//! Private keys are never printed.
 
 use crate::config::Config;
 use crate::jose::{Alg, SigningKey};
-use crate::trust::{Clock, KeyInfo, KeyRole, KeyStatus, KeyStore, SystemClock};
+use crate::trust::{published_keyset_path, Clock, KeyInfo, KeyRole, KeyStatus, KeyStore, SystemClock};
 use clap::Subcommand;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -275,7 +277,16 @@ fn publish(paths: &Paths) -> Result<String, Failure> {
     let mut store = KeyStore::load(&paths.keystore)?;
     let jws = store.publish(&fed, now(), secs(paths.ttl_secs))?;
     store.save(&paths.keystore)?;
-    eprintln!("published key set of {} with seq {}", store.member(), store.seq());
+    // What an offline-mode gateway serves (see trust::local).
+    let published = published_keyset_path(&paths.keystore);
+    crate::jose::atomic_file::write(&published, format!("{jws}\n").as_bytes(), 0o644)
+        .map_err(|e| format!("{}: {e}", published.display()))?;
+    eprintln!(
+        "published key set of {} with seq {} ({})",
+        store.member(),
+        store.seq(),
+        published.display()
+    );
     Ok(jws)
 }
 

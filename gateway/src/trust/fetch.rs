@@ -66,3 +66,39 @@ impl KeySetFetcher for StaticFetcher {
         Box::pin(async move { r })
     }
 }
+
+/// Routes each member to its own fetcher (the gateway's own member to
+/// [`super::LocalKeys`], peers to the mTLS client), with an optional
+/// fallback for members without a route.
+#[derive(Default)]
+pub struct MemberRouter {
+    routes: HashMap<String, std::sync::Arc<dyn KeySetFetcher>>,
+    fallback: Option<std::sync::Arc<dyn KeySetFetcher>>,
+}
+
+impl MemberRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fetches `member`'s set through `fetcher`.
+    pub fn route(mut self, member: &str, fetcher: std::sync::Arc<dyn KeySetFetcher>) -> Self {
+        self.routes.insert(member.to_owned(), fetcher);
+        self
+    }
+
+    /// Fetches every other member's set through `fetcher`.
+    pub fn fallback(mut self, fetcher: std::sync::Arc<dyn KeySetFetcher>) -> Self {
+        self.fallback = Some(fetcher);
+        self
+    }
+}
+
+impl KeySetFetcher for MemberRouter {
+    fn fetch<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<String, FetchError>> {
+        match self.routes.get(member).or(self.fallback.as_ref()) {
+            Some(f) => f.fetch(member),
+            None => Box::pin(async move { Err(FetchError::UnknownMember(member.to_owned())) }),
+        }
+    }
+}

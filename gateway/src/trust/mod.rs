@@ -17,10 +17,10 @@ pub mod local;
 
 pub use cache::{LookupError, TrustCache, TrustCacheConfig};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use fetch::{FetchError, KeySetFetcher, StaticFetcher};
+pub use fetch::{FetchError, KeySetFetcher, MemberRouter, StaticFetcher};
 pub use keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
 pub use keystore::{KeyInfo, KeyStore, KeyStoreError};
-pub use local::LocalKeys;
+pub use local::{published_keyset_path, LocalKeys};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
