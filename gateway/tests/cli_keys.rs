@@ -160,7 +160,12 @@ fn rotate_promotes_after_the_wait_and_publishes() {
     let jws = env.ok(&["publish", "--out", out.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), jws);
     // Also next to the key store, for gateways whose federation key is offline.
-    assert_eq!(std::fs::read_to_string(env.path("keystore.keyset.jws")).unwrap().trim(), jws);
+    assert_eq!(
+        std::fs::read_to_string(env.path("keystore.keyset.jws"))
+            .unwrap()
+            .trim(),
+        jws
+    );
     let set = KeySet::verify(&jws, &fed, now()).unwrap();
     assert_eq!(set.iss, "cq");
     assert_eq!(set.exp - set.iat, 600);

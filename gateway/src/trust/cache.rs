@@ -27,7 +27,7 @@ use crate::jose::VerifyingKey;
 use crate::problem::{Problem, ProblemType};
 use moka::future::Cache;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +138,9 @@ struct Slot {
     /// Number of fetch attempts completed; read without the mutex to detect
     /// "someone fetched while I was waiting".
     attempts: AtomicU64,
+    /// Copy of `Flight::last_attempt_ms` for the lock-free pre-check of
+    /// background refreshes.
+    last_attempt_ms: AtomicI64,
     refreshing: AtomicBool,
 }
 
@@ -425,7 +428,13 @@ impl TrustCache {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if slot.refreshing.swap(true, Ordering::AcqRel) {
+        let interval = i64::try_from(self.inner.cfg.refetch_min_interval_ms).unwrap_or(i64::MAX);
+        let since = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_sub(slot.last_attempt_ms.load(Ordering::Acquire));
+        if since < interval || slot.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
@@ -473,6 +482,7 @@ impl Inner {
             return Outcome::Skipped(self.sets.get(member).await);
         }
         flight.last_attempt_ms = Some(now);
+        slot.last_attempt_ms.store(now, Ordering::Release);
         let outcome = match self.fetch_verified(member, flight.highest_seq, now).await {
             Ok(set) => {
                 flight.highest_seq = Some(set.seq);
