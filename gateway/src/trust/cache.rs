@@ -264,7 +264,8 @@ impl TrustCache {
         &self.inner.cfg
     }
 
-    /// Member ids of the federation (those with a pinned federation key).
+    /// Member ids the cache answers for (pinned federation keys, or the
+    /// preloaded sets).
     pub fn members(&self) -> impl Iterator<Item = &str> {
         self.inner.slots.keys().map(String::as_str)
     }
@@ -276,8 +277,8 @@ impl TrustCache {
             .slots
             .get(member)
             .ok_or_else(|| LookupError::UnknownMember(member.to_owned()))?;
-        // Captured before looking: any fetch that starts after this point is
-        // at least as fresh as what we are about to see.
+        // Captured before looking: a fetch that completes after this point is
+        // at least as fresh as anything we could start, so we share it.
         let seen = slot.attempts.load(Ordering::Acquire);
         let now = inner.clock.now_ms();
         let cached = self.current(member, slot, now).await?;

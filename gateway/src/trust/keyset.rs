@@ -286,3 +286,58 @@ impl KeySet {
         Ok(set)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::Alg;
+
+    fn key(status: KeyStatus, nbf: i64, retire_after: Option<i64>) -> TrustKey {
+        let signing = SigningKey::generate(Alg::EdDsa, "k").unwrap();
+        TrustKey {
+            kid: "k".into(),
+            role: KeyRole::Gateway,
+            status,
+            nbf,
+            retire_after,
+            key: signing.verifying_key().clone(),
+        }
+    }
+
+    #[test]
+    fn status_semantics_at_the_boundaries() {
+        let skew = 60;
+        assert_eq!(key(KeyStatus::Next, 0, None).check_usable(1000, skew), Ok(()));
+        assert_eq!(key(KeyStatus::Active, 0, None).check_usable(1000, skew), Ok(()));
+        let retiring = key(KeyStatus::Retiring, 0, Some(1000));
+        assert_eq!(retiring.check_usable(1060, skew), Ok(()));
+        assert_eq!(
+            retiring.check_usable(1061, skew),
+            Err(KeyUnusable::Retired { retire_after: 1000 })
+        );
+        // Retiring without a date keeps verifying until revoked.
+        assert_eq!(
+            key(KeyStatus::Retiring, 0, None).check_usable(i64::MAX, skew),
+            Ok(())
+        );
+        assert_eq!(
+            key(KeyStatus::Revoked, 0, None).check_usable(0, skew),
+            Err(KeyUnusable::Revoked)
+        );
+        let future = key(KeyStatus::Active, 2000, None);
+        assert_eq!(future.check_usable(1940, skew), Ok(()));
+        assert_eq!(
+            future.check_usable(1939, skew),
+            Err(KeyUnusable::NotYetValid { nbf: 2000 })
+        );
+    }
+
+    #[test]
+    fn key_json_round_trips() {
+        let k = key(KeyStatus::Retiring, 5, Some(99));
+        let json = k.to_json();
+        assert_eq!(json["role"], "gateway");
+        assert_eq!(json["retire_after"], 99);
+        assert_eq!(TrustKey::from_json(&json).unwrap(), k);
+    }
+}
