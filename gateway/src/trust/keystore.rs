@@ -51,6 +51,17 @@ pub enum KeyStoreError {
     NoNextKey,
 }
 
+impl KeyStoreError {
+    /// Seen by an API caller only when the gateway cannot sign (no active
+    /// key, unreadable store): a server-side condition, so `unavailable`.
+    pub fn problem(&self) -> crate::problem::Problem {
+        crate::problem::Problem::new(
+            crate::problem::ProblemType::Unavailable,
+            "gateway signing key unavailable",
+        )
+    }
+}
+
 /// Key material, tied to the role: gateway keys are ours (private), issuer
 /// keys belong to the credit bank (we only ever hold the public half).
 #[derive(Debug, Clone)]
