@@ -288,3 +288,12 @@ async fn an_unreachable_trust_source_is_unavailable_not_broken() {
     fed.clock.advance_ms(2000);
     assert_eq!(chain_kind(&fed, &links).await, ProblemType::Unavailable);
 }
+
+#[tokio::test]
+async fn debug_output_names_the_credential_but_not_the_record() {
+    let fed = Fed::new();
+    let v = fed.verifier.verify(&fed.credential("cq")).await.unwrap();
+    let dbg = format!("{v:?}");
+    assert!(dbg.contains(v.id()) && dbg.contains(&v.digest_hex()), "{dbg}");
+    assert!(!dbg.contains("learner") && !dbg.contains("数控"), "{dbg}");
+}

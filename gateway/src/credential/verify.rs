@@ -20,7 +20,9 @@ pub struct Verifier {
 /// A credential whose signature, issuer, key status, profile and validity
 /// period have been checked. There is no public constructor: holding one is
 /// proof that [`Verifier::verify`] accepted the exact bytes in [`Self::jws`].
-#[derive(Debug, Clone)]
+/// `Debug` shows identifiers only, never the payload (it holds a learner's
+/// record).
+#[derive(Clone)]
 pub struct VerifiedCredential {
     jws: String,
     digest: [u8; 32],
@@ -31,6 +33,18 @@ pub struct VerifiedCredential {
     evidence: Option<TranslationEvidence>,
     valid_from: OffsetDateTime,
     valid_until: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for VerifiedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedCredential")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer.to_string())
+            .field("kid", &self.kid)
+            .field("digest", &self.digest_hex())
+            .field("translation", &self.evidence.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedCredential {

@@ -11,7 +11,6 @@ pub const MAX_JWS_BYTES: usize = 256 * 1024;
 
 /// A compact JWS whose encoding and header passed the policy. The signature
 /// has NOT been checked yet; only [`ParsedJws::verify_signature`] does that.
-#[derive(Debug)]
 pub struct ParsedJws<'a> {
     header: Header,
     signing_input: &'a str,
@@ -65,6 +64,17 @@ pub fn parse_compact(jws: &str, policy: HeaderPolicy) -> Result<ParsedJws<'_>, J
         payload,
         signature,
     })
+}
+
+impl std::fmt::Debug for ParsedJws<'_> {
+    /// Header and sizes only: payloads are not for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedJws")
+            .field("header", &self.header)
+            .field("payload_len", &self.payload.len())
+            .field("signature_len", &self.signature.len())
+            .finish()
+    }
 }
 
 impl ParsedJws<'_> {
