@@ -15,7 +15,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 
+mod audit;
+mod migrations;
+mod sqlite;
 mod types;
+
+pub use sqlite::SqliteStore;
 
 pub use types::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
