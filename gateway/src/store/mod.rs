@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 mod audit;
@@ -21,6 +21,14 @@ mod sqlite;
 mod types;
 
 pub use sqlite::SqliteStore;
+
+/// File name of the SQLite store inside the gateway's `data_dir`.
+pub const DB_FILE: &str = "bashu.db";
+
+/// Where the gateway keeps its SQLite store: `<data_dir>/bashu.db`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
 
 pub use types::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
