@@ -7,9 +7,16 @@
 //! retried with exponential backoff and jitter behind a per-peer circuit
 //! breaker, until the item is older than the dead-letter age.
 
+mod backoff;
+mod breaker;
 mod clock;
+pub mod metrics;
+mod worker;
 
+pub use backoff::Backoff;
+pub use breaker::{BreakerState, CircuitBreaker};
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use worker::DeliveryWorker;
 
 use crate::pipeline::Envelope;
 use crate::problem::Problem;
