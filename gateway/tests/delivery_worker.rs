@@ -134,6 +134,8 @@ struct Call {
 #[derive(Default)]
 struct PeerState {
     down: HashSet<String>,
+    /// Exchange ids whose next send panics inside the client (once each).
+    panic_once: HashSet<String>,
     reject: HashMap<String, Problem>,
     calls: Vec<Call>,
     /// Exchange ids the peer stored, in arrival order, per peer.
@@ -196,6 +198,10 @@ impl PeerClient for FakePeer {
             }
             let mut st = self.state.lock().unwrap();
             assert_eq!(env.destination, peer, "envelope sent to the wrong peer");
+            if st.panic_once.remove(&env.exchange_id) {
+                drop(st);
+                panic!("fake client bug");
+            }
             let (answer, result) = if st.down.contains(peer) {
                 ("down", Err(SendError::Connect("connection refused".into())))
             } else if let Some(p) = st.reject.get(&env.exchange_id) {
@@ -576,4 +582,21 @@ async fn shutdown_does_not_wait_for_a_pending_backoff() {
         "stopped without waiting an hour"
     );
     assert_eq!(h.peer.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_client_is_a_transient_failure() {
+    let mut h = Harness::start(config(100, 1000), &["pan"]);
+    h.peer.state.lock().unwrap().panic_once.insert("pan-0001".into());
+    let ids = h.accept("pan", 2);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    let head = h.exchange(&ids[0]);
+    assert_eq!(head.attempts, 2);
+    assert_eq!(
+        head.last_error.as_deref(),
+        Some("invalid answer from peer: peer client panicked")
+    );
+    assert_eq!(h.peer.inbox("pan"), ids);
+    h.stop().await;
 }

@@ -13,9 +13,11 @@ use super::{Clock, PeerAnswer, PeerClient, SendError};
 use crate::config::DeliveryConfig;
 use crate::pipeline::Envelope;
 use crate::store::{OutboxItem, Store, StoreError};
+use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -324,13 +326,14 @@ impl PeerTask {
             RETRIES.with_label_values(&[&self.peer]).inc();
         }
         // Not raced against shutdown: an in-flight send always completes
-        // and its answer is recorded.
-        let sent = tokio::time::timeout(
-            self.shared.request_timeout,
-            self.shared.client.send(&self.peer, &envelope),
-        )
-        .await
-        .unwrap_or(Err(SendError::Timeout));
+        // and its answer is recorded. A panicking client is a transient
+        // failure (backed off like any other), not the end of this peer's task.
+        let send = AssertUnwindSafe(self.shared.client.send(&self.peer, &envelope)).catch_unwind();
+        let sent = match tokio::time::timeout(self.shared.request_timeout, send).await {
+            Err(_elapsed) => Err(SendError::Timeout),
+            Ok(Err(_panic)) => Err(SendError::Protocol("peer client panicked".into())),
+            Ok(Ok(answer)) => answer,
+        };
         let at = self.shared.clock.now();
         let id = item.exchange_id.clone();
         let store = Arc::clone(&self.shared.store);
