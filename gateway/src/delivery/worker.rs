@@ -181,15 +181,18 @@ impl Supervisor {
         }
     }
 
-    /// A peer task returned outside shutdown (it panicked, most likely in a
-    /// `PeerClient`): forget it so the next sweep starts a fresh one.
+    /// A peer task returned. Outside shutdown that is a bug (a panic):
+    /// forget the task so the next sweep starts a fresh one for its peer.
     fn task_ended(&mut self, ended: Result<(Id, ()), tokio::task::JoinError>) {
-        let id = match &ended {
-            Ok((id, ())) => *id,
-            Err(e) => e.id(),
+        if shutdown_requested(&self.shutdown) {
+            return;
+        }
+        let (id, cause) = match &ended {
+            Ok((id, ())) => (*id, "returned".to_owned()),
+            Err(e) => (e.id(), e.to_string()),
         };
         if let Some(peer) = self.task_peers.remove(&id) {
-            tracing::error!(peer = %peer, "delivery task ended unexpectedly; restarting it");
+            tracing::error!(peer = %peer, %cause, "delivery task ended unexpectedly; restarting it");
             self.wakers.remove(&peer);
         }
     }
