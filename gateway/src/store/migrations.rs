@@ -83,8 +83,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// Applies every migration the database has not seen yet. Safe to call on
 /// every open; a database newer than this binary is refused.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    for (index, sql) in MIGRATIONS.iter().enumerate() {
-        let version = index + 1;
+    let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    for (version, sql) in (1_i64..).zip(MIGRATIONS) {
         let migration = |source| StoreError::Migration { version, source };
         // IMMEDIATE: two processes opening a fresh database at once must not
         // both decide to apply the same migration.
@@ -94,17 +94,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let current: i64 = tx
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(migration)?;
-        if current > MIGRATIONS.len() as i64 {
+        if current > latest {
             return Err(StoreError::SchemaTooNew {
                 found: current,
                 supported: MIGRATIONS.len(),
             });
         }
-        if current >= version as i64 {
+        if current >= version {
             continue;
         }
         tx.execute_batch(sql).map_err(migration)?;
-        tx.pragma_update(None, "user_version", version as i64)
+        tx.pragma_update(None, "user_version", version)
             .map_err(migration)?;
         tx.commit().map_err(migration)?;
     }

@@ -135,7 +135,7 @@ pub enum StoreError {
     },
     #[error("store schema migration to version {version} failed: {source}")]
     Migration {
-        version: usize,
+        version: i64,
         #[source]
         source: rusqlite::Error,
     },

@@ -174,6 +174,12 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Sequence numbers and cursors come from SQLite's signed rowids, so they
+/// always fit back; saturating keeps an out-of-range argument matching nothing.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -405,12 +411,12 @@ fn settle(
              attempts = attempts + ?5,
              forwarded_at = CASE WHEN ?5 = 1 THEN COALESCE(forwarded_at, ?3) ELSE forwarded_at END
          WHERE seq = ?1",
-        params![current.seq as i64, to.as_str(), at_n, problem_text, attempt],
+        params![sql_int(current.seq), to.as_str(), at_n, problem_text, attempt],
     )
     .map_err(sqlite("settling an exchange"))?;
     tx.execute(
         "DELETE FROM outbox WHERE exchange_seq = ?1",
-        params![current.seq as i64],
+        params![sql_int(current.seq)],
     )
     .map_err(sqlite("removing an outbox item"))?;
     let event = match to {
@@ -610,7 +616,7 @@ impl Store for SqliteStore {
                 ExchangeStatus::Forwarded,
                 ExchangeStatus::is_pending,
             )?;
-            let seq = current.seq as i64;
+            let seq = sql_int(current.seq);
             tx.execute(
                 "UPDATE exchanges
                  SET status = 'forwarded', attempts = attempts + 1, last_error = ?2,
@@ -665,7 +671,7 @@ impl Store for SqliteStore {
                 ExchangeStatus::Accepted,
                 ExchangeStatus::is_retryable,
             )?;
-            let seq = current.seq as i64;
+            let seq = sql_int(current.seq);
             tx.execute(
                 "UPDATE exchanges
                  SET status = 'accepted', settled_at = NULL, problem = NULL, updated_at = ?2
@@ -742,7 +748,7 @@ impl Store for SqliteStore {
                 Some(a) => a,
                 None => acked_point(tx)?,
             };
-            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let after = sql_int(after);
             let mut stmt = tx
                 .prepare(concat!(
                     select_inbox!(),
@@ -768,7 +774,7 @@ impl Store for SqliteStore {
             if target <= current {
                 return Ok(0);
             }
-            let (current_i, target_i) = (current as i64, target as i64);
+            let (current_i, target_i) = (sql_int(current), sql_int(target));
             let newly: i64 = tx
                 .query_row(
                     "SELECT COUNT(*) FROM inbox WHERE cursor > ?1 AND cursor <= ?2",
