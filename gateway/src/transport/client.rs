@@ -40,6 +40,8 @@ impl Default for PeerClientOptions {
 #[derive(Debug, Clone)]
 pub struct PeerResponse {
     pub status: StatusCode,
+    /// HTTP version negotiated (ALPN) with the peer.
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -182,6 +184,7 @@ impl PeerHttpClient {
             .to_bytes();
         Ok(PeerResponse {
             status: parts.status,
+            version: parts.version,
             headers: parts.headers,
             body,
         })
