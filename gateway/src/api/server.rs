@@ -31,6 +31,9 @@ use tracing::{field, Instrument};
 const MIN_HTTP1_BUF: usize = 8192;
 /// Streams one HTTP/2 connection may have in flight.
 const MAX_H2_STREAMS: u32 = 128;
+/// HTTP/2 PING interval and timeout: reaps connections whose peer vanished.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -170,6 +173,8 @@ async fn connection(
 
 fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header read timeout also runs while an HTTP/1.1 connection idles
+    // between requests, so idle keep-alive connections give their slot back.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -179,7 +184,9 @@ fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_H2_STREAMS);
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     builder
 }
 

@@ -84,6 +84,11 @@ impl PeerHttpClient {
         Self::with_options(ca, cert, key, system_roots, PeerClientOptions::default())
     }
 
+    /// Client for the gateway's `[tls]` section.
+    pub fn from_config(tls: &crate::config::TlsConfig, options: PeerClientOptions) -> Result<Self, TlsError> {
+        Self::with_options(&tls.ca, &tls.cert, &tls.key, tls.system_roots_outbound, options)
+    }
+
     pub fn with_options(
         ca: &Path,
         cert: &Path,
