@@ -301,3 +301,47 @@ async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
     assert_eq!(resp.json()["exchangeId"], "ex-7");
     server.task.await.unwrap();
 }
+
+#[tokio::test]
+async fn watcher_reloads_when_the_files_change() {
+    let pki = Pki::new();
+    let live = pki.dir.path().join("watched");
+    std::fs::create_dir(&live).unwrap();
+    let first = pki.identity("cq", Role::Gateway);
+    std::fs::copy(&first.cert, live.join("gw.crt")).unwrap();
+    std::fs::copy(&first.key, live.join("gw.key")).unwrap();
+    let paths = TlsPaths {
+        ca: pki.ca_path.clone(),
+        cert: live.join("gw.crt"),
+        key: live.join("gw.key"),
+        crls: vec![],
+    };
+    let server = Server::start_with(paths, "cq", Fake::new(), limits()).await;
+    let mut reloads = server.tls.reloads();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = server
+        .tls
+        .spawn_watcher(std::time::Duration::from_millis(20), stop_rx);
+
+    // Atomic replacement, as docs/operations.md recommends.
+    let second = pki.identity("cq", Role::Gateway);
+    std::fs::copy(&second.key, live.join("gw.key.tmp")).unwrap();
+    std::fs::copy(&second.cert, live.join("gw.crt.tmp")).unwrap();
+    std::fs::rename(live.join("gw.key.tmp"), live.join("gw.key")).unwrap();
+    std::fs::rename(live.join("gw.crt.tmp"), live.join("gw.crt")).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .expect("no reload after the files changed")
+        .unwrap();
+    let client = pki.identity("cq", Role::Operator);
+    // The key may have been picked up alone first (a failed reload keeps the
+    // old config); wait for the reload that includes the new certificate.
+    while served_cert(server.addr, &pki, &client).await != pem_der(&second.cert) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+            .await
+            .expect("certificate never reloaded")
+            .unwrap();
+    }
+    watcher.abort();
+    server.stop().await;
+}

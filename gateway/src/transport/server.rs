@@ -5,7 +5,7 @@ use crate::config::TlsConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -94,15 +94,24 @@ impl TlsPaths {
 pub struct ReloadableTls {
     paths: TlsPaths,
     current: RwLock<Arc<ServerConfig>>,
+    /// Count of successful reloads, observable by [`ReloadableTls::reloads`].
+    generation: watch::Sender<u64>,
+    /// Newest file modification time seen before the last load attempt; the
+    /// watcher reloads when the files are newer than this.
+    stamp: Mutex<Option<SystemTime>>,
 }
 
 impl ReloadableTls {
     /// Loads the initial configuration; fails if it cannot be built.
     pub fn load(paths: TlsPaths) -> Result<Arc<Self>, TlsError> {
+        // Stamped before reading, so a change racing with the read is seen later.
+        let stamp = Mutex::new(paths.newest_mtime());
         let config = server_tls_config(&paths.ca, &paths.cert, &paths.key, &paths.crls)?;
         Ok(Arc::new(Self {
             paths,
             current: RwLock::new(config),
+            generation: watch::Sender::new(0),
+            stamp,
         }))
     }
 
@@ -121,10 +130,17 @@ impl ReloadableTls {
     /// Re-reads every file and swaps the configuration in, all or nothing.
     pub fn reload(&self) -> Result<(), TlsError> {
         let p = &self.paths;
+        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = p.newest_mtime();
         let fresh = server_tls_config(&p.ca, &p.cert, &p.key, &p.crls)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        self.generation.send_modify(|g| *g += 1);
         tracing::info!(cert = %p.cert.display(), "TLS configuration reloaded");
         Ok(())
+    }
+
+    /// Changes with every successful reload (the value counts them).
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Reloads on SIGHUP and whenever a file's modification time changes
@@ -138,7 +154,6 @@ impl ReloadableTls {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut hup = hangup_signal();
-            let mut seen = this.paths.newest_mtime();
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -147,13 +162,14 @@ impl ReloadableTls {
                     Some(()) = recv_hangup(&mut hup) => "SIGHUP",
                     _ = tick.tick() => {
                         let now = this.paths.newest_mtime();
+                        let seen = *this.stamp.lock().unwrap_or_else(PoisonError::into_inner);
                         if now.is_none() || now == seen {
                             continue;
                         }
                         "file change"
                     }
                 };
-                seen = this.paths.newest_mtime();
+                // A failed reload is not retried until the files change again.
                 if let Err(err) = this.reload() {
                     tracing::error!(%err, reason, "TLS reload failed; keeping the previous configuration");
                 }
