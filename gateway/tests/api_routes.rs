@@ -260,6 +260,8 @@ async fn malformed_requests_are_rejected_before_the_service() {
         assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{query}");
         resp.assert_problem(ProblemType::MalformedRequest);
     }
+    let resp = bank.get("/v1/exchanges/ex-1?verbose=1").await;
+    resp.assert_problem(ProblemType::MalformedRequest);
     let resp = bank.get("/v1/inbox?after=41&limit=500").await;
     assert_eq!(resp.status, StatusCode::OK);
     let resp = bank.get("/v1/inbox").await;

@@ -1,6 +1,8 @@
 //! One function per route: parse, call the [`GatewayService`], render.
 
-use super::request::{admin_status_param, check_exchange_id, inbox_params, parse_json, read_body};
+use super::request::{
+    admin_status_param, check_exchange_id, inbox_params, parse_json, parse_query, read_body,
+};
 use super::response::{self, Body};
 use super::routes::Handler;
 use crate::pipeline::{Envelope, GatewayService, SubmitRequest};
@@ -56,6 +58,9 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let svc = call.service;
+    if !matches!(handler, Handler::Inbox | Handler::AdminExchanges) {
+        parse_query(call.query, &[])?;
+    }
     match handler {
         Handler::Submit => {
             let bytes = read_body(call.headers, call.body, call.max_body).await?;

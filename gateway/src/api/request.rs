@@ -67,10 +67,11 @@ pub fn parse_query<'q>(query: Option<&'q str>, allowed: &[&str]) -> Result<Vec<(
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if !allowed.contains(&name) {
-            return Err(malformed(format!(
-                "unknown query parameter (allowed: {})",
-                allowed.join(", ")
-            )));
+            return Err(malformed(if allowed.is_empty() {
+                "this route takes no query parameters".to_owned()
+            } else {
+                format!("unknown query parameter (allowed: {})", allowed.join(", "))
+            }));
         }
         if out.iter().any(|(n, _)| *n == name) {
             return Err(malformed(format!("query parameter {name} given twice")));
