@@ -69,8 +69,11 @@ pub async fn serve(
     });
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    // Owns every connection task, so nothing outlives `serve`.
+    let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(addr = ?listener.local_addr().ok(), member = %shared.local_member, "API listener started");
     loop {
+        while tasks.try_join_next().is_some() {}
         // Wait for a connection slot before accepting, so excess clients queue
         // in the kernel backlog instead of consuming memory here.
         let permit = tokio::select! {
@@ -102,14 +105,16 @@ pub async fn serve(
             graceful.watcher(),
             permit,
         );
-        tokio::spawn(task);
+        tasks.spawn(task);
     }
     drop(listener);
     let grace = request_timeout(&shared.limits);
     tracing::info!(open = graceful.count(), "API listener draining");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "API drain timed out; remaining connections are dropped");
+        tracing::warn!(?grace, "API drain timed out; closing the remaining connections");
     }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Resolves once shutdown is requested or the sender is gone.

@@ -38,8 +38,10 @@ const MAX_CONNECTIONS: usize = 64;
 pub async fn serve(listener: TcpListener, ready: ReadyProbe, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(addr = ?listener.local_addr().ok(), "metrics listener started");
     loop {
+        while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
@@ -59,7 +61,7 @@ pub async fn serve(listener: TcpListener, ready: ReadyProbe, mut shutdown: watch
         };
         let ready = Arc::clone(&ready);
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req| answer(Arc::clone(&ready), req));
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -75,6 +77,8 @@ pub async fn serve(listener: TcpListener, ready: ReadyProbe, mut shutdown: watch
     }
     drop(listener);
     let _ = tokio::time::timeout(TIMEOUT, graceful.shutdown()).await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn answer(ready: ReadyProbe, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
