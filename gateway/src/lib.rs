@@ -16,6 +16,7 @@
 //! - [`cli`]: the `bashu` command line.
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credential;
