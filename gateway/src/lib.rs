@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod delivery;
+pub mod devfed;
 pub mod devpki;
 pub mod jose;
 pub mod metrics;
