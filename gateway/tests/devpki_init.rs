@@ -5,7 +5,9 @@
 
 use bashu_gateway::config::Config;
 use bashu_gateway::devpki::{self, DevPkiError, MemberSpec};
+use bashu_gateway::jose::{SigningKey, VerifyingKey};
 use bashu_gateway::transport::{ClientIdentity, Role};
+use bashu_gateway::trust::{KeyRole, KeyStatus, KeyStore};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use std::path::Path;
@@ -139,7 +141,75 @@ fn bad_member_lists_are_refused() {
     ));
 }
 
-#[allow(dead_code)]
-fn load(path: &Path) -> Config {
-    Config::load_with_env(path, std::iter::empty()).unwrap()
+#[test]
+fn configs_load_and_point_at_every_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = devpki::init(dir.path(), &["cq", "sc", "gz"]).unwrap();
+    for m in &fed.members {
+        let cfg = Config::load_with_env(&m.config, std::iter::empty())
+            .unwrap_or_else(|e| panic!("{}: {e}", m.config.display()));
+        assert_eq!(cfg.member, m.id);
+        assert_eq!(cfg.framework, if m.id == "cq" { "cqf" } else { "wfs" });
+        assert_eq!(cfg.listen.api, m.api_addr);
+        assert_eq!(cfg.listen.metrics, m.metrics_addr);
+        assert_eq!(cfg.tls.ca, m.dir.join("../ca.pem"));
+        assert_eq!(cfg.tls.cert, m.gateway_cert);
+        assert_eq!(cfg.trust.keystore, m.keystore);
+        assert_eq!(cfg.trust.federation_key, m.federation_key);
+        let peers: Vec<&str> = cfg.peers.keys().map(String::as_str).collect();
+        let others: Vec<&str> = fed
+            .members
+            .iter()
+            .map(|p| p.id.as_str())
+            .filter(|p| *p != m.id)
+            .collect();
+        let mut others_sorted = others.clone();
+        others_sorted.sort_unstable();
+        assert_eq!(peers, others_sorted);
+        for (id, peer) in &cfg.peers {
+            let other = fed.member(id).unwrap();
+            assert_eq!(peer.url, format!("https://{}", other.api_addr));
+            assert_eq!(
+                std::fs::canonicalize(&peer.federation_key).unwrap(),
+                std::fs::canonicalize(&other.federation_public_key).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn keys_are_written_and_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = devpki::init(dir.path(), &["cq", "sc"]).unwrap();
+    for m in &fed.members {
+        let store = KeyStore::load(&m.keystore).unwrap();
+        assert_eq!(store.member(), m.id);
+        let keys = store.list();
+        let active_gateway: Vec<_> = keys
+            .iter()
+            .filter(|k| k.role == KeyRole::Gateway && k.status == KeyStatus::Active)
+            .collect();
+        assert_eq!(active_gateway.len(), 1, "{keys:?}");
+        assert!(store.active_gateway_key().is_ok());
+
+        // The credit bank's private key is the issuer key imported in the store.
+        let issuer = SigningKey::load(&m.issuer_key).unwrap();
+        let imported = keys
+            .iter()
+            .find(|k| k.role == KeyRole::Issuer && k.kid == issuer.kid())
+            .unwrap_or_else(|| panic!("issuer key {} not in {keys:?}", issuer.kid()));
+        assert_eq!(imported.status, KeyStatus::Active);
+
+        // The pinned public federation key is the private one's public half.
+        let federation = SigningKey::load(&m.federation_key).unwrap();
+        let pinned = VerifyingKey::load(&m.federation_public_key).unwrap();
+        assert_eq!(&pinned, federation.verifying_key());
+        assert!(!std::fs::read_to_string(&m.federation_public_key)
+            .unwrap()
+            .contains("\"d\""));
+        #[cfg(unix)]
+        for private in [&m.federation_key, &m.issuer_key, &m.keystore] {
+            assert_eq!(mode(private), 0o600, "{}", private.display());
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub enum DevPkiError {
     DuplicateMember(String),
     #[error("at least one member is required")]
     NoMembers,
-    #[error("keys: {0}")]
-    Keys(String),
+    #[error("key generation: {0}")]
+    Key(#[from] crate::jose::JoseError),
+    #[error("key store: {0}")]
+    KeyStore(#[from] crate::trust::KeyStoreError),
 }
