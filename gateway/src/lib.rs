@@ -16,10 +16,12 @@
 //! - [`cli`]: the `bashu` command line.
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod delivery;
+pub mod devfed;
 pub mod devpki;
 pub mod jose;
 pub mod metrics;

@@ -1,1 +1,30 @@
-//! See the crate docs for this module's responsibility.
+//! The HTTP API of SPEC §4 over mTLS, HTTP/1.1 and HTTP/2.
+//!
+//! Request path, in order, each step failing closed with a problem+json:
+//! 1. TLS handshake with a client certificate from the federation CA
+//!    ([`crate::transport`]); without one there is no HTTP at all.
+//! 2. Identity from the certificate's SPIFFE URI, else `401 unauthenticated`.
+//! 3. Per-identity token bucket, else `429 rate-limited` with `Retry-After`.
+//! 4. Route lookup in [`ROUTES`]: `404 not-found`, or `405` (a
+//!    `malformed-request` problem with an `Allow` header) for a known path
+//!    with another method.
+//! 5. Role check for the route, else `403 forbidden-role`.
+//! 6. The handler, under the request deadline (`503 unavailable` when it
+//!    expires): strict JSON, bodies limited while reading (`413`), then one
+//!    call to the [`GatewayService`](crate::pipeline::GatewayService).
+
+mod auth;
+mod handlers;
+mod ratelimit;
+mod request;
+pub(crate) mod response;
+mod routes;
+mod server;
+
+pub use auth::authorize;
+pub use ratelimit::RateLimiter;
+pub use request::EXCHANGE_STATUSES;
+pub use response::JWT_CONTENT_TYPE;
+pub use routes::{lookup, Access, Handler, Lookup, Route, ROUTES};
+pub use server::serve;
+pub(crate) use server::stopped;

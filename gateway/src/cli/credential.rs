@@ -1,10 +1,195 @@
-//! `bashu credential` (SPEC §8).
+//! `bashu credential issue|verify` (SPEC §8).
+//!
+//! `issue` reads a learning record (the `credentialSubject`) on stdin and
+//! prints a signed credential. `verify` reads a compact JWS on stdin and
+//! prints the verified payload (exit 0) or the problem JSON (exit 1). Bad
+//! arguments and unreadable key files are usage errors (exit 2).
 
+use crate::credential::{issue_credential, new_learning_credential, IssuerId, Verifier};
+use crate::jose::{json_strict, SigningKey, VerifyingKey};
+use crate::problem::{Problem, ProblemType};
+use crate::trust::{Clock, KeySet, StaticFetcher, SystemClock, TrustCache, TrustCacheConfig};
+use clap::{ArgGroup, Subcommand};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Most we read from stdin: well past the 256 KiB JWS limit, so oversized
+/// input is still reported as `payload-too-large` rather than cut short.
+const STDIN_LIMIT: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: CredentialCommand,
+}
 
-pub fn run(_args: Args) -> ExitCode {
-    super::fail("`bashu credential` is not implemented yet")
+#[derive(Debug, Subcommand)]
+enum CredentialCommand {
+    /// Sign the learning record on stdin as a credential; prints the JWS.
+    Issue {
+        /// The issuer's private signing key (JWK).
+        #[arg(long)]
+        key: PathBuf,
+        /// Issuer id, e.g. urn:bashu:cq:credit-bank.
+        #[arg(long, value_parser = parse_issuer)]
+        issuer: IssuerId,
+        /// validUntil = now + N days (default: no validUntil).
+        #[arg(long)]
+        valid_days: Option<u32>,
+    },
+    /// Verify the credential JWS on stdin; prints the payload or a problem.
+    #[command(group(ArgGroup::new("trust").required(true).args(["jwks", "keyset"])))]
+    Verify {
+        /// Unsigned key-set payload(s) {"iss":…,"keys":[…]}; repeatable.
+        #[arg(long)]
+        jwks: Vec<PathBuf>,
+        /// A signed key set (compact JWS), checked against --federation-key.
+        #[arg(long, requires = "federation_key", conflicts_with = "jwks")]
+        keyset: Option<PathBuf>,
+        /// The member's federation public key (JWK).
+        #[arg(long, requires = "keyset")]
+        federation_key: Option<PathBuf>,
+    },
+}
+
+fn parse_issuer(s: &str) -> Result<IssuerId, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not urn:bashu:<member>:credit-bank|gateway"))
+}
+
+pub fn run(args: Args) -> ExitCode {
+    match args.command {
+        CredentialCommand::Issue {
+            key,
+            issuer,
+            valid_days,
+        } => issue(&key, &issuer, valid_days),
+        CredentialCommand::Verify {
+            jwks,
+            keyset,
+            federation_key,
+        } => verify(&jwks, keyset.as_deref().zip(federation_key.as_deref())),
+    }
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("bashu credential: {msg}");
+    ExitCode::from(2)
+}
+
+fn read_stdin() -> Result<Vec<u8>, std::io::Error> {
+    let mut buf = Vec::new();
+    std::io::stdin().take(STDIN_LIMIT).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn issue(key: &Path, issuer: &IssuerId, valid_days: Option<u32>) -> ExitCode {
+    let key = match SigningKey::load(key) {
+        Ok(k) => k,
+        Err(e) => return usage(e),
+    };
+    let subject = match read_stdin()
+        .map_err(|e| e.to_string())
+        .and_then(|b| json_strict::parse(&b).map_err(|e| format!("record on stdin: {e}")))
+    {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return super::fail("record on stdin must be a JSON object"),
+        Err(e) => return super::fail(e),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let until = valid_days.map(|d| now + time::Duration::days(i64::from(d)));
+    let payload = new_learning_credential(issuer, subject, now, until);
+    match issue_credential(&payload, &key) {
+        Ok(jws) => {
+            println!("{jws}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(e),
+    }
+}
+
+fn verify(jwks: &[PathBuf], signed: Option<(&Path, &Path)>) -> ExitCode {
+    let input = match read_stdin() {
+        Ok(b) => b,
+        Err(e) => return super::fail(e),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return super::fail(e),
+    };
+    rt.block_on(async {
+        let cache = match signed {
+            Some((keyset, fed)) => from_signed_keyset(keyset, fed),
+            None => from_jwks(jwks).await,
+        };
+        let cache = match cache {
+            Ok(c) => c,
+            Err(Outcome::Usage(msg)) => return usage(msg),
+            Err(Outcome::Problem(p)) => return problem(&p),
+        };
+        let jws = match std::str::from_utf8(&input) {
+            Ok(s) => s.trim_matches(|c: char| c.is_ascii_whitespace()),
+            Err(_) => return problem(&Problem::new(ProblemType::MalformedRequest, "input is not UTF-8")),
+        };
+        let verifier = Verifier::new(Arc::new(cache), 60);
+        match verifier.verify(jws).await {
+            Ok(v) => match serde_json::to_string_pretty(v.payload()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::fail(e),
+            },
+            Err(e) => problem(&e.problem()),
+        }
+    })
+}
+
+enum Outcome {
+    Usage(String),
+    Problem(Problem),
+}
+
+fn problem(p: &Problem) -> ExitCode {
+    println!("{}", p.to_json());
+    ExitCode::from(1)
+}
+
+async fn from_jwks(files: &[PathBuf]) -> Result<TrustCache, Outcome> {
+    let mut sets = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| Outcome::Usage(format!("{}: {e}", f.display())))?;
+        let set =
+            KeySet::parse_unsigned(&text).map_err(|e| Outcome::Usage(format!("{}: {e}", f.display())))?;
+        sets.push(set);
+    }
+    Ok(TrustCache::preloaded(TrustCacheConfig::default(), sets, Arc::new(SystemClock)).await)
+}
+
+fn from_signed_keyset(keyset: &Path, fed: &Path) -> Result<TrustCache, Outcome> {
+    let jws = std::fs::read_to_string(keyset)
+        .map_err(|e| Outcome::Usage(format!("{}: {e}", keyset.display())))?
+        .trim()
+        .to_owned();
+    let fed_key = VerifyingKey::load(fed).map_err(|e| Outcome::Usage(e.to_string()))?;
+    // Verified here once to learn whose set it is; the cache verifies again
+    // on its own path before using it.
+    let set = KeySet::verify(&jws, &fed_key, SystemClock.now_secs()).map_err(|e| {
+        Outcome::Problem(Problem::new(
+            ProblemType::UnknownKey,
+            format!("key set does not verify against the federation key: {e}"),
+        ))
+    })?;
+    let fetcher = StaticFetcher::new();
+    fetcher.put(&set.iss, jws);
+    let pinned = HashMap::from([(set.iss.clone(), fed_key)]);
+    Ok(TrustCache::new(
+        TrustCacheConfig::default(),
+        pinned,
+        Arc::new(fetcher),
+    ))
 }

@@ -4,6 +4,11 @@
 //! dev federation directory can be moved as a whole. Environment variables
 //! `BASHU_<SECTION>_<KEY>` override single values (see docs/operations.md).
 
+mod env;
+mod validate;
+
+pub use env::{Kind as EnvKind, KEYS as ENV_KEYS, PREFIX as ENV_PREFIX};
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -43,6 +48,10 @@ pub struct ListenConfig {
     /// Plain-HTTP metrics/health listener; loopback by default.
     #[serde(default = "default_metrics_addr")]
     pub metrics: SocketAddr,
+    /// Allow a non-loopback metrics address (the listener has no TLS and no
+    /// authentication).
+    #[serde(default)]
+    pub allow_public_metrics: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +191,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
     #[error("invalid config {path}: {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -191,19 +202,34 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates `path`; relative paths become absolute.
+    /// Reads `path`, applies `BASHU_*` overrides from the process environment,
+    /// resolves relative paths against the file's directory and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment (tests, tooling).
+    pub fn load_with_env<I>(path: &Path, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_err = |e: &dyn std::fmt::Display| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
+        };
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| parse_err(&e))?;
+        let applied = env::apply(&mut doc, vars)?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "config overridden from the environment");
+        }
+        let mut cfg: Config = toml::Value::Table(doc).try_into().map_err(|e| parse_err(&e))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
-        cfg.validate(path)?;
+        validate::validate(&cfg, path)?;
         Ok(cfg)
     }
 
@@ -227,35 +253,12 @@ impl Config {
             abs(&mut peer.federation_key);
         }
     }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            message,
-        };
-        if !is_member_id(&self.member) {
-            return Err(invalid(
-                "member",
-                format!("{:?} is not a member id (a-z0-9, 2-16)", self.member),
-            ));
-        }
-        for (id, peer) in &self.peers {
-            if !is_member_id(id) || id == &self.member {
-                return Err(invalid("peers", format!("{id:?} is not a valid peer member id")));
-            }
-            if !peer.url.starts_with("https://") {
-                return Err(invalid(
-                    &format!("peers.{id}.url"),
-                    "must be an https:// URL".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Member ids are short lowercase tokens; they appear in SPIFFE URIs and issuer URNs.
 pub fn is_member_id(s: &str) -> bool {
     (2..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
+
+#[cfg(test)]
+mod tests;

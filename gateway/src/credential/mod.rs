@@ -1,1 +1,23 @@
-//! See the crate docs for this module's responsibility.
+//! The credential profile of SPEC §3 on top of [`crate::jose`] and
+//! [`crate::trust`]: VC 2.0 learning credentials as compact JWS, translation
+//! credentials that name their predecessor by digest, and chains of them.
+//!
+//! - [`issuer`]: `IssuerId`, the `urn:bashu:<member>:<role>` issuer ids.
+//! - [`profile`]: building and checking the VC 2.0 payload.
+//! - [`verify`]: `Verifier` and `VerifiedCredential`.
+//! - [`translation`]: translation credentials and their `evidence`.
+//! - [`chain`]: link-by-link chain verification.
+
+mod chain;
+mod error;
+pub mod issuer;
+pub mod profile;
+pub mod translation;
+mod verify;
+
+pub use chain::{VerifiedChain, MAX_CHAIN_LEN};
+pub use error::CredentialError;
+pub use issuer::IssuerId;
+pub use profile::{issue_credential, new_learning_credential};
+pub use translation::{issue_translation, issue_translation_at, TranslationEvidence};
+pub use verify::{VerifiedCredential, Verifier};

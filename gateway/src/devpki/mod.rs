@@ -1,1 +1,40 @@
-//! See the crate docs for this module's responsibility.
+//! The development federation written by `bashu dev init` (SPEC §8).
+//!
+//! One throwaway CA, and per member: gateway, credit-bank and operator
+//! certificates carrying their SPIFFE identities, the member's keys, and a
+//! `gateway.toml` whose peers are every other member. Everything uses paths
+//! relative to the member directory, so the whole tree can be moved. Private
+//! keys are written with mode 0600. This is for development and tests only:
+//! the CA key sits next to the certificates it signed.
+
+mod ca;
+mod files;
+mod keys;
+mod layout;
+
+pub use ca::{DevCa, IssuedCert, LeafSpec};
+pub use files::free_ports;
+pub use layout::{init, init_with, DevFederation, DevMember, MemberSpec};
+
+use std::path::PathBuf;
+
+/// Why a dev federation could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DevPkiError {
+    #[error("certificate generation: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot pick a free port on 127.0.0.1: {0}")]
+    Port(std::io::Error),
+    #[error("{0:?} is not a member id (a-z0-9, 2-16 characters)")]
+    BadMember(String),
+    #[error("member {0:?} given twice")]
+    DuplicateMember(String),
+    #[error("at least one member is required")]
+    NoMembers,
+    #[error("key generation: {0}")]
+    Key(#[from] crate::jose::JoseError),
+    #[error("key store: {0}")]
+    KeyStore(#[from] crate::trust::KeyStoreError),
+}

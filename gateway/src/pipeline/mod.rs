@@ -8,8 +8,16 @@
 //! acknowledged (202) before it is verified, translated, signed and durable.
 
 use crate::problem::{Problem, ProblemType};
+use crate::store::{ExchangeStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+mod exchange;
+mod metrics;
+pub mod views;
+
+pub use exchange::{Pipeline, PipelineParts, INTERCHANGE_FRAMEWORK};
 
 /// `POST /v1/exchanges` body.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,5 +132,135 @@ impl GatewayService for Unwired {
     }
     fn ready(&self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(async { false })
+    }
+}
+
+/// Runs a store call on the blocking pool. Store failures are logged with
+/// their cause and reported to the caller only as `unavailable`.
+async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, Problem>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_problem(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "store task failed");
+            Err(Problem::new(
+                ProblemType::Unavailable,
+                "store temporarily unavailable",
+            ))
+        }
+    }
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::NotFound { exchange_id } => {
+            Problem::new(ProblemType::NotFound, "no such exchange").with_exchange(exchange_id)
+        }
+        StoreError::InvalidTransition {
+            exchange_id, from, ..
+        } => Problem::new(
+            ProblemType::MalformedRequest,
+            format!("exchange is {from}; only rejected or dead-lettered exchanges can be retried"),
+        )
+        .with_exchange(exchange_id),
+        other => {
+            tracing::error!(error = %other, "store error");
+            Problem::new(ProblemType::Unavailable, "store temporarily unavailable")
+        }
+    }
+}
+
+/// Most exchanges one admin listing returns.
+const ADMIN_LIST_LIMIT: u32 = 500;
+
+impl GatewayService for Pipeline {
+    fn submit<'a>(&'a self, caller_member: &'a str, req: SubmitRequest) -> ServiceFuture<'a, SubmitOutcome> {
+        Box::pin(self.submit_inner(caller_member, req))
+    }
+
+    fn exchange_status<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Option<Value>> {
+        Box::pin(async move {
+            let id = id.to_owned();
+            let ex = blocking(&self.store, move |s| s.exchange(&id)).await?;
+            Ok(ex.as_ref().map(views::exchange_status))
+        })
+    }
+
+    fn inbox(&self, after: Option<u64>, limit: u32) -> ServiceFuture<'_, Value> {
+        Box::pin(async move {
+            let fetch = limit.saturating_add(1);
+            let items = blocking(&self.store, move |s| s.inbox_page(after, fetch)).await?;
+            Ok(views::inbox_page(items, limit))
+        })
+    }
+
+    fn ack(&self, up_to: u64) -> ServiceFuture<'_, ()> {
+        Box::pin(async move {
+            let now = self.clock.now();
+            blocking(&self.store, move |s| s.ack(up_to, now)).await?;
+            Ok(())
+        })
+    }
+
+    fn receive<'a>(&'a self, caller_member: &'a str, env: Envelope) -> ServiceFuture<'a, ReceiveOutcome> {
+        Box::pin(self.receive_inner(caller_member, env))
+    }
+
+    fn keyset(&self) -> ServiceFuture<'_, String> {
+        Box::pin(async move {
+            self.local.signed_keyset().map_err(|e| {
+                tracing::error!(error = %e, "cannot publish key set");
+                Problem::new(ProblemType::Unavailable, "key set temporarily unavailable")
+            })
+        })
+    }
+
+    fn admin_exchanges<'a>(&'a self, status: Option<&'a str>) -> ServiceFuture<'a, Value> {
+        Box::pin(async move {
+            let status = match status {
+                None => None,
+                Some(s) => Some(s.parse::<ExchangeStatus>().map_err(|_| {
+                    Problem::new(ProblemType::MalformedRequest, format!("unknown status {s:?}"))
+                })?),
+            };
+            let list = blocking(&self.store, move |s| s.list_exchanges(status, ADMIN_LIST_LIMIT)).await?;
+            Ok(json!({ "items": list.iter().map(views::exchange_status).collect::<Vec<_>>() }))
+        })
+    }
+
+    fn admin_retry<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Value> {
+        Box::pin(async move {
+            let (id, now) = (id.to_owned(), self.clock.now());
+            let ex = blocking(&self.store, move |s| s.retry(&id, now)).await?;
+            self.delivery.notify_one();
+            tracing::info!(exchange_id = %ex.exchange_id, "operator retry");
+            Ok(views::exchange_status(&ex))
+        })
+    }
+
+    fn admin_trust_refresh(&self) -> ServiceFuture<'_, Value> {
+        Box::pin(async move {
+            let results = self.verifier.cache().refresh_all().await;
+            let members: Vec<Value> = results
+                .into_iter()
+                .map(|(member, r)| match r {
+                    Ok(seq) => json!({ "member": member, "seq": seq }),
+                    Err(e) => json!({ "member": member, "error": e.problem_type().slug() }),
+                })
+                .collect();
+            Ok(json!({ "members": members }))
+        })
+    }
+
+    fn ready(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let store_ok = blocking(&self.store, |s| s.ping()).await.is_ok();
+            store_ok && self.local.signing_key().is_ok()
+        })
     }
 }

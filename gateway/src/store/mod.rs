@@ -1,1 +1,164 @@
-//! See the crate docs for this module's responsibility.
+//! The durable store: exchanges and their outbox (origin side), the inbox
+//! (receiving side) and the hash-chained audit log.
+//!
+//! [`Store`] is synchronous and object safe; async callers go through
+//! `tokio::task::spawn_blocking`. Every `Ok` means the change is durable
+//! (fsynced), which is what lets the API answer 202. Every state change and
+//! its audit entry are written in one transaction, so the audit log can
+//! never disagree with the state it describes.
+//!
+//! The store never reads the clock: callers pass the time of each change,
+//! which keeps tests deterministic and the delivery worker's clock injectable.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+mod audit;
+mod migrations;
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+
+/// File name of the SQLite store inside the gateway's `data_dir`.
+pub const DB_FILE: &str = "bashu.db";
+
+/// Where the gateway keeps its SQLite store: `<data_dir>/bashu.db`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+pub use types::{
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
+    OutboxItem, UnknownStatus,
+};
+
+/// Everything the gateway keeps durably. See the module docs for the
+/// durability and atomicity guarantees every implementation must give.
+pub trait Store: Send + Sync {
+    // --- origin side -----------------------------------------------------
+
+    /// Stores an accepted exchange together with its outbox entry and audit
+    /// entry, atomically. Idempotent by `(origin, credential_id)`: the same
+    /// digest again yields `Existing` (the stored exchange, whatever its
+    /// status now), a different digest `Conflict`.
+    fn insert_exchange(&self, new: NewExchange) -> Result<Inserted<Exchange>, StoreError>;
+
+    /// The exchange created for `credential_id` submitted by `origin`.
+    fn find_by_credential(&self, origin: &str, credential_id: &str) -> Result<Option<Exchange>, StoreError>;
+
+    fn exchange(&self, exchange_id: &str) -> Result<Option<Exchange>, StoreError>;
+
+    /// Exchanges in acceptance order, optionally only those in `status`.
+    fn list_exchanges(&self, status: Option<ExchangeStatus>, limit: u32)
+        -> Result<Vec<Exchange>, StoreError>;
+
+    // --- outbox ------------------------------------------------------------
+
+    /// The first `limit` outbox items for `destination` in acceptance order,
+    /// due or not. The delivery worker is head-of-line: it never sends an
+    /// item before every earlier one has settled, so it needs the head even
+    /// when the head is backing off.
+    fn pending_outbox(&self, destination: &str, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Number of outbox items per destination (only destinations with any).
+    fn outbox_depths(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// A delivery attempt made `at` failed transiently: the exchange becomes
+    /// `forwarded` and stays in the outbox until `next_attempt_at`.
+    fn record_attempt_failure(
+        &self,
+        exchange_id: &str,
+        error: &str,
+        at: OffsetDateTime,
+        next_attempt_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The peer answered 202: leaves the outbox as `delivered`.
+    fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// The peer answered 422 with `problem` (problem+json): leaves the
+    /// outbox as `rejected`.
+    fn mark_rejected(&self, exchange_id: &str, problem: &Value, at: OffsetDateTime)
+        -> Result<(), StoreError>;
+
+    /// Undeliverable for too long: leaves the outbox as `dead-lettered`.
+    fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Operator retry: a `rejected` or `dead-lettered` exchange goes back to
+    /// the outbox as `accepted`, due immediately, keeping its place in
+    /// acceptance order. Any other status is an `InvalidTransition`.
+    fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError>;
+
+    // --- inbox (receiving side) --------------------------------------------
+
+    /// Stores a received envelope. Idempotent by `exchange_id`: the same
+    /// origin and original credential again yield `Existing` (the home link
+    /// is re-signed on every receipt, so it is not compared); anything else
+    /// is a `Conflict`.
+    fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError>;
+
+    fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError>;
+
+    /// Up to `limit` items with a cursor greater than `after`, oldest first.
+    /// `after = None` starts after the acknowledged point.
+    fn inbox_page(&self, after: Option<u64>, limit: u32) -> Result<Vec<InboxItem>, StoreError>;
+
+    /// Acknowledges every item with cursor ≤ `up_to`; returns how many items
+    /// became newly acknowledged. Monotone: acking at or below the current
+    /// point is a no-op returning 0. A cursor beyond the highest stored one
+    /// is clamped to it, so items received later are never skipped.
+    fn ack(&self, up_to: u64, at: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// The acknowledged point (0 before any ack).
+    fn acked_up_to(&self) -> Result<u64, StoreError>;
+
+    // --- operations --------------------------------------------------------
+
+    /// Recomputes the whole audit chain; `AuditBroken` names the first bad entry.
+    fn audit_verify(&self) -> Result<AuditReport, StoreError>;
+
+    /// Readiness probe: the database answers a query.
+    fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Store failures. Idempotency conflicts are not errors (see [`Inserted`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store schema migration to version {version} failed: {source}")]
+    Migration {
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store schema version {found} is newer than this binary supports ({supported})")]
+    SchemaTooNew { found: i64, supported: usize },
+    #[error("store failed while {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("exchange {exchange_id} not found")]
+    NotFound { exchange_id: String },
+    #[error("exchange {exchange_id} is {from}, cannot become {to}")]
+    InvalidTransition {
+        exchange_id: String,
+        from: ExchangeStatus,
+        to: ExchangeStatus,
+    },
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+    #[error("stored data is corrupt ({context}): {reason}")]
+    Corrupt { context: &'static str, reason: String },
+    #[error("audit chain broken at seq {seq}: {reason}")]
+    AuditBroken { seq: u64, reason: String },
+}

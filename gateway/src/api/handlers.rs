@@ -1,0 +1,139 @@
+//! One function per route: parse, call the [`GatewayService`], render.
+
+use super::request::{
+    admin_status_param, check_exchange_id, inbox_params, parse_json, parse_query, read_body,
+};
+use super::response::{self, Body};
+use super::routes::Handler;
+use crate::pipeline::{Envelope, GatewayService, SubmitRequest};
+use crate::problem::{Problem, ProblemType};
+use crate::transport::ClientIdentity;
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Everything a handler may look at.
+pub struct Call<'a, B> {
+    pub service: &'a dyn GatewayService,
+    pub caller: &'a ClientIdentity,
+    pub param: Option<&'a str>,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: B,
+    pub max_body: usize,
+}
+
+/// `POST /v1/inbox/ack` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AckRequest {
+    up_to: u64,
+}
+
+/// Records the exchange id on the request span (never the payload).
+fn record_exchange(id: &str) {
+    tracing::Span::current().record("exchange_id", id);
+}
+
+/// Attaches `id` to a problem that does not name an exchange yet.
+fn about(id: &str) -> impl FnOnce(Problem) -> Problem + '_ {
+    move |p| match p.exchange_id {
+        Some(_) => p,
+        None => p.with_exchange(id),
+    }
+}
+
+fn created_or_replayed(created: bool) -> StatusCode {
+    if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    }
+}
+
+pub async fn dispatch<B>(handler: Handler, call: Call<'_, B>) -> Result<Response<Body>, Problem>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let svc = call.service;
+    if !matches!(handler, Handler::Inbox | Handler::AdminExchanges) {
+        parse_query(call.query, &[])?;
+    }
+    match handler {
+        Handler::Submit => {
+            let bytes = read_body(call.headers, call.body, call.max_body).await?;
+            let req: SubmitRequest = parse_json(call.headers, &bytes)?;
+            let out = svc.submit(&call.caller.member, req).await.inspect_err(|p| {
+                if let Some(id) = &p.exchange_id {
+                    record_exchange(id);
+                }
+            })?;
+            record_exchange(&out.exchange_id);
+            let body = json!({"exchangeId": out.exchange_id, "status": out.status});
+            Ok(response::json(created_or_replayed(out.created), &body))
+        }
+        Handler::ExchangeStatus => {
+            let id = check_exchange_id(call.param.unwrap_or_default())?;
+            record_exchange(id);
+            match svc.exchange_status(id).await.map_err(about(id))? {
+                Some(doc) => Ok(response::json(StatusCode::OK, &doc)),
+                None => Err(Problem::new(ProblemType::NotFound, "no such exchange").with_exchange(id)),
+            }
+        }
+        Handler::Inbox => {
+            let (after, limit) = inbox_params(call.query)?;
+            let page = svc.inbox(after, limit).await?;
+            Ok(response::json(StatusCode::OK, &page))
+        }
+        Handler::InboxAck => {
+            let bytes = read_body(call.headers, call.body, call.max_body).await?;
+            let ack: AckRequest = parse_json(call.headers, &bytes)?;
+            svc.ack(ack.up_to).await?;
+            Ok(response::json(StatusCode::OK, &json!({"upTo": ack.up_to})))
+        }
+        Handler::ReceiveEnvelope => {
+            let bytes = read_body(call.headers, call.body, call.max_body).await?;
+            let env: Envelope = parse_json(call.headers, &bytes)?;
+            let id = check_exchange_id(&env.exchange_id)?.to_owned();
+            record_exchange(&id);
+            if env.origin != call.caller.member {
+                return Err(Problem::new(
+                    ProblemType::ForbiddenRole,
+                    format!(
+                        "the {} gateway may only deliver envelopes from its own member",
+                        call.caller.member
+                    ),
+                )
+                .with_exchange(id));
+            }
+            let out = svc.receive(&call.caller.member, env).await.map_err(about(&id))?;
+            let body = json!({"exchangeId": out.exchange_id, "status": "delivered"});
+            Ok(response::json(created_or_replayed(out.created), &body))
+        }
+        Handler::KeySet => Ok(response::jwt(svc.keyset().await?)),
+        Handler::AdminExchanges => {
+            let status = admin_status_param(call.query)?;
+            Ok(response::json(
+                StatusCode::OK,
+                &svc.admin_exchanges(status).await?,
+            ))
+        }
+        Handler::AdminRetry => {
+            let id = check_exchange_id(call.param.unwrap_or_default())?;
+            record_exchange(id);
+            let doc = svc.admin_retry(id).await.map_err(about(id))?;
+            Ok(response::json(StatusCode::OK, &doc))
+        }
+        Handler::AdminTrustRefresh => Ok(response::json(StatusCode::OK, &svc.admin_trust_refresh().await?)),
+        Handler::Healthz => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
+        Handler::Readyz => {
+            if svc.ready().await {
+                Ok(response::json(StatusCode::OK, &json!({"status": "ready"})))
+            } else {
+                Err(Problem::new(ProblemType::Unavailable, "gateway is not ready"))
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Reading request bodies and query strings strictly and within limits.
+
+use crate::problem::{Problem, ProblemType};
+use bytes::Bytes;
+use http::{header, HeaderMap};
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+
+/// Reads at most `limit` bytes of body: a declared `Content-Length` above the
+/// limit is refused before reading, and a chunked body is cut off as soon as
+/// it crosses the limit, so no more than `limit` bytes are ever buffered.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Problem>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| malformed("invalid Content-Length"))?;
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Err(_) => Err(malformed("request body could not be read")),
+    }
+}
+
+/// Parses a JSON body of type `T` after checking the media type.
+///
+/// The error detail names the position, never the content: request bodies
+/// carry credentials and must not be echoed.
+pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
+    if !is_json(headers) {
+        return Err(malformed("Content-Type must be application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "does not match the expected fields or types",
+            serde_json::error::Category::Eof => "is truncated",
+            _ => "is not valid JSON",
+        };
+        malformed(format!(
+            "request body {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Query parameters; each name at most once and only from `allowed`.
+pub fn parse_query<'q>(query: Option<&'q str>, allowed: &[&str]) -> Result<Vec<(&'q str, &'q str)>, Problem> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&name) {
+            return Err(malformed(if allowed.is_empty() {
+                "this route takes no query parameters".to_owned()
+            } else {
+                format!("unknown query parameter (allowed: {})", allowed.join(", "))
+            }));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(malformed(format!("query parameter {name} given twice")));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+pub fn query_value<'q>(params: &[(&'q str, &'q str)], name: &str) -> Option<&'q str> {
+    params.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// `GET /v1/inbox` parameters: `after` a cursor, `limit` in 1..=500 (100).
+pub fn inbox_params(query: Option<&str>) -> Result<(Option<u64>, u32), Problem> {
+    let params = parse_query(query, &["after", "limit"])?;
+    let after = query_value(&params, "after")
+        .map(|v| parse_digits::<u64>(v).ok_or_else(|| malformed("after must be a cursor (unsigned integer)")))
+        .transpose()?;
+    let limit = match query_value(&params, "limit") {
+        None => 100,
+        Some(v) => parse_digits::<u32>(v)
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| malformed("limit must be an integer from 1 to 500"))?,
+    };
+    Ok((after, limit))
+}
+
+/// Statuses an exchange can have (SPEC §4).
+pub const EXCHANGE_STATUSES: &[&str] = &["accepted", "forwarded", "delivered", "rejected", "dead-lettered"];
+
+/// `GET /v1/admin/exchanges?status=`.
+pub fn admin_status_param(query: Option<&str>) -> Result<Option<&str>, Problem> {
+    let params = parse_query(query, &["status"])?;
+    match query_value(&params, "status") {
+        None => Ok(None),
+        Some(s) if EXCHANGE_STATUSES.contains(&s) => Ok(Some(s)),
+        Some(_) => Err(malformed(format!(
+            "status must be one of {}",
+            EXCHANGE_STATUSES.join(", ")
+        ))),
+    }
+}
+
+/// Plain decimal digits only: no sign, no whitespace, no percent-encoding.
+fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Exchange ids in paths: short, URL-safe tokens.
+pub fn check_exchange_id(id: &str) -> Result<&str, Problem> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(malformed(
+            "exchange id must be 1-128 characters of [A-Za-z0-9._:-]",
+        ))
+    }
+}
+
+pub fn malformed(detail: impl Into<String>) -> Problem {
+    Problem::new(ProblemType::MalformedRequest, detail)
+}
+
+fn too_large(limit: usize) -> Problem {
+    Problem::new(
+        ProblemType::PayloadTooLarge,
+        format!("request body exceeds {limit} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_params_are_strict() {
+        assert_eq!(inbox_params(None).unwrap(), (None, 100));
+        assert_eq!(inbox_params(Some("after=7&limit=500")).unwrap(), (Some(7), 500));
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "limit=-1",
+            "limit=",
+            "after=x",
+            "after=+1",
+            "foo=1",
+            "limit=1&limit=2",
+        ] {
+            let p = inbox_params(Some(bad)).unwrap_err();
+            assert_eq!(p.kind, ProblemType::MalformedRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_status_is_from_the_spec_set() {
+        assert_eq!(
+            admin_status_param(Some("status=dead-lettered")).unwrap(),
+            Some("dead-lettered")
+        );
+        assert!(admin_status_param(Some("status=weird")).is_err());
+    }
+
+    #[test]
+    fn json_requires_media_type() {
+        let mut h = HeaderMap::new();
+        assert!(parse_json::<serde_json::Value>(&h, b"{}").is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
+        assert!(parse_json::<serde_json::Value>(&h, b"{}").is_ok());
+        assert!(parse_json::<serde_json::Value>(&h, b"{").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! Wiring: builds one running gateway from a validated [`Config`].
+//!
+//! Everything that talks to the outside world is created here, once, and
+//! handed to the modules that use it; no module reaches for globals. The
+//! same entry point serves `bashu serve`, the quickstart, the end-to-end
+//! tests, the conformance suite's `--spawn` mode and the benchmark.
+
+mod peers;
+
+pub use peers::MtlsPeers;
+
+use crate::config::Config;
+use crate::credential::Verifier;
+use crate::delivery::{DeliveryWorker, SystemClock};
+use crate::jose::VerifyingKey;
+use crate::pipeline::{GatewayService, Pipeline, PipelineParts};
+use crate::store::{db_path, SqliteStore, Store};
+use crate::transport::{PeerClientOptions, PeerHttpClient, ReloadableTls, TlsPaths};
+use crate::trust::{LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
+use schema_mapper::MappingTable;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How often certificate files are checked for changes (SIGHUP is immediate).
+const TLS_POLL: Duration = Duration::from_secs(5);
+
+/// Why a gateway could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot open store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("mapping table {path}: {reason}")]
+    MappingTable { path: String, reason: String },
+    #[error("home framework {framework:?} is not covered by mapping table {table}")]
+    FrameworkNotInTable { framework: String, table: String },
+    #[error("trust keys: {0}")]
+    Keys(#[from] crate::trust::KeyStoreError),
+    #[error("federation key of peer {member} ({path}): {reason}")]
+    PeerKey {
+        member: String,
+        path: String,
+        reason: String,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
+pub struct RunningGateway {
+    pub member: String,
+    pub api_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub service: Arc<dyn GatewayService>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets in-flight requests and the current delivery
+    /// attempt finish, then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends on its own (it should not) or shutdown is asked.
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}
+
+/// Opens the store, loads keys and tables, binds both listeners and starts
+/// the API server, the metrics server, the delivery worker and the TLS
+/// reload watcher. Must be called inside a tokio runtime.
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let db = db_path(&config.data_dir);
+    // Opening runs migrations and fsyncs: keep it off the async workers.
+    let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
+        .await
+        .map_err(|e| StartError::DataDir {
+            path: "store open task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let store: Arc<dyn Store> = Arc::new(opened?);
+    let table = load_table(&config)?;
+
+    let local = Arc::new(LocalKeys::open(
+        &config.trust.keystore,
+        &config.trust.federation_key,
+        config.trust.keyset_ttl_secs,
+    )?);
+    local.signing_key()?;
+    let mut pinned = HashMap::from([(config.member.clone(), local.federation_public())]);
+    for (member, peer) in &config.peers {
+        let key = VerifyingKey::load(&peer.federation_key).map_err(|e| StartError::PeerKey {
+            member: member.clone(),
+            path: peer.federation_key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        pinned.insert(member.clone(), key);
+    }
+
+    let options = PeerClientOptions {
+        request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
+        ..PeerClientOptions::default()
+    };
+    let client = PeerHttpClient::from_config(&config.tls, options)?;
+    let urls: BTreeMap<String, String> = config
+        .peers
+        .iter()
+        .map(|(m, p)| (m.clone(), p.url.clone()))
+        .collect();
+    let peers = Arc::new(MtlsPeers::new(client, urls));
+
+    let fetcher = MemberRouter::new()
+        .route(&config.member, local.clone())
+        .fallback(peers.clone());
+    let cache = Arc::new(TrustCache::new(
+        TrustCacheConfig::from(&config.trust),
+        pinned,
+        Arc::new(fetcher),
+    ));
+    let verifier = Verifier::new(cache, config.trust.clock_skew_secs);
+
+    let worker = DeliveryWorker::new(
+        store.clone(),
+        peers,
+        config.delivery.clone(),
+        Arc::new(SystemClock),
+    )
+    .with_peers(config.peers.keys());
+    let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline::new(PipelineParts {
+        member: config.member.clone(),
+        framework: config.framework.clone(),
+        peers: config.peers.keys().cloned().collect(),
+        table,
+        verifier,
+        local,
+        store,
+        delivery: worker.notifier(),
+        clock: Arc::new(SystemClock),
+    }));
+
+    let tls = ReloadableTls::load(TlsPaths::from(&config.tls))?;
+    let api_listener = bind(config.listen.api).await?;
+    let metrics_listener = bind(config.listen.metrics).await?;
+    let api_addr = local_addr(&api_listener, config.listen.api);
+    let metrics_addr = local_addr(&metrics_listener, config.listen.metrics);
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let watcher = tls.spawn_watcher(TLS_POLL, rx.clone());
+    tasks.spawn(async move {
+        let _ = watcher.await;
+    });
+    tasks.spawn(crate::api::serve(
+        api_listener,
+        tls,
+        pipeline.clone(),
+        config.member.clone(),
+        config.limits.clone(),
+        rx.clone(),
+    ));
+    tasks.spawn(crate::metrics::serve(
+        metrics_listener,
+        crate::metrics::ready_probe(pipeline.clone()),
+        rx.clone(),
+    ));
+    tasks.spawn(worker.run(rx));
+    tracing::info!(member = %config.member, api = %api_addr, metrics = %metrics_addr, "gateway started");
+    Ok(RunningGateway {
+        member: config.member,
+        api_addr,
+        metrics_addr,
+        service: pipeline,
+        shutdown,
+        tasks,
+    })
+}
+
+fn load_table(config: &Config) -> Result<MappingTable, StartError> {
+    let table = match &config.mapping.table {
+        None => MappingTable::reference(),
+        Some(path) => crate::cli::map::load_table(path).map_err(|reason| StartError::MappingTable {
+            path: path.display().to_string(),
+            reason,
+        })?,
+    };
+    if table.framework(&config.framework).is_none() {
+        return Err(StartError::FrameworkNotInTable {
+            framework: config.framework.clone(),
+            table: table.id().to_owned(),
+        });
+    }
+    Ok(table)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}

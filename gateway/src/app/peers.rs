@@ -1,0 +1,183 @@
+//! The gateway's view of its peers over mTLS: sending envelopes (for the
+//! delivery worker) and fetching key sets (for the trust cache). Both ride
+//! the same pooled [`PeerHttpClient`], so one connection per peer serves both.
+
+use crate::delivery::{PeerAnswer, PeerClient, SendError};
+use crate::pipeline::Envelope;
+use crate::problem::{Problem, ProblemType};
+use crate::transport::{PeerHttpClient, PeerHttpError, PeerResponse};
+use crate::trust::{FetchError, KeySetFetcher};
+use futures::future::BoxFuture;
+use http::StatusCode;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const ENVELOPES_PATH: &str = "/v1/federation/envelopes";
+pub const KEYS_PATH: &str = "/v1/federation/keys";
+
+/// Peer base URLs by member id plus the shared mTLS client.
+#[derive(Clone)]
+pub struct MtlsPeers {
+    client: PeerHttpClient,
+    urls: BTreeMap<String, String>,
+}
+
+impl MtlsPeers {
+    pub fn new(client: PeerHttpClient, urls: BTreeMap<String, String>) -> Self {
+        let urls = urls
+            .into_iter()
+            .map(|(m, u)| (m, u.trim_end_matches('/').to_owned()))
+            .collect();
+        Self { client, urls }
+    }
+
+    fn url(&self, member: &str, path: &str) -> Option<String> {
+        self.urls.get(member).map(|base| format!("{base}{path}"))
+    }
+}
+
+impl PeerClient for MtlsPeers {
+    fn send<'a>(
+        &'a self,
+        peer: &'a str,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<PeerAnswer, SendError>> {
+        Box::pin(async move {
+            let url = self
+                .url(peer, ENVELOPES_PATH)
+                .ok_or_else(|| SendError::Connect(format!("no URL configured for peer {peer}")))?;
+            let response = self.client.post_json(&url, envelope).await.map_err(send_error)?;
+            classify_envelope_answer(&response)
+        })
+    }
+}
+
+impl KeySetFetcher for MtlsPeers {
+    fn fetch<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<String, FetchError>> {
+        Box::pin(async move {
+            let url = self
+                .url(member, KEYS_PATH)
+                .ok_or_else(|| FetchError::UnknownMember(member.to_owned()))?;
+            let response = self
+                .client
+                .get(&url)
+                .await
+                .map_err(|e| FetchError::unreachable(member, e.to_string()))?;
+            if response.status != StatusCode::OK {
+                return Err(FetchError::unreachable(
+                    member,
+                    format!("HTTP {}", response.status),
+                ));
+            }
+            String::from_utf8(response.body.to_vec())
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| FetchError::unreachable(member, "key set is not UTF-8"))
+        })
+    }
+}
+
+fn send_error(e: PeerHttpError) -> SendError {
+    match e {
+        PeerHttpError::Timeout { .. } => SendError::Timeout,
+        other => SendError::Connect(other.to_string()),
+    }
+}
+
+/// Maps the peer's HTTP answer onto the delivery outcome.
+///
+/// 2xx is acceptance. A problem the contract makes terminal (the chain does
+/// not verify, conflicting duplicate, malformed or oversize envelope) is a
+/// rejection; everything else — including 401/403/404, which mean a
+/// misconfigured peer an operator can fix — is retried.
+fn classify_envelope_answer(response: &PeerResponse) -> Result<PeerAnswer, SendError> {
+    let status = response.status;
+    if status.is_success() {
+        return Ok(PeerAnswer::Accepted);
+    }
+    match status {
+        StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::CONFLICT
+        | StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE => {
+            let problem = serde_json::from_slice(&response.body)
+                .ok()
+                .and_then(|v| Problem::from_json(&v))
+                .unwrap_or_else(|| {
+                    Problem::new(
+                        ProblemType::ChainBroken,
+                        format!("peer answered HTTP {status} without a known problem"),
+                    )
+                });
+            if problem.kind == ProblemType::Unavailable {
+                return Err(SendError::Status {
+                    status: status.as_u16(),
+                });
+            }
+            Ok(PeerAnswer::Rejected(problem))
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            let retry_after = response
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(SendError::RateLimited { retry_after })
+        }
+        other => Err(SendError::Status {
+            status: other.as_u16(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::HeaderMap;
+
+    fn answer(status: u16, body: &str) -> PeerResponse {
+        PeerResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            version: http::Version::HTTP_11,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn envelope_answers_are_classified_by_contract() {
+        assert_eq!(
+            classify_envelope_answer(&answer(202, "{}")),
+            Ok(PeerAnswer::Accepted)
+        );
+        assert_eq!(
+            classify_envelope_answer(&answer(200, "{}")),
+            Ok(PeerAnswer::Accepted)
+        );
+        let p = Problem::new(ProblemType::InvalidSignature, "x")
+            .to_json()
+            .to_string();
+        match classify_envelope_answer(&answer(422, &p)) {
+            Ok(PeerAnswer::Rejected(problem)) => assert_eq!(problem.kind, ProblemType::InvalidSignature),
+            other => panic!("unexpected {other:?}"),
+        }
+        let unavailable = Problem::new(ProblemType::Unavailable, "x").to_json().to_string();
+        assert_eq!(
+            classify_envelope_answer(&answer(422, &unavailable)),
+            Err(SendError::Status { status: 422 })
+        );
+        assert_eq!(
+            classify_envelope_answer(&answer(503, "")),
+            Err(SendError::Status { status: 503 })
+        );
+        assert_eq!(
+            classify_envelope_answer(&answer(403, "")),
+            Err(SendError::Status { status: 403 })
+        );
+        assert!(matches!(
+            classify_envelope_answer(&answer(429, "")),
+            Err(SendError::RateLimited { retry_after: None })
+        ));
+    }
+}

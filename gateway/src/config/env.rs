@@ -1,0 +1,161 @@
+//! `BASHU_<SECTION>_<KEY>` environment overrides, applied to the parsed TOML
+//! document before it is turned into [`Config`](super::Config).
+//!
+//! Every overridable key is listed in [`KEYS`] with its type, so a value is
+//! converted by what the field needs (a member id `12` stays a string) and a
+//! misspelt variable in a known section is an error rather than silently
+//! ignored. Peers are addressed as `BASHU_PEERS_<MEMBER>_URL` and
+//! `BASHU_PEERS_<MEMBER>_FEDERATION_KEY`. Variables that do not start with a
+//! known section or top-level key (e.g. `BASHU_LOG`) are left alone.
+
+use super::ConfigError;
+use toml::{Table, Value};
+
+/// Prefix of every override variable.
+pub const PREFIX: &str = "BASHU_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+    /// Comma-separated list of strings.
+    StrList,
+}
+
+/// `(section, key, kind)`; section `""` is the top level.
+pub const KEYS: &[(&str, &str, Kind)] = &[
+    ("", "member", Kind::Str),
+    ("", "framework", Kind::Str),
+    ("", "data_dir", Kind::Str),
+    ("listen", "api", Kind::Str),
+    ("listen", "metrics", Kind::Str),
+    ("listen", "allow_public_metrics", Kind::Bool),
+    ("tls", "ca", Kind::Str),
+    ("tls", "cert", Kind::Str),
+    ("tls", "key", Kind::Str),
+    ("tls", "crls", Kind::StrList),
+    ("tls", "system_roots_outbound", Kind::Bool),
+    ("limits", "max_body_bytes", Kind::Int),
+    ("limits", "max_header_bytes", Kind::Int),
+    ("limits", "request_timeout_ms", Kind::Int),
+    ("limits", "max_connections", Kind::Int),
+    ("limits", "rate_per_second", Kind::Int),
+    ("limits", "rate_burst", Kind::Int),
+    ("trust", "keystore", Kind::Str),
+    ("trust", "federation_key", Kind::Str),
+    ("trust", "keyset_ttl_secs", Kind::Int),
+    ("trust", "refresh_ahead_secs", Kind::Int),
+    ("trust", "stale_grace_secs", Kind::Int),
+    ("trust", "negative_ttl_secs", Kind::Int),
+    ("trust", "refetch_min_interval_ms", Kind::Int),
+    ("trust", "clock_skew_secs", Kind::Int),
+    ("mapping", "table", Kind::Str),
+    ("delivery", "initial_backoff_ms", Kind::Int),
+    ("delivery", "max_backoff_ms", Kind::Int),
+    ("delivery", "dead_letter_after_secs", Kind::Int),
+    ("delivery", "breaker_failure_threshold", Kind::Int),
+    ("delivery", "breaker_open_ms", Kind::Int),
+    ("delivery", "batch_size", Kind::Int),
+    ("delivery", "request_timeout_ms", Kind::Int),
+    ("peers", "url", Kind::Str),
+    ("peers", "federation_key", Kind::Str),
+];
+
+const SECTIONS: &[&str] = &["listen", "tls", "limits", "trust", "mapping", "delivery", "peers"];
+
+/// Applies every relevant variable of `vars` to `doc`; returns the names applied.
+pub fn apply<I>(doc: &mut Table, vars: I) -> Result<Vec<String>, ConfigError>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let name = var[PREFIX.len()..].to_ascii_lowercase();
+        let Some((path, kind)) = locate(&var, &name)? else {
+            continue;
+        };
+        let value = convert(&var, &raw, kind)?;
+        set(doc, &path, value).map_err(|message| env_error(&var, message))?;
+        applied.push(var);
+    }
+    Ok(applied)
+}
+
+fn env_error(var: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Env {
+        var: var.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Table path and kind of a variable, `None` if it is not a config override.
+fn locate(var: &str, name: &str) -> Result<Option<(Vec<String>, Kind)>, ConfigError> {
+    if let Some(&(_, key, kind)) = KEYS.iter().find(|(s, k, _)| s.is_empty() && *k == name) {
+        return Ok(Some((vec![key.to_owned()], kind)));
+    }
+    let Some((section, rest)) = SECTIONS.iter().find_map(|s| {
+        name.strip_prefix(s)
+            .and_then(|r| r.strip_prefix('_'))
+            .map(|r| (*s, r))
+    }) else {
+        return Ok(None);
+    };
+    let (path, key) = if section == "peers" {
+        let (member, key) = rest
+            .split_once('_')
+            .ok_or_else(|| env_error(var, "expected BASHU_PEERS_<MEMBER>_<KEY>"))?;
+        (vec![section.to_owned(), member.to_owned(), key.to_owned()], key)
+    } else {
+        (vec![section.to_owned(), rest.to_owned()], rest)
+    };
+    let kind = KEYS
+        .iter()
+        .find(|(s, k, _)| *s == section && *k == key)
+        .map(|(_, _, kind)| *kind)
+        .ok_or_else(|| env_error(var, format!("no key {key:?} in section [{section}]")))?;
+    Ok(Some((path, kind)))
+}
+
+fn convert(var: &str, raw: &str, kind: Kind) -> Result<Value, ConfigError> {
+    let raw = raw.trim();
+    match kind {
+        Kind::Str => Ok(Value::String(raw.to_owned())),
+        Kind::Int => raw
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| env_error(var, "expected an integer")),
+        Kind::Bool => match raw {
+            "true" | "1" => Ok(Value::Boolean(true)),
+            "false" | "0" => Ok(Value::Boolean(false)),
+            _ => Err(env_error(var, "expected true or false")),
+        },
+        Kind::StrList => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
+        )),
+    }
+}
+
+/// Sets `path` in `doc`, creating intermediate tables.
+fn set(doc: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut table = doc;
+    for key in parents {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("[{key}] in the config file is not a table"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Start-up validation: everything that can be checked before serving is
+//! checked here, with the offending key named in the error.
+
+use super::{is_member_id, Config, ConfigError};
+use std::path::Path;
+
+/// Collects the first failure with its field name.
+struct Check<'a> {
+    path: &'a Path,
+}
+
+impl Check<'_> {
+    fn fail(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn positive(&self, field: &str, value: u64) -> Result<(), ConfigError> {
+        if value == 0 {
+            return Err(self.fail(field, "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The file exists, is a regular file and can be opened for reading.
+    fn readable(&self, field: &str, file: &Path) -> Result<(), ConfigError> {
+        let meta =
+            std::fs::metadata(file).map_err(|e| self.fail(field, format!("{}: {e}", file.display())))?;
+        if !meta.is_file() {
+            return Err(self.fail(field, format!("{} is not a file", file.display())));
+        }
+        std::fs::File::open(file).map_err(|e| self.fail(field, format!("{}: {e}", file.display())))?;
+        Ok(())
+    }
+}
+
+pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
+    let c = Check { path };
+    if !is_member_id(&cfg.member) {
+        return Err(c.fail(
+            "member",
+            format!("{:?} is not a member id (a-z0-9, 2-16)", cfg.member),
+        ));
+    }
+    if cfg.framework.trim().is_empty() {
+        return Err(c.fail("framework", "must not be empty"));
+    }
+    if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
+        return Err(c.fail(
+            "data_dir",
+            format!("{} is not a directory", cfg.data_dir.display()),
+        ));
+    }
+
+    if !cfg.listen.metrics.ip().is_loopback() && !cfg.listen.allow_public_metrics {
+        return Err(c.fail(
+            "listen.metrics",
+            format!(
+                "{} is not a loopback address; the metrics listener is plain HTTP \
+                 (set listen.allow_public_metrics = true to expose it anyway)",
+                cfg.listen.metrics
+            ),
+        ));
+    }
+    if cfg.listen.metrics == cfg.listen.api {
+        return Err(c.fail("listen.metrics", "must differ from listen.api"));
+    }
+
+    c.readable("tls.ca", &cfg.tls.ca)?;
+    c.readable("tls.cert", &cfg.tls.cert)?;
+    c.readable("tls.key", &cfg.tls.key)?;
+    for (i, crl) in cfg.tls.crls.iter().enumerate() {
+        c.readable(&format!("tls.crls[{i}]"), crl)?;
+    }
+    c.readable("trust.keystore", &cfg.trust.keystore)?;
+    c.readable("trust.federation_key", &cfg.trust.federation_key)?;
+    if let Some(table) = &cfg.mapping.table {
+        c.readable("mapping.table", table)?;
+    }
+
+    let l = &cfg.limits;
+    c.positive("limits.max_body_bytes", l.max_body_bytes as u64)?;
+    c.positive("limits.max_header_bytes", l.max_header_bytes as u64)?;
+    c.positive("limits.request_timeout_ms", l.request_timeout_ms)?;
+    c.positive("limits.max_connections", l.max_connections as u64)?;
+    c.positive("limits.rate_per_second", u64::from(l.rate_per_second))?;
+    c.positive("limits.rate_burst", u64::from(l.rate_burst))?;
+
+    let t = &cfg.trust;
+    c.positive("trust.keyset_ttl_secs", t.keyset_ttl_secs)?;
+    c.positive("trust.refetch_min_interval_ms", t.refetch_min_interval_ms)?;
+    if t.refresh_ahead_secs >= t.keyset_ttl_secs {
+        return Err(c.fail(
+            "trust.refresh_ahead_secs",
+            "must be less than trust.keyset_ttl_secs",
+        ));
+    }
+
+    let d = &cfg.delivery;
+    c.positive("delivery.initial_backoff_ms", d.initial_backoff_ms)?;
+    c.positive("delivery.batch_size", d.batch_size as u64)?;
+    c.positive("delivery.request_timeout_ms", d.request_timeout_ms)?;
+    c.positive("delivery.dead_letter_after_secs", d.dead_letter_after_secs)?;
+    c.positive(
+        "delivery.breaker_failure_threshold",
+        u64::from(d.breaker_failure_threshold),
+    )?;
+    if d.max_backoff_ms < d.initial_backoff_ms {
+        return Err(c.fail(
+            "delivery.max_backoff_ms",
+            "must be at least delivery.initial_backoff_ms",
+        ));
+    }
+
+    for (id, peer) in &cfg.peers {
+        if !is_member_id(id) || id == &cfg.member {
+            return Err(c.fail("peers", format!("{id:?} is not a valid peer member id")));
+        }
+        check_peer_url(&peer.url).map_err(|m| c.fail(format!("peers.{id}.url"), m))?;
+        c.readable(&format!("peers.{id}.federation_key"), &peer.federation_key)?;
+    }
+    Ok(())
+}
+
+/// `https://host[:port]` with at most a trailing `/`: routes are appended.
+fn check_peer_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err("must be an https:// URL".into());
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+        return Err("must be a base URL without path or query (routes are appended)".into());
+    }
+    if url.contains('@') {
+        return Err("must not contain user information".into());
+    }
+    Ok(())
+}

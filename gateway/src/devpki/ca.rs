@@ -1,0 +1,185 @@
+//! A throwaway federation CA and the leaf certificates it issues (rcgen).
+
+use super::DevPkiError;
+use crate::transport::{ClientIdentity, Role};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
+    SerialNumber,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use time::{Duration, OffsetDateTime};
+
+/// Validity of dev leaf certificates.
+const LEAF_DAYS: i64 = 397;
+/// Validity of the dev CA.
+const CA_DAYS: i64 = 3650;
+/// Backdating of `notBefore`, so clocks slightly behind still accept the cert.
+const BACKDATE: Duration = Duration::hours(1);
+
+/// A self-signed development CA standing in for the federation CA.
+pub struct DevCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// What to put in a leaf certificate.
+#[derive(Debug, Clone, Default)]
+pub struct LeafSpec {
+    pub common_name: String,
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    /// Adds the serverAuth EKU (gateways are servers and clients).
+    pub server: bool,
+}
+
+impl LeafSpec {
+    /// The certificate of `member`'s `role`: its SPIFFE URI, and for gateways
+    /// the names a loopback peer URL uses (`localhost`, `127.0.0.1`).
+    pub fn for_identity(member: &str, role: Role) -> Self {
+        let server = role == Role::Gateway;
+        Self {
+            common_name: format!("{member} {role}"),
+            uris: vec![ClientIdentity::new(member, role).spiffe_uri()],
+            dns: if server {
+                vec!["localhost".into()]
+            } else {
+                Vec::new()
+            },
+            ips: if server {
+                vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+            } else {
+                Vec::new()
+            },
+            server,
+        }
+    }
+}
+
+/// A leaf certificate and its private key, PEM encoded.
+#[derive(Clone)]
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Serial number, big-endian, for CRLs.
+    pub serial: Vec<u8>,
+}
+
+impl std::fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f; // positive INTEGER
+    bytes[0] |= 0x01; // and no leading zero byte to strip
+    SerialNumber::from_slice(&bytes)
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Bashu federation (development)");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+impl DevCa {
+    /// A fresh P-256 CA named `common_name`.
+    pub fn generate(common_name: &str) -> Result<Self, DevPkiError> {
+        let key = KeyPair::generate()?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial());
+        params.not_before = now - BACKDATE;
+        params.not_after = now + Duration::days(CA_DAYS);
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Issues a leaf certificate with a fresh P-256 key.
+    pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCert, DevPkiError> {
+        let key = KeyPair::generate()?;
+        let now = OffsetDateTime::now_utc();
+        let serial = random_serial();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&spec.common_name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if spec.server {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(serial.clone());
+        params.not_before = now - BACKDATE;
+        params.not_after = now + Duration::days(LEAF_DAYS);
+        for uri in &spec.uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
+        }
+        for dns in &spec.dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.as_str().try_into()?));
+        }
+        params
+            .subject_alt_names
+            .extend(spec.ips.iter().copied().map(SanType::IpAddress));
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// Issues the certificate of `member`'s `role`.
+    pub fn issue_identity(&self, member: &str, role: Role) -> Result<IssuedCert, DevPkiError> {
+        self.issue(&LeafSpec::for_identity(member, role))
+    }
+
+    /// A CRL (PEM) revoking `serials`, valid for a week.
+    pub fn crl(&self, serials: &[&[u8]]) -> Result<String, DevPkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - BACKDATE,
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: now - BACKDATE,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.cert, &self.key)?.pem()?)
+    }
+}

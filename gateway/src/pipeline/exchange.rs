@@ -1,0 +1,329 @@
+//! The exchange pipeline proper: the origin side (`submit`) and the
+//! receiving side (`receive`) of SPEC §3–§5.
+//!
+//! Order matters and is the point of this module: nothing is acknowledged
+//! before it is verified, translated, signed and durable. Replays are
+//! answered from the store before any signing, so a resubmission never
+//! produces new bytes.
+
+use super::{blocking, metrics, Envelope, ReceiveOutcome, SubmitOutcome, SubmitRequest};
+use crate::credential::{issue_translation, IssuerId, VerifiedCredential, Verifier};
+use crate::delivery::Clock;
+use crate::problem::{Problem, ProblemType};
+use crate::store::{Inserted, NewExchange, NewInboxItem, Store};
+use crate::trust::{KeyRole, LocalKeys};
+use schema_mapper::{translate, LearningRecord, MappingTable};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The interchange framework every envelope carries (SPEC §3).
+pub const INTERCHANGE_FRAMEWORK: &str = "wfs";
+
+/// Longest exchange id accepted from a peer; ours are 36-byte UUIDs.
+const MAX_EXCHANGE_ID_LEN: usize = 128;
+
+/// Everything the pipeline needs, built once at start-up by the app.
+pub struct Pipeline {
+    pub(super) member: String,
+    pub(super) framework: String,
+    pub(super) peers: BTreeSet<String>,
+    pub(super) table: MappingTable,
+    pub(super) verifier: Verifier,
+    pub(super) local: Arc<LocalKeys>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) delivery: Arc<Notify>,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+/// Constructor arguments of [`Pipeline`], named so call sites read clearly.
+pub struct PipelineParts {
+    pub member: String,
+    /// Home framework id of this member's credit bank.
+    pub framework: String,
+    pub peers: BTreeSet<String>,
+    pub table: MappingTable,
+    pub verifier: Verifier,
+    pub local: Arc<LocalKeys>,
+    pub store: Arc<dyn Store>,
+    /// Woken after every new outbox row so delivery starts at once.
+    pub delivery: Arc<Notify>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Pipeline {
+    pub fn new(parts: PipelineParts) -> Self {
+        let PipelineParts {
+            member,
+            framework,
+            peers,
+            table,
+            verifier,
+            local,
+            store,
+            delivery,
+            clock,
+        } = parts;
+        Self {
+            member,
+            framework,
+            peers,
+            table,
+            verifier,
+            local,
+            store,
+            delivery,
+            clock,
+        }
+    }
+
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Origin side: verify the credit bank's credential, map home → WFS,
+    /// sign the interchange and store exchange + outbox atomically.
+    pub(super) async fn submit_inner(
+        &self,
+        caller_member: &str,
+        req: SubmitRequest,
+    ) -> Result<SubmitOutcome, Problem> {
+        let started = std::time::Instant::now();
+        if caller_member != self.member {
+            return Err(Problem::new(
+                ProblemType::ForbiddenRole,
+                "a credit bank submits only to its own member's gateway",
+            ));
+        }
+        if !self.peers.contains(&req.destination) {
+            return Err(Problem::new(
+                ProblemType::UnknownDestination,
+                format!(
+                    "destination {:?} is not a configured peer of {}",
+                    req.destination, self.member
+                ),
+            ));
+        }
+        let original = self
+            .verifier
+            .verify(&req.credential)
+            .await
+            .map_err(|e| e.problem())?;
+        let own_bank = IssuerId::new(&self.member, KeyRole::Issuer).map_err(|e| e.problem())?;
+        if original.is_translation() || original.issuer() != &own_bank {
+            return Err(Problem::new(
+                ProblemType::IssuerMismatch,
+                format!(
+                    "credential must be issued by {own_bank}, not {}",
+                    original.issuer()
+                ),
+            ));
+        }
+
+        // Replays are answered from the store before anything is signed.
+        let (origin, cred_id) = (self.member.clone(), original.id().to_owned());
+        if let Some(existing) =
+            blocking(&self.store, move |s| s.find_by_credential(&origin, &cred_id)).await?
+        {
+            return replay_outcome(existing, &original, &req.destination);
+        }
+
+        let interchange = self.translate_and_sign(&original, &self.framework, INTERCHANGE_FRAMEWORK)?;
+        let new = NewExchange {
+            exchange_id: uuid::Uuid::new_v4().to_string(),
+            credential_id: original.id().to_owned(),
+            credential_digest: original.digest_hex(),
+            origin: self.member.clone(),
+            destination: req.destination.clone(),
+            chain: vec![original.jws().to_owned(), interchange],
+            accepted_at: self.clock.now(),
+        };
+        let outcome = match blocking(&self.store, move |s| s.insert_exchange(new)).await? {
+            Inserted::Created(ex) => {
+                self.delivery.notify_one();
+                metrics::exchange_event("accepted");
+                tracing::info!(exchange_id = %ex.exchange_id, destination = %ex.destination, "exchange accepted");
+                SubmitOutcome {
+                    status: ex.status().as_str().into(),
+                    exchange_id: ex.exchange_id,
+                    created: true,
+                }
+            }
+            // Lost a race with an identical concurrent submission.
+            Inserted::Existing(ex) => return replay_outcome(ex, &original, &req.destination),
+            Inserted::Conflict { existing_exchange_id } => return Err(conflict(existing_exchange_id)),
+        };
+        metrics::observe_accept(started.elapsed());
+        Ok(outcome)
+    }
+
+    /// Receiving side: verify the whole chain, map WFS → home, sign the home
+    /// translation and store the three-link chain in the inbox atomically.
+    pub(super) async fn receive_inner(
+        &self,
+        caller_member: &str,
+        env: Envelope,
+    ) -> Result<ReceiveOutcome, Problem> {
+        if env.exchange_id.is_empty()
+            || env.exchange_id.len() > MAX_EXCHANGE_ID_LEN
+            || !env
+                .exchange_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b':')
+        {
+            return Err(Problem::new(
+                ProblemType::MalformedRequest,
+                "exchangeId is not a valid identifier",
+            ));
+        }
+        let exchange_id = env.exchange_id.clone();
+        let with_id = |p: Problem| p.with_exchange(exchange_id.clone());
+        if env.origin != caller_member {
+            return Err(with_id(Problem::new(
+                ProblemType::ForbiddenRole,
+                "envelope origin must be the calling gateway's member",
+            )));
+        }
+        if env.destination != self.member {
+            return Err(with_id(Problem::new(
+                ProblemType::UnknownDestination,
+                format!("this gateway is {}, not {:?}", self.member, env.destination),
+            )));
+        }
+        if !self.peers.contains(&env.origin) {
+            return Err(with_id(Problem::new(
+                ProblemType::ForbiddenRole,
+                format!("{:?} is not a configured peer", env.origin),
+            )));
+        }
+        if env.chain.len() != 2 {
+            return Err(with_id(Problem::new(
+                ProblemType::ChainBroken,
+                format!(
+                    "an envelope carries [original, interchange], got {} links",
+                    env.chain.len()
+                ),
+            )));
+        }
+
+        let id = env.exchange_id.clone();
+        if let Some(item) = blocking(&self.store, move |s| s.inbox_by_exchange(&id)).await? {
+            let same = item.origin == env.origin && item.chain.first() == env.chain.first();
+            return if same {
+                Ok(ReceiveOutcome {
+                    exchange_id: item.exchange_id,
+                    created: false,
+                })
+            } else {
+                Err(conflict(item.exchange_id))
+            };
+        }
+
+        let chain = self
+            .verifier
+            .verify_chain(&env.chain)
+            .await
+            .map_err(|e| with_id(e.problem()))?;
+        if chain.original().issuer().member() != env.origin {
+            return Err(with_id(Problem::new(
+                ProblemType::IssuerMismatch,
+                "the original credential was not issued by the envelope's origin member",
+            )));
+        }
+        let home = self
+            .translate_and_sign(chain.last(), INTERCHANGE_FRAMEWORK, &self.framework)
+            .map_err(with_id)?;
+        let mut links = env.chain;
+        links.push(home);
+        let new = NewInboxItem {
+            exchange_id: env.exchange_id,
+            origin: env.origin,
+            received_at: self.clock.now(),
+            chain: links,
+        };
+        match blocking(&self.store, move |s| s.insert_inbox(new)).await? {
+            Inserted::Created(item) => {
+                metrics::exchange_event("received");
+                tracing::info!(exchange_id = %item.exchange_id, origin = %item.origin, cursor = item.cursor, "envelope stored in inbox");
+                Ok(ReceiveOutcome {
+                    exchange_id: item.exchange_id,
+                    created: true,
+                })
+            }
+            Inserted::Existing(item) => Ok(ReceiveOutcome {
+                exchange_id: item.exchange_id,
+                created: false,
+            }),
+            Inserted::Conflict { existing_exchange_id } => Err(conflict(existing_exchange_id)),
+        }
+    }
+
+    /// Translates `pred`'s learning record `from` → `to` and signs the
+    /// result as a translation credential of this member's gateway.
+    fn translate_and_sign(&self, pred: &VerifiedCredential, from: &str, to: &str) -> Result<String, Problem> {
+        let mut record_json = match pred.subject() {
+            Value::Object(map) => map.clone(),
+            _ => {
+                return Err(Problem::new(
+                    ProblemType::SchemaViolation,
+                    "credentialSubject must be an object",
+                ))
+            }
+        };
+        let learner = record_json
+            .remove("id")
+            .ok_or_else(|| Problem::new(ProblemType::SchemaViolation, "credentialSubject.id is required"))?;
+        let record = LearningRecord::from_json(&Value::Object(record_json)).map_err(map_problem)?;
+        let translation = translate(&record, from, to, &self.table).map_err(map_problem)?;
+
+        let mut subject = Map::new();
+        subject.insert("id".into(), learner);
+        if let Value::Object(fields) = translation.record.to_json() {
+            subject.extend(fields);
+        }
+        let issuer = IssuerId::gateway(&self.member).map_err(|e| e.problem())?;
+        let key = self.local.signing_key().map_err(|e| {
+            tracing::error!(error = %e, "no usable gateway signing key");
+            Problem::new(ProblemType::Unavailable, "gateway signing key unavailable")
+        })?;
+        issue_translation(
+            pred,
+            Value::Object(subject),
+            &translation.table_id,
+            &translation.table_version,
+            &issuer,
+            &key,
+        )
+        .map_err(|e| e.problem())
+    }
+}
+
+/// Answer to a resubmission of a credential id that is already stored.
+fn replay_outcome(
+    existing: crate::store::Exchange,
+    original: &VerifiedCredential,
+    destination: &str,
+) -> Result<SubmitOutcome, Problem> {
+    if existing.credential_digest != original.digest_hex() || existing.destination != destination {
+        return Err(conflict(existing.exchange_id));
+    }
+    Ok(SubmitOutcome {
+        exchange_id: existing.exchange_id.clone(),
+        status: existing.status().as_str().into(),
+        created: false,
+    })
+}
+
+fn conflict(exchange_id: String) -> Problem {
+    Problem::new(
+        ProblemType::DuplicateConflict,
+        "this credential id was already submitted with different content",
+    )
+    .with_exchange(exchange_id)
+}
+
+fn map_problem(e: schema_mapper::MapError) -> Problem {
+    let kind = ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord);
+    Problem::new(kind, e.to_string())
+}

@@ -1,0 +1,67 @@
+//! JSON documents the API returns for stored state (SPEC §4): exchange
+//! status and inbox pages. Kept apart from the pipeline logic so the wire
+//! shape lives in one place.
+
+use crate::credential::profile::format_time;
+use crate::store::{Exchange, InboxItem};
+use serde_json::{json, Map, Value};
+
+/// `GET /v1/exchanges/{id}` document.
+pub fn exchange_status(ex: &Exchange) -> Value {
+    let mut doc = Map::new();
+    doc.insert("exchangeId".into(), json!(ex.exchange_id));
+    doc.insert("status".into(), json!(ex.status().as_str()));
+    doc.insert("credentialId".into(), json!(ex.credential_id));
+    doc.insert("origin".into(), json!(ex.origin));
+    doc.insert("destination".into(), json!(ex.destination));
+    doc.insert("acceptedAt".into(), json!(format_time(ex.accepted_at)));
+    if let Some(at) = ex.forwarded_at {
+        doc.insert("forwardedAt".into(), json!(format_time(at)));
+    }
+    if let Some(at) = ex.state.settled_at() {
+        let key = match ex.status() {
+            crate::store::ExchangeStatus::Delivered => "deliveredAt",
+            crate::store::ExchangeStatus::Rejected => "rejectedAt",
+            _ => "deadLetteredAt",
+        };
+        doc.insert(key.into(), json!(format_time(at)));
+    }
+    doc.insert("updatedAt".into(), json!(format_time(ex.updated_at)));
+    doc.insert("attempts".into(), json!(ex.attempts));
+    if let Some(err) = &ex.last_error {
+        doc.insert("lastError".into(), json!(err));
+    }
+    if let Some(problem) = ex.problem() {
+        doc.insert("problem".into(), problem.clone());
+    }
+    Value::Object(doc)
+}
+
+/// One inbox item of `GET /v1/inbox`.
+pub fn inbox_item(item: &InboxItem) -> Value {
+    json!({
+        "cursor": item.cursor,
+        "exchangeId": item.exchange_id,
+        "origin": item.origin,
+        "receivedAt": format_time(item.received_at),
+        "credential": item.credential(),
+        "chain": item.chain,
+    })
+}
+
+/// A page of the inbox. `items` may hold one more row than `limit`: that
+/// extra row only tells whether a next page exists and is not returned.
+pub fn inbox_page(mut items: Vec<InboxItem>, limit: u32) -> Value {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more {
+        items.last().map(|i| json!(i.cursor))
+    } else {
+        None
+    };
+    json!({
+        "items": items.iter().map(inbox_item).collect::<Vec<_>>(),
+        "next": next.unwrap_or(Value::Null),
+    })
+}

@@ -1,0 +1,121 @@
+//! Schema migrations, tracked by `PRAGMA user_version`.
+//!
+//! The schema is data: migration `i` (0-based) brings the database from
+//! version `i` to `i + 1`. Migrations are append-only; never edit one that
+//! has shipped. Each runs in its own transaction together with the version
+//! bump, so a crash leaves the database at a whole version.
+
+use super::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Every migration, in order. Timestamps are UTC Unix nanoseconds.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: exchanges + outbox, inbox + ack point, audit log + its head.
+    r#"
+    CREATE TABLE exchanges (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        exchange_id       TEXT    NOT NULL UNIQUE,
+        origin            TEXT    NOT NULL,
+        credential_id     TEXT    NOT NULL,
+        credential_digest TEXT    NOT NULL,
+        destination       TEXT    NOT NULL,
+        chain             TEXT    NOT NULL,
+        status            TEXT    NOT NULL CHECK (status IN
+                              ('accepted', 'forwarded', 'delivered', 'rejected', 'dead-lettered')),
+        accepted_at       INTEGER NOT NULL,
+        forwarded_at      INTEGER,
+        settled_at        INTEGER,
+        updated_at        INTEGER NOT NULL,
+        attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        last_error        TEXT,
+        problem           TEXT,
+        UNIQUE (origin, credential_id),
+        CHECK ((status IN ('accepted', 'forwarded')) = (settled_at IS NULL)),
+        CHECK ((status = 'rejected') = (problem IS NOT NULL))
+    );
+    CREATE INDEX exchanges_by_status ON exchanges (status, seq);
+
+    CREATE TABLE outbox (
+        exchange_seq    INTEGER PRIMARY KEY REFERENCES exchanges (seq),
+        destination     TEXT    NOT NULL,
+        queued_at       INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0)
+    );
+    CREATE INDEX outbox_by_destination ON outbox (destination, exchange_seq);
+
+    CREATE TABLE inbox (
+        cursor      INTEGER PRIMARY KEY AUTOINCREMENT,
+        exchange_id TEXT    NOT NULL UNIQUE,
+        origin      TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        chain       TEXT    NOT NULL
+    );
+
+    CREATE TABLE inbox_ack (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        acked_up_to INTEGER NOT NULL CHECK (acked_up_to >= 0)
+    );
+    INSERT INTO inbox_ack (id, acked_up_to) VALUES (1, 0);
+
+    CREATE TABLE audit (
+        seq         INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        exchange_id TEXT,
+        event       TEXT    NOT NULL,
+        detail      TEXT    NOT NULL,
+        prev_hash   TEXT    NOT NULL,
+        hash        TEXT    NOT NULL
+    );
+
+    -- The last entry, written with every append: verification compares the
+    -- chain's end against it, so truncating the log is detected too.
+    CREATE TABLE audit_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash TEXT    NOT NULL
+    );
+    INSERT INTO audit_head (id, seq, hash)
+        VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+    "#,
+];
+
+/// Applies every migration the database has not seen yet. Safe to call on
+/// every open; a database newer than this binary is refused.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    for (version, sql) in (1_i64..).zip(MIGRATIONS) {
+        let migration = |source| StoreError::Migration { version, source };
+        // IMMEDIATE: two processes opening a fresh database at once must not
+        // both decide to apply the same migration.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migration)?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(migration)?;
+        if current > latest {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        if current >= version {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(migration)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(migration)?;
+        tx.commit().map_err(migration)?;
+    }
+    Ok(())
+}
+
+/// The schema version of an open database.
+pub(super) fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|source| StoreError::Sqlite {
+            context: "reading the schema version",
+            source,
+        })
+}

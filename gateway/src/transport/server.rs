@@ -1,0 +1,210 @@
+//! Server-side TLS: client-certificate verification and hot reload.
+
+use super::{pem, provider, TlsError, PROTOCOL_VERSIONS};
+use crate::config::TlsConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// ALPN ids offered by the listener, HTTP/2 preferred.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Builds the listener configuration: our chain and key, client certificates
+/// required and verified against the federation CA and `crls`.
+///
+/// With CRLs configured, revocation is checked for the whole chain and an
+/// unknown status is a failure, so every issuing CA needs a CRL.
+pub fn server_tls_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crls: &[PathBuf],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let roots = Arc::new(pem::load_roots(ca)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(pem::load_crls(crls)?)
+        .build()?;
+    let chain = pem::load_certs(cert)?;
+    let key = pem::load_key(key)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(|source| TlsError::Rustls {
+            context: "protocol versions",
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Rustls {
+            context: "server certificate and key",
+            source,
+        })?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The files a [`ReloadableTls`] is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+impl From<&TlsConfig> for TlsPaths {
+    fn from(tls: &TlsConfig) -> Self {
+        Self {
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            crls: tls.crls.clone(),
+        }
+    }
+}
+
+impl TlsPaths {
+    fn all(&self) -> impl Iterator<Item = &Path> {
+        [&self.ca, &self.cert, &self.key]
+            .into_iter()
+            .chain(self.crls.iter())
+            .map(PathBuf::as_path)
+    }
+
+    /// Latest modification time over every file; `None` if one is missing,
+    /// which is typical half-way through a non-atomic replacement.
+    fn newest_mtime(&self) -> Option<SystemTime> {
+        self.all()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .try_fold(SystemTime::UNIX_EPOCH, |acc, m| m.map(|m| acc.max(m)))
+    }
+}
+
+/// The listener's TLS configuration, swappable at run time.
+///
+/// The accept loop takes [`ReloadableTls::current`] once per connection, so a
+/// reload affects new connections only; established connections keep the
+/// configuration they were accepted with and are never dropped. A reload that
+/// fails (bad PEM, key not matching, CA missing) keeps the previous
+/// configuration: a botched certificate rollout does not take the gateway down.
+#[derive(Debug)]
+pub struct ReloadableTls {
+    paths: TlsPaths,
+    current: RwLock<Arc<ServerConfig>>,
+    /// Count of successful reloads, observable by [`ReloadableTls::reloads`].
+    generation: watch::Sender<u64>,
+    /// Newest file modification time seen before the last load attempt; the
+    /// watcher reloads when the files are newer than this.
+    stamp: Mutex<Option<SystemTime>>,
+}
+
+impl ReloadableTls {
+    /// Loads the initial configuration; fails if it cannot be built.
+    pub fn load(paths: TlsPaths) -> Result<Arc<Self>, TlsError> {
+        // Stamped before reading, so a change racing with the read is seen later.
+        let stamp = Mutex::new(paths.newest_mtime());
+        let config = server_tls_config(&paths.ca, &paths.cert, &paths.key, &paths.crls)?;
+        Ok(Arc::new(Self {
+            paths,
+            current: RwLock::new(config),
+            generation: watch::Sender::new(0),
+            stamp,
+        }))
+    }
+
+    pub fn paths(&self) -> &TlsPaths {
+        &self.paths
+    }
+
+    /// The configuration for the next accepted connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads every file and swaps the configuration in, all or nothing.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let p = &self.paths;
+        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = p.newest_mtime();
+        let fresh = server_tls_config(&p.ca, &p.cert, &p.key, &p.crls)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        self.generation.send_modify(|g| *g += 1);
+        tracing::info!(cert = %p.cert.display(), "TLS configuration reloaded");
+        Ok(())
+    }
+
+    /// Changes with every successful reload (the value counts them).
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Reloads on SIGHUP and whenever a file's modification time changes
+    /// (checked every `poll`), until `shutdown` turns true. Failures are
+    /// logged and the previous configuration stays in force.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        poll: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut hup = hangup_signal();
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let reason = tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    Some(()) = recv_hangup(&mut hup) => "SIGHUP",
+                    _ = tick.tick() => {
+                        let now = this.paths.newest_mtime();
+                        let seen = *this.stamp.lock().unwrap_or_else(PoisonError::into_inner);
+                        if now.is_none() || now == seen {
+                            continue;
+                        }
+                        "file change"
+                    }
+                };
+                // A failed reload is not retried until the files change again.
+                if let Err(err) = this.reload() {
+                    tracing::error!(%err, reason, "TLS reload failed; keeping the previous configuration");
+                }
+            }
+        })
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .map_err(|err| tracing::warn!(%err, "cannot listen for SIGHUP; relying on file polling"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
+    match hup {
+        Some(sig) => sig.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hangup(_: &mut Hangup) -> Option<()> {
+    std::future::pending().await
+}

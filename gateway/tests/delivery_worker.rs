@@ -1,0 +1,602 @@
+//! Delivery worker against a fake peer, on a real SQLite store, in paused
+//! tokio time: hours of outage and backoff run in milliseconds, and every
+//! wait is on a signal (a store change or a peer call), never a sleep.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use bashu_gateway::config::DeliveryConfig;
+use bashu_gateway::delivery::metrics::{ATTEMPTS, DEAD_LETTERED};
+use bashu_gateway::delivery::{Clock, DeliveryWorker, PeerAnswer, PeerClient, SendError, TokioClock};
+use bashu_gateway::pipeline::Envelope;
+use bashu_gateway::problem::{Problem, ProblemType};
+use bashu_gateway::store::{
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
+    OutboxItem, SqliteStore, Store, StoreError,
+};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::macros::datetime;
+use time::OffsetDateTime;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Upper bound on any wait, in paused (virtual) time: a stalled worker
+/// fails the test at once instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+// --- a store that announces its changes ----------------------------------
+
+/// Delegates to SQLite and bumps a counter after every successful write,
+/// so tests can wait for a condition on the store without polling.
+struct Observed {
+    inner: SqliteStore,
+    changes: watch::Sender<u64>,
+}
+
+impl Observed {
+    fn changed<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_ok() {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        r
+    }
+}
+
+impl Store for Observed {
+    fn insert_exchange(&self, new: NewExchange) -> Result<Inserted<Exchange>, StoreError> {
+        self.changed(self.inner.insert_exchange(new))
+    }
+    fn find_by_credential(&self, origin: &str, credential_id: &str) -> Result<Option<Exchange>, StoreError> {
+        self.inner.find_by_credential(origin, credential_id)
+    }
+    fn exchange(&self, exchange_id: &str) -> Result<Option<Exchange>, StoreError> {
+        self.inner.exchange(exchange_id)
+    }
+    fn list_exchanges(
+        &self,
+        status: Option<ExchangeStatus>,
+        limit: u32,
+    ) -> Result<Vec<Exchange>, StoreError> {
+        self.inner.list_exchanges(status, limit)
+    }
+    fn pending_outbox(&self, destination: &str, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        self.inner.pending_outbox(destination, limit)
+    }
+    fn outbox_depths(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.inner.outbox_depths()
+    }
+    fn record_attempt_failure(
+        &self,
+        exchange_id: &str,
+        error: &str,
+        at: OffsetDateTime,
+        next_attempt_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.changed(
+            self.inner
+                .record_attempt_failure(exchange_id, error, at, next_attempt_at),
+        )
+    }
+    fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.changed(self.inner.mark_delivered(exchange_id, at))
+    }
+    fn mark_rejected(
+        &self,
+        exchange_id: &str,
+        problem: &Value,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.changed(self.inner.mark_rejected(exchange_id, problem, at))
+    }
+    fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.changed(self.inner.dead_letter(exchange_id, at))
+    }
+    fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError> {
+        self.changed(self.inner.retry(exchange_id, at))
+    }
+    fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
+        self.changed(self.inner.insert_inbox(new))
+    }
+    fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError> {
+        self.inner.inbox_by_exchange(exchange_id)
+    }
+    fn inbox_page(&self, after: Option<u64>, limit: u32) -> Result<Vec<InboxItem>, StoreError> {
+        self.inner.inbox_page(after, limit)
+    }
+    fn ack(&self, up_to: u64, at: OffsetDateTime) -> Result<u64, StoreError> {
+        self.changed(self.inner.ack(up_to, at))
+    }
+    fn acked_up_to(&self) -> Result<u64, StoreError> {
+        self.inner.acked_up_to()
+    }
+    fn audit_verify(&self) -> Result<AuditReport, StoreError> {
+        self.inner.audit_verify()
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping()
+    }
+}
+
+// --- a fake peer gateway --------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Call {
+    peer: String,
+    exchange_id: String,
+    at: Instant,
+    answer: &'static str,
+}
+
+#[derive(Default)]
+struct PeerState {
+    down: HashSet<String>,
+    /// Exchange ids whose next send panics inside the client (once each).
+    panic_once: HashSet<String>,
+    reject: HashMap<String, Problem>,
+    calls: Vec<Call>,
+    /// Exchange ids the peer stored, in arrival order, per peer.
+    inbox: BTreeMap<String, Vec<String>>,
+}
+
+/// Answers like a peer gateway: 202 (idempotently storing the id), 422 for
+/// ids told to reject, a connect error while the peer is down. With a
+/// gate, every send waits for a permit first (an in-flight request).
+#[derive(Default)]
+struct FakePeer {
+    state: Mutex<PeerState>,
+    gate: Option<Semaphore>,
+    sending: Notify,
+}
+
+impl FakePeer {
+    fn set_down(&self, peer: &str, down: bool) {
+        let mut st = self.state.lock().unwrap();
+        if down {
+            st.down.insert(peer.into());
+        } else {
+            st.down.remove(peer);
+        }
+    }
+
+    fn reject(&self, exchange_id: &str, problem: Option<Problem>) {
+        let mut st = self.state.lock().unwrap();
+        match problem {
+            Some(p) => st.reject.insert(exchange_id.into(), p),
+            None => st.reject.remove(exchange_id),
+        };
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    fn calls_for(&self, peer: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.peer == peer).collect()
+    }
+
+    fn inbox(&self, peer: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .inbox
+            .get(peer)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl PeerClient for FakePeer {
+    fn send<'a>(&'a self, peer: &'a str, env: &'a Envelope) -> BoxFuture<'a, Result<PeerAnswer, SendError>> {
+        Box::pin(async move {
+            self.sending.notify_one();
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            let mut st = self.state.lock().unwrap();
+            assert_eq!(env.destination, peer, "envelope sent to the wrong peer");
+            if st.panic_once.remove(&env.exchange_id) {
+                drop(st);
+                panic!("fake client bug");
+            }
+            let (answer, result) = if st.down.contains(peer) {
+                ("down", Err(SendError::Connect("connection refused".into())))
+            } else if let Some(p) = st.reject.get(&env.exchange_id) {
+                ("rejected", Ok(PeerAnswer::Rejected(p.clone())))
+            } else {
+                let inbox = st.inbox.entry(peer.to_owned()).or_default();
+                if !inbox.contains(&env.exchange_id) {
+                    inbox.push(env.exchange_id.clone());
+                }
+                ("accepted", Ok(PeerAnswer::Accepted))
+            };
+            st.calls.push(Call {
+                peer: peer.to_owned(),
+                exchange_id: env.exchange_id.clone(),
+                at: Instant::now(),
+                answer,
+            });
+            result
+        })
+    }
+}
+
+// --- harness --------------------------------------------------------------
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Observed>,
+    peer: Arc<FakePeer>,
+    clock: Arc<TokioClock>,
+    notify: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    worker: JoinHandle<()>,
+    next: u32,
+}
+
+fn config(initial_ms: u64, max_ms: u64) -> DeliveryConfig {
+    DeliveryConfig {
+        initial_backoff_ms: initial_ms,
+        max_backoff_ms: max_ms,
+        ..DeliveryConfig::default()
+    }
+}
+
+impl Harness {
+    fn start(config: DeliveryConfig, configured_peers: &[&str]) -> Self {
+        Self::start_with(config, configured_peers, FakePeer::default())
+    }
+
+    fn start_with(config: DeliveryConfig, configured_peers: &[&str], peer: FakePeer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Observed {
+            inner: SqliteStore::open(&dir.path().join("bashu.db")).unwrap(),
+            changes: watch::Sender::new(0),
+        });
+        let peer = Arc::new(peer);
+        let clock = Arc::new(TokioClock::new(datetime!(2026-11-25 03:00 UTC)));
+        let worker = DeliveryWorker::new(store.clone(), peer.clone(), config, clock.clone())
+            .with_peers(configured_peers.iter().copied());
+        let notify = worker.notifier();
+        let (shutdown, rx) = watch::channel(false);
+        let worker = tokio::spawn(worker.run(rx));
+        Self {
+            _dir: dir,
+            store,
+            peer,
+            clock,
+            notify,
+            shutdown,
+            worker,
+            next: 0,
+        }
+    }
+
+    /// Stores `count` exchanges for `destination` as the pipeline would and
+    /// signals the worker; returns their ids in acceptance order.
+    fn accept(&mut self, destination: &str, count: u32) -> Vec<String> {
+        let ids: Vec<String> = (0..count)
+            .map(|_| {
+                self.next += 1;
+                let n = self.next;
+                let new = NewExchange {
+                    exchange_id: format!("{destination}-{n:04}"),
+                    credential_id: format!("cred-{n}"),
+                    credential_digest: format!("{n:064x}"),
+                    origin: "cq".into(),
+                    destination: destination.into(),
+                    chain: vec![format!("orig-{n}"), format!("wfs-{n}")],
+                    accepted_at: self.clock.now(),
+                };
+                let id = new.exchange_id.clone();
+                assert!(self.store.insert_exchange(new).unwrap().is_created());
+                id
+            })
+            .collect();
+        self.notify.notify_one();
+        ids
+    }
+
+    fn exchange(&self, id: &str) -> Exchange {
+        self.store.exchange(id).unwrap().unwrap()
+    }
+
+    fn status(&self, id: &str) -> ExchangeStatus {
+        self.exchange(id).status()
+    }
+
+    /// Waits until `pred` holds, re-checking after every store change.
+    async fn until(&self, what: &str, pred: impl Fn(&Self) -> bool) {
+        let mut changes = self.store.changes.subscribe();
+        let wait = async {
+            while !pred(self) {
+                changes.changed().await.unwrap();
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("gave up waiting until {what}"));
+    }
+
+    /// Requests shutdown and waits for the worker to return.
+    async fn stop(self) -> Self {
+        self.shutdown.send_replace(true);
+        let worker = self.worker;
+        tokio::time::timeout(PATIENCE, worker).await.unwrap().unwrap();
+        Self {
+            worker: tokio::spawn(async {}),
+            ..self
+        }
+    }
+}
+
+fn all_have(h: &Harness, ids: &[String], status: ExchangeStatus) -> bool {
+    ids.iter().all(|id| h.status(id) == status)
+}
+
+fn ids_of(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(|c| c.exchange_id.clone()).collect()
+}
+
+// --- tests ----------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn delivers_in_acceptance_order_to_configured_and_discovered_peers() {
+    let mut h = Harness::start(config(100, 1000), &["ord1"]);
+    let mut ord1 = Vec::new();
+    let mut ord2 = Vec::new();
+    for _ in 0..10 {
+        ord1.extend(h.accept("ord1", 2));
+        ord2.extend(h.accept("ord2", 1)); // not configured: found in the outbox
+    }
+    h.until("all delivered", |h| {
+        all_have(h, &ord1, ExchangeStatus::Delivered) && all_have(h, &ord2, ExchangeStatus::Delivered)
+    })
+    .await;
+
+    assert_eq!(h.peer.inbox("ord1"), ord1);
+    assert_eq!(h.peer.inbox("ord2"), ord2);
+    assert_eq!(h.peer.calls().len(), 30, "one call per exchange");
+    assert!(h.store.outbox_depths().unwrap().is_empty());
+    let ex = h.exchange(&ord1[0]);
+    assert_eq!(ex.attempts, 1);
+    assert!(matches!(ex.state, ExchangeState::Delivered { .. }));
+    assert_eq!(ATTEMPTS.with_label_values(&["ord1", "delivered"]).get(), 20);
+    assert_eq!(ATTEMPTS.with_label_values(&["ord2", "delivered"]).get(), 10);
+    h.store.audit_verify().unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_of_hours_drains_in_acceptance_order_exactly_once() {
+    let mut h = Harness::start(config(200, 30_000), &["out"]);
+    h.peer.set_down("out", true);
+    let started = Instant::now();
+    let mut ids = h.accept("out", 40);
+    // Keep the peer down for more than two hours of (virtual) time.
+    h.until("the head has failed 500 times", |h| {
+        h.exchange(&ids[0]).attempts >= 500
+    })
+    .await;
+    assert!(
+        started.elapsed() > Duration::from_secs(2 * 3600),
+        "backoff must space the attempts"
+    );
+    ids.extend(h.accept("out", 10)); // accepted during the outage
+
+    // Head-of-line: nothing behind the head was tried during the outage.
+    let calls = h.peer.calls_for("out");
+    assert!(
+        calls.iter().all(|c| c.exchange_id == ids[0]),
+        "only the head may be attempted"
+    );
+    assert_eq!(h.status(&ids[0]), ExchangeStatus::Forwarded);
+    assert_eq!(h.status(&ids[1]), ExchangeStatus::Accepted);
+    assert_eq!(
+        h.exchange(&ids[0]).last_error.as_deref(),
+        Some("cannot connect to peer: connection refused")
+    );
+
+    h.peer.set_down("out", false);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    assert_eq!(h.peer.inbox("out"), ids, "drained in acceptance order");
+    let accepted: Vec<String> = ids_of(
+        &h.peer
+            .calls_for("out")
+            .into_iter()
+            .filter(|c| c.answer == "accepted")
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(accepted, ids, "each exchange answered 202 exactly once");
+    h.store.audit_verify().unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejection_is_terminal_then_operator_retry_redelivers() {
+    let mut h = Harness::start(config(100, 1000), &["rej"]);
+    let problem =
+        Problem::new(ProblemType::ChainBroken, "interchange digest mismatch").with_exchange("rej-0002");
+    h.peer.reject("rej-0002", Some(problem.clone()));
+    let ids = h.accept("rej", 4);
+    h.until("settled", |h| {
+        ids.iter()
+            .all(|id| matches!(h.status(id), ExchangeStatus::Delivered | ExchangeStatus::Rejected))
+    })
+    .await;
+
+    let rejected = h.exchange(&ids[1]);
+    assert_eq!(rejected.status(), ExchangeStatus::Rejected);
+    assert_eq!(rejected.problem(), Some(&problem.to_json()));
+    assert_eq!(rejected.attempts, 1);
+    assert_eq!(
+        h.peer.inbox("rej"),
+        [ids[0].clone(), ids[2].clone(), ids[3].clone()]
+    );
+    assert_eq!(
+        ids_of(&h.peer.calls_for("rej")),
+        ids,
+        "the rejected item is not retried"
+    );
+
+    // The operator fixes the cause and retries; the worker is told.
+    h.peer.reject("rej-0002", None);
+    assert_eq!(
+        h.store.retry(&ids[1], h.clock.now()).unwrap().status(),
+        ExchangeStatus::Accepted
+    );
+    h.notify.notify_one();
+    h.until("retried item delivered", |h| {
+        h.status(&ids[1]) == ExchangeStatus::Delivered
+    })
+    .await;
+    assert_eq!(h.exchange(&ids[1]).problem(), None);
+    assert_eq!(h.peer.inbox("rej").last(), Some(&ids[1]));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_opens_after_threshold_and_probes_once_per_open_period() {
+    let cfg = DeliveryConfig {
+        breaker_failure_threshold: 3,
+        breaker_open_ms: 60_000,
+        ..config(10, 20)
+    };
+    let mut h = Harness::start(cfg, &["brk", "brk-ok"]);
+    h.peer.set_down("brk", true);
+    let head = h.accept("brk", 2)[0].clone();
+    h.until("five failed attempts", |h| h.exchange(&head).attempts >= 5)
+        .await;
+
+    // While `brk` is failing, another peer is unaffected.
+    let ok = h.accept("brk-ok", 1);
+    h.until("other peer delivered", |h| {
+        all_have(h, &ok, ExchangeStatus::Delivered)
+    })
+    .await;
+
+    let at: Vec<Instant> = h.peer.calls_for("brk").iter().map(|c| c.at).collect();
+    let gap = |i: usize| at[i] - at[i - 1];
+    // Attempts 1-3 follow the (short) backoff; then the breaker holds
+    // every further attempt for a full open period: one half-open probe each.
+    assert!(gap(1) < Duration::from_secs(1) && gap(2) < Duration::from_secs(1));
+    assert!(gap(3) >= Duration::from_secs(60), "{:?}", gap(3));
+    assert!(gap(4) >= Duration::from_secs(60), "{:?}", gap(4));
+
+    h.peer.set_down("brk", false);
+    h.until("head delivered", |h| h.status(&head) == ExchangeStatus::Delivered)
+        .await;
+    let head_calls = h
+        .peer
+        .calls_for("brk")
+        .iter()
+        .filter(|c| c.exchange_id == head)
+        .count();
+    assert_eq!(
+        h.exchange(&head).attempts as usize,
+        head_calls,
+        "every call counted once"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_after_the_configured_age_and_retry_redelivers() {
+    let cfg = DeliveryConfig {
+        dead_letter_after_secs: 3600,
+        ..config(1000, 600_000)
+    };
+    let mut h = Harness::start(cfg, &["dl"]);
+    h.peer.set_down("dl", true);
+    let accepted_at = h.clock.now();
+    let ids = h.accept("dl", 2);
+    h.until("both dead-lettered", |h| {
+        all_have(h, &ids, ExchangeStatus::DeadLettered)
+    })
+    .await;
+
+    let head = h.exchange(&ids[0]);
+    let ExchangeState::DeadLettered { at } = head.state else {
+        panic!("not dead-lettered: {head:?}")
+    };
+    assert!(at - accepted_at >= time::Duration::hours(1));
+    assert!(head.attempts > 1);
+    // The second item waited its turn, then failed once past the age.
+    let calls = ids_of(&h.peer.calls_for("dl"));
+    let first_of_second = calls.iter().position(|c| c == &ids[1]).unwrap();
+    assert!(calls[..first_of_second].iter().all(|c| c == &ids[0]));
+    assert_eq!(calls[first_of_second..], [ids[1].clone()]);
+    assert_eq!(DEAD_LETTERED.with_label_values(&["dl"]).get(), 2);
+
+    // Operator retry after the outage: a fresh delivery window.
+    h.peer.set_down("dl", false);
+    for id in &ids {
+        h.store.retry(id, h.clock.now()).unwrap();
+    }
+    h.notify.notify_one();
+    h.until("redelivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    assert_eq!(h.peer.inbox("dl"), ids);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_the_in_flight_send_and_sends_nothing_more() {
+    let peer = FakePeer {
+        gate: Some(Semaphore::new(0)),
+        ..FakePeer::default()
+    };
+    let mut h = Harness::start_with(config(100, 1000), &["sd"], peer);
+    let ids = h.accept("sd", 3);
+    h.peer.sending.notified().await;
+
+    h.shutdown.send_replace(true);
+    h.peer.gate.as_ref().unwrap().add_permits(10);
+    let h = h.stop().await;
+    assert_eq!(
+        h.status(&ids[0]),
+        ExchangeStatus::Delivered,
+        "in-flight answer recorded"
+    );
+    assert_eq!(h.status(&ids[1]), ExchangeStatus::Accepted);
+    assert_eq!(h.peer.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_does_not_wait_for_a_pending_backoff() {
+    let mut h = Harness::start(config(3_600_000, 3_600_000), &["sb"]);
+    h.peer.set_down("sb", true);
+    let ids = h.accept("sb", 1);
+    h.until("first attempt failed", |h| {
+        h.status(&ids[0]) == ExchangeStatus::Forwarded
+    })
+    .await;
+    let asked = Instant::now();
+    let h = h.stop().await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "stopped without waiting an hour"
+    );
+    assert_eq!(h.peer.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_client_is_a_transient_failure() {
+    let mut h = Harness::start(config(100, 1000), &["pan"]);
+    h.peer.state.lock().unwrap().panic_once.insert("pan-0001".into());
+    let ids = h.accept("pan", 2);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    let head = h.exchange(&ids[0]);
+    assert_eq!(head.attempts, 2);
+    assert_eq!(
+        head.last_error.as_deref(),
+        Some("invalid answer from peer: peer client panicked")
+    );
+    assert_eq!(h.peer.inbox("pan"), ids);
+    h.stop().await;
+}

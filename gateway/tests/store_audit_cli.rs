@@ -1,0 +1,96 @@
+//! `bashu audit verify`: exit codes and output for intact, tampered and
+//! missing stores, addressed by `--db` or by `--config`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use bashu_gateway::store::{self, NewInboxItem, SqliteStore, Store};
+use std::path::Path;
+use std::process::{Command, Output};
+use time::macros::datetime;
+
+fn populate(db: &Path, items: u32) {
+    let store = SqliteStore::open(db).unwrap();
+    for n in 0..items {
+        let item = NewInboxItem {
+            exchange_id: format!("ex-{n}"),
+            origin: "sc".into(),
+            received_at: datetime!(2026-11-25 03:00 UTC),
+            chain: vec![format!("o-{n}"), format!("w-{n}"), format!("h-{n}")],
+        };
+        assert!(store.insert_inbox(item).unwrap().is_created());
+    }
+}
+
+fn bashu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bashu"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn verify_reports_intact_and_broken_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bashu.db");
+    populate(&db, 3);
+    let db_arg = db.to_str().unwrap();
+
+    let ok = bashu(&["audit", "verify", "--db", db_arg]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(stdout(&ok).contains("intact: 3 entries"), "{}", stdout(&ok));
+
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE audit SET detail = '{}' WHERE seq = 2", [])
+        .unwrap();
+    let broken = bashu(&["audit", "verify", "--db", db_arg]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(stdout(&broken).contains("BROKEN at seq 2"), "{}", stdout(&broken));
+}
+
+#[test]
+fn verify_finds_the_store_through_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    populate(&store::db_path(&data), 2);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        r#"
+member = "cq"
+framework = "cqf"
+data_dir = "data"
+[listen]
+api = "127.0.0.1:7443"
+[tls]
+ca = "ca.pem"
+cert = "gateway.crt"
+key = "gateway.key"
+[trust]
+keystore = "keys.json"
+federation_key = "federation.jwk"
+"#,
+    )
+    .unwrap();
+    let out = bashu(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains("intact: 2 entries"));
+}
+
+#[test]
+fn verify_refuses_missing_store_and_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let out = bashu(&["audit", "verify", "--db", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!missing.exists(), "verify must not create a store");
+
+    assert_eq!(bashu(&["audit", "verify"]).status.code(), Some(2));
+    let both = bashu(&["audit", "verify", "--db", "a", "--config", "b"]);
+    assert_eq!(both.status.code(), Some(2));
+}
