@@ -342,6 +342,39 @@ impl Client {
         .await
     }
 
+    /// Sends an HTTP/1.1 request whose body the server may refuse before
+    /// reading it (`413` on `Content-Length`): the body is written in the
+    /// background and the answer read as soon as it comes, so a server that
+    /// answers early and closes is seen answering, not as a broken pipe.
+    pub async fn send_oversized(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.target.addr(),
+            body.len()
+        );
+        self.deadline(async {
+            let stream = self.connect().await?;
+            let (mut reader, mut writer) = tokio::io::split(stream);
+            let upload = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                // A write error here is the server closing early: its answer is what counts.
+                if writer.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = writer.write_all(&body).await;
+                }
+                writer
+            });
+            let answer = read_early_response(&mut reader).await;
+            upload.abort();
+            answer
+        })
+        .await
+    }
+
     fn request(
         &self,
         method: Method,
@@ -382,6 +415,58 @@ impl Client {
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))?
+    }
+}
+
+/// Reads one HTTP/1.1 response (headers, then `Content-Length` bytes or
+/// everything up to EOF).
+async fn read_early_response<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Response, ClientError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut chunk).await.map_err(|_| ClientError::Body)?;
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| ClientError::Body)?;
+                let mut map = HeaderMap::new();
+                for h in parsed.headers.iter() {
+                    if let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(h.name.as_bytes()),
+                        HeaderValue::from_bytes(h.value),
+                    ) {
+                        map.append(name, value);
+                    }
+                }
+                let want = map
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                let mut body = buf.get(head_len..).unwrap_or_default().to_vec();
+                while want.is_none_or(|w| body.len() < w) && body.len() <= MAX_RESPONSE_BYTES {
+                    let n = reader.read(&mut chunk).await.map_err(|_| ClientError::Body)?;
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                }
+                if let Some(w) = want {
+                    body.truncate(w);
+                }
+                return Ok(Response {
+                    status,
+                    headers: map,
+                    body: Bytes::from(body),
+                });
+            }
+            Ok(httparse::Status::Partial) if n > 0 && buf.len() < 64 * 1024 => continue,
+            _ => return Err(ClientError::Body),
+        }
     }
 }
 

@@ -273,7 +273,7 @@ async fn huge_body(ctx: &Ctx) -> CheckResult {
     let body = json!({ "credential": "a".repeat(2 * 1024 * 1024), "destination": ctx.destination });
     let resp = ctx
         .credit_bank()?
-        .post_json(EXCHANGES, &body)
+        .send_oversized(EXCHANGES, "application/json", Bytes::from(body.to_string()))
         .await
         .map_err(no_answer("POST 2 MiB"))?;
     expect_problem(&resp, &["payload-too-large"])

@@ -278,13 +278,10 @@ async fn es384(ctx: &Ctx) -> CheckResult {
 }
 
 async fn b64_false(ctx: &Ctx) -> CheckResult {
-    let key = ctx.issuer_key()?;
-    let h = header(key, json!({"b64": false, "crit": ["b64"]}));
-    let payload = ctx.valid_credential()?.to_string();
-    // RFC 7797: the payload travels unencoded and is signed as is.
-    let h64 = encode(h.to_string().as_bytes(), Encoding::Canonical);
-    let jws = sign_segments(&h64, &payload, Signature::Key(key)).map_err(craft_err)?;
-    rejected(ctx, &jws, HEADER).await
+    // Under RFC 7797 the signing input is `header64 "." payload-as-is`; with
+    // the base64url text as the payload that is byte for byte the ordinary
+    // signing input, so a gateway that ignores `b64` accepts this token.
+    header_rejected(ctx, json!({"b64": false, "crit": ["b64"]})).await
 }
 
 async fn crit(ctx: &Ctx) -> CheckResult {
@@ -485,7 +482,8 @@ async fn empty_signature(ctx: &Ctx) -> CheckResult {
         Signature::Empty,
     )
     .map_err(craft_err)?;
-    rejected(ctx, &jws, &["invalid-signature"]).await
+    // An empty segment is also not a compact ES256/EdDSA JWS at all.
+    rejected(ctx, &jws, &["invalid-signature", "malformed-request"]).await
 }
 
 async fn transplant(ctx: &Ctx) -> CheckResult {

@@ -3,11 +3,12 @@
 
 use super::{ensure, expect_problem, fail, submit};
 use crate::case;
-use crate::catalogue::{CheckResult, TestCase};
+use crate::catalogue::{CheckResult, TestCase, Verdict};
 use crate::context::Ctx;
 use crate::craft;
 use crate::keyset::{self, KeySet, KEYS_PATH};
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 pub fn cases() -> Vec<TestCase> {
     vec![
@@ -118,7 +119,7 @@ pub fn cases() -> Vec<TestCase> {
     ]
 }
 
-async fn verified(ctx: &Ctx) -> Result<KeySet, crate::catalogue::Verdict> {
+async fn verified(ctx: &Ctx) -> Result<KeySet, Verdict> {
     keyset::fetch_verified(ctx.any_client()?, ctx.federation_key()?).await
 }
 
@@ -241,40 +242,68 @@ async fn unique_kids(ctx: &Ctx) -> CheckResult {
     ensure(kids.len() == n, || "duplicate kid".into())
 }
 
+/// How long a key store change may take to show in the published set and
+/// in the target's own trust cache (refresh checks, single-flight refetch
+/// rate limits, brief negative caching: SPEC §2).
+const PROPAGATION: Duration = Duration::from_secs(5);
+
+/// Fetches the key set until `pred` holds or [`PROPAGATION`] passes; returns
+/// the last set seen.
+async fn fetch_until(ctx: &Ctx, pred: impl Fn(&KeySet) -> bool) -> Result<(KeySet, bool), Verdict> {
+    let client = ctx.any_client()?;
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let set = keyset::fetch(client).await?;
+        if pred(&set) || Instant::now() >= deadline {
+            let ok = pred(&set);
+            return Ok((set, ok));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn status_of<'a>(set: &'a KeySet, kid: &str) -> Option<&'a str> {
+    set.key(kid).and_then(|k| k.get("status")).and_then(Value::as_str)
+}
+
 async fn revoked(ctx: &Ctx) -> CheckResult {
     let key = ctx.revoked_issuer_key().await?;
-    let set = keyset::fetch(ctx.any_client()?).await?;
-    let status = set
-        .key(key.kid())
-        .and_then(|k| k.get("status"))
-        .and_then(Value::as_str);
-    ensure(status == Some("revoked"), || {
-        format!("kid {:?} has status {status:?}, expected revoked", key.kid())
-    })?;
+    let (_, listed) = fetch_until(ctx, |set| status_of(set, key.kid()) == Some("revoked")).await?;
+    ensure(listed, || format!("kid {:?} is not listed as revoked", key.kid()))?;
     let jws = craft::sign_credential(&ctx.valid_credential()?, key).map_err(|e| fail(e.to_string()))?;
-    expect_problem(&submit(ctx, &jws).await?, &["revoked-key"])
+    // The target may still hold a set without this kid (rate-limited
+    // refetch): `unknown-key` is retried within the propagation window.
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let resp = submit(ctx, &jws).await?;
+        let unknown = expect_problem(&resp, &["unknown-key"]).is_ok();
+        if !unknown || Instant::now() >= deadline {
+            return expect_problem(&resp, &["revoked-key"]);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn rotation(ctx: &Ctx) -> CheckResult {
     let control = ctx.control()?;
-    let client = ctx.any_client()?;
-    let before = keyset::fetch(client).await?;
+    let before = keyset::fetch(ctx.any_client()?).await?;
+    let a = before.seq().ok_or_else(|| fail("seq missing"))?;
     control
         .rotate()
         .await
         .map_err(|e| fail(format!("rotation failed: {e}")))?;
-    let after = keyset::fetch(client).await?;
-    let (Some(a), Some(b)) = (before.seq(), after.seq()) else {
-        return Err(fail("seq missing"));
+    let new_next = |set: &KeySet| {
+        set.keys_with("gateway", &["next"]).into_iter().any(|k| {
+            let kid = k.get("kid").and_then(Value::as_str).unwrap_or_default();
+            before.key(kid).is_none()
+        })
     };
+    let (after, visible) = fetch_until(ctx, new_next).await?;
+    ensure(visible, || "no new key with status next after rotation".into())?;
+    let b = after.seq().ok_or_else(|| fail("seq missing"))?;
     ensure(b > a, || {
         format!("seq did not increase on rotation: {a} then {b}")
-    })?;
-    let new_next = after.keys_with("gateway", &["next"]).into_iter().any(|k| {
-        let kid = k.get("kid").and_then(Value::as_str).unwrap_or_default();
-        before.key(kid).is_none()
-    });
-    ensure(new_next, || "no new key with status next after rotation".into())
+    })
 }
 
 async fn retiring_has_date(ctx: &Ctx) -> CheckResult {
