@@ -31,6 +31,8 @@ struct Faults {
     accepts_alg_none: bool,
     /// Publish key sets whose `seq` goes down with every fetch.
     seq_backwards: bool,
+    /// Let any identity (here: the credit bank) post federation envelopes.
+    ignores_roles: bool,
 }
 
 struct Double {
@@ -109,6 +111,11 @@ impl Double {
         Ok(match (parts.method.as_str(), parts.uri.path()) {
             ("GET", "/v1/federation/keys") => self.keyset(),
             ("POST", "/v1/exchanges") => self.submit(&body),
+            // The only client identity of the double is a credit bank.
+            ("POST", "/v1/federation/envelopes") if self.faults.ignores_roles => {
+                json_response(StatusCode::ACCEPTED, &json!({"status": "delivered"}))
+            }
+            ("POST", "/v1/federation/envelopes") => problem(StatusCode::FORBIDDEN, "forbidden-role"),
             _ => problem(StatusCode::NOT_FOUND, "not-found"),
         })
     }
@@ -253,13 +260,14 @@ fn outcome(report: &RunReport, id: &str) -> Outcome {
         .outcome
 }
 
-const SELECTION: &str = "TLS-001,TLS-002,JOSE-001,JOSE-003,TRUST-001,TRUST-002,TRUST-004";
+const SELECTION: &str = "TLS-001,TLS-002,TLS-006,JOSE-001,JOSE-003,TRUST-001,TRUST-002,TRUST-004";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_gateway_fails_the_matching_tests() {
     let fixture = start_double(Faults {
         accepts_alg_none: true,
         seq_backwards: true,
+        ignores_roles: true,
     })
     .await;
     let junit_path = fixture.path("report.xml");
@@ -267,10 +275,15 @@ async fn broken_gateway_fails_the_matching_tests() {
 
     assert_eq!(outcome(&report, "JOSE-001"), Outcome::Fail, "alg none accepted");
     assert_eq!(outcome(&report, "TRUST-004"), Outcome::Fail, "seq went backwards");
+    assert_eq!(
+        outcome(&report, "TLS-006"),
+        Outcome::Fail,
+        "credit bank posted an envelope"
+    );
     for id in ["TLS-001", "TLS-002", "JOSE-003", "TRUST-001", "TRUST-002"] {
         assert_eq!(outcome(&report, id), Outcome::Pass, "{id}: {:?}", report.results);
     }
-    assert_eq!(report.must_failures(), 2);
+    assert_eq!(report.must_failures(), 3);
     assert_eq!(report.exit_code(false), 1);
 
     let reason = |id: &str| {
@@ -302,6 +315,7 @@ async fn fixed_gateway_passes_the_same_tests() {
     let fixture = start_double(Faults {
         accepts_alg_none: false,
         seq_backwards: false,
+        ignores_roles: false,
     })
     .await;
     let report = run(&fixture, SELECTION, &fixture.path("report.xml")).await;
@@ -316,6 +330,7 @@ async fn missing_material_is_a_skip_not_a_pass() {
     let fixture = start_double(Faults {
         accepts_alg_none: false,
         seq_backwards: false,
+        ignores_roles: false,
     })
     .await;
     // TLS-003 needs the CA key, VC-020 a peer identity, DELIVERY-002 a destination.
