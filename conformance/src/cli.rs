@@ -5,9 +5,10 @@
 //! an empty selection).
 
 use crate::catalogue;
-use crate::context::{Ctx, DestinationSetup, IdentityFiles, PeerSetup, Setup, SetupError};
+use crate::context::Ctx;
 use crate::report::{self, Format};
 use crate::runner::{self, RunOptions, RunReport};
+use crate::setup::{DestinationSetup, IdentityFiles, PeerSetup, Setup, SetupError};
 use crate::{devdir, spawn};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -39,11 +39,21 @@ impl KeyAlg {
 }
 
 /// A private signing key with its `kid`, loaded from or generated as a JWK.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SigningKey {
     kid: String,
     alg: KeyAlg,
     private: Jwk,
+}
+
+/// Names the key, never prints it.
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SigningKey {

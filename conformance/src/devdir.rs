@@ -4,7 +4,7 @@
 //! `--member`; the destination member supplies the peer identity and the
 //! inbox the DELIVERY and MAP groups read.
 
-use crate::context::{DestinationSetup, IdentityFiles, PeerSetup, Setup};
+use crate::setup::{DestinationSetup, IdentityFiles, PeerSetup, Setup};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,8 @@
 //!
 //! - [`catalogue`]: the tests as data (id, title, section, severity, role).
 //! - [`suite`]: the test functions, one module per group.
-//! - [`context`]: what a run knows (target, identities, keys, capabilities).
+//! - [`setup`], [`context`]: what a run is configured with, and what it
+//!   knows once loaded (target, identities, keys, capabilities).
 //! - [`client`]: the mTLS HTTP client with deadlines.
 //! - [`craft`], [`chain`], [`fixtures`], [`pki`]: crafting tokens, chains,
 //!   credentials and certificates.
@@ -26,5 +27,6 @@ pub mod keyset;
 pub mod pki;
 pub mod report;
 pub mod runner;
+pub mod setup;
 pub mod spawn;
 pub mod suite;

@@ -5,7 +5,8 @@
 //! through HTTP over mTLS. Because the suite owns these gateways it can also
 //! act as their operator ([`KeyStoreControl`]).
 
-use crate::context::{ControlFuture, Setup, TargetControl};
+use crate::context::{ControlFuture, TargetControl};
+use crate::setup::Setup;
 use bashu_gateway::devfed::DevCluster;
 use bashu_gateway::jose::Alg;
 use bashu_gateway::trust::{KeyRole, KeyStore};
