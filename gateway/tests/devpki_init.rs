@@ -147,6 +147,7 @@ fn configs_load_and_point_at_every_peer() {
     let fed = devpki::init(dir.path(), &["cq", "sc", "gz"]).unwrap();
     for m in &fed.members {
         let cfg = Config::load_with_env(&m.config, std::iter::empty())
+            .and_then(|c| c.check_files().map(|()| c))
             .unwrap_or_else(|e| panic!("{}: {e}", m.config.display()));
         assert_eq!(cfg.member, m.id);
         assert_eq!(cfg.framework, if m.id == "cq" { "cqf" } else { "wfs" });

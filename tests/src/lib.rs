@@ -1,1 +1,68 @@
-//! Shared helpers for the end-to-end tests live in the test files; this crate only hosts them.
+//! Helpers shared by the end-to-end tests: dev federations with fast
+//! delivery timings, learner subjects, and raw TLS probes.
+
+use bashu_gateway::devfed::{DevCluster, FIXTURES};
+use bashu_gateway::devpki::DevFederation;
+use serde_json::Value;
+use std::io::Write as _;
+use std::path::Path;
+
+/// Delivery timings for tests: short backoff so a peer that comes back is
+/// retried within a fraction of a second.
+pub const FAST_DELIVERY: &str = "
+[delivery]
+initial_backoff_ms = 20
+max_backoff_ms = 300
+breaker_failure_threshold = 50
+breaker_open_ms = 100
+";
+
+/// Appends [`FAST_DELIVERY`] to every member's `gateway.toml`.
+pub fn fast_delivery(fed: &DevFederation) -> anyhow::Result<()> {
+    for m in &fed.members {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&m.config)?;
+        f.write_all(FAST_DELIVERY.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A dev federation with fast delivery written under `dir` (not started).
+pub fn init_federation(dir: &Path, members: &[&str]) -> anyhow::Result<DevFederation> {
+    let fed = bashu_gateway::devpki::init(dir, members)?;
+    fast_delivery(&fed)?;
+    Ok(fed)
+}
+
+/// Writes and starts a federation of `members`.
+pub async fn start_cluster(dir: &Path, members: &[&str]) -> anyhow::Result<DevCluster> {
+    let fed = init_federation(dir, members)?;
+    Ok(DevCluster::start(fed).await?)
+}
+
+/// A valid learning-record subject for a credit bank of `member`, with a
+/// unique learner id. cq records are CQF; every other member records WFS.
+pub fn subject(member: &str, n: usize) -> Value {
+    let source = if member == "cq" { "cq" } else { "sc" };
+    let candidates: Vec<_> = FIXTURES.iter().filter(|f| f.member == source).collect();
+    let fixture = candidates[n % candidates.len()];
+    let mut subject = fixture.subject().expect("fixtures parse");
+    subject["id"] = Value::String(format!("urn:bashu:learner:{member}:e2e-{n:05}"));
+    subject
+}
+
+/// The `type` slug of a problem body, e.g. `invalid-signature`.
+pub fn problem_slug(body: &Value) -> String {
+    body.get("type")
+        .and_then(Value::as_str)
+        .and_then(|t| t.strip_prefix("urn:bashu:problem:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The `exchangeId` of a JSON body.
+pub fn exchange_id(body: &Value) -> String {
+    body.get("exchangeId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}

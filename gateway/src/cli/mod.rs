@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod audit;
+pub mod bench;
 pub mod credential;
 pub mod dev;
 pub mod keys;
@@ -40,6 +41,8 @@ pub enum Command {
     Quickstart(quickstart::Args),
     /// Inspect the audit log.
     Audit(audit::Args),
+    /// Measure end-to-end throughput and latency on a loopback federation.
+    Bench(bench::Args),
 }
 
 /// Entry point of the `bashu` binary.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Quickstart(a) => quickstart::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

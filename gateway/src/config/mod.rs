@@ -191,6 +191,12 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("{field}: cannot read {path}: {source}")]
+    File {
+        field: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
     #[error("invalid config {path}: {field}: {message}")]
@@ -203,9 +209,24 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads `path`, applies `BASHU_*` overrides from the process environment,
-    /// resolves relative paths against the file's directory and validates.
+    /// resolves relative paths against the file's directory and validates the
+    /// values. Referenced files are not opened: see [`Config::check_files`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] followed by [`Config::check_files`]: what a gateway
+    /// about to serve needs.
+    pub fn load_checked(path: &Path) -> Result<Self, ConfigError> {
+        let cfg = Self::load(path)?;
+        cfg.check_files()?;
+        Ok(cfg)
+    }
+
+    /// Every file the gateway reads at start (TLS material, key store,
+    /// federation keys, mapping table) exists and is readable.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        validate::check_files(self)
     }
 
     /// [`Config::load`] with an explicit environment (tests, tooling).

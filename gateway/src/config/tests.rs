@@ -51,12 +51,16 @@ impl Fixture {
         Config::load_with_env(&path, env)
     }
 
-    /// Loads `GOOD` with `from` replaced by `to` and returns the failing field.
+    /// Loads `GOOD` with `from` replaced by `to`, checks its files, and
+    /// returns the failing field.
     fn invalid_field(&self, from: &str, to: &str) -> String {
         assert!(GOOD.contains(from), "{from}");
-        match self.load(&GOOD.replace(from, to), &[]) {
-            Err(ConfigError::Invalid { field, .. }) => field,
-            other => panic!("{from} -> {to}: expected Invalid, got {other:?}"),
+        match self
+            .load(&GOOD.replace(from, to), &[])
+            .and_then(|c| c.check_files())
+        {
+            Err(ConfigError::Invalid { field, .. } | ConfigError::File { field, .. }) => field,
+            other => panic!("{from} -> {to}: expected Invalid or File, got {other:?}"),
         }
     }
 }
@@ -65,6 +69,7 @@ impl Fixture {
 fn good_config_loads_with_defaults_and_absolute_paths() {
     let fx = Fixture::new();
     let cfg = fx.load(GOOD, &[]).unwrap();
+    cfg.check_files().unwrap();
     assert_eq!(cfg.member, "cq");
     assert_eq!(cfg.tls.ca, fx.dir.path().join("ca.pem"));
     assert_eq!(cfg.peers["sc"].federation_key, fx.dir.path().join("sc.pub.jwk"));
@@ -221,4 +226,19 @@ fn syntax_errors_and_unknown_keys_are_parse_errors() {
         Config::load(&fx.dir.path().join("absent.toml")),
         Err(ConfigError::Read { .. })
     ));
+}
+
+#[test]
+fn load_does_not_need_the_files_but_check_files_does() {
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.dir.path().join("keys.json")).unwrap();
+    let cfg = fx.load(GOOD, &[]).unwrap();
+    match cfg.check_files() {
+        Err(ConfigError::File { field, path, .. }) => {
+            assert_eq!(field, "trust.keystore");
+            assert_eq!(path, fx.dir.path().join("keys.json"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(Config::load_checked(&fx.dir.path().join("gateway.toml")).is_err());
 }

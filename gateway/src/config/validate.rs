@@ -1,5 +1,9 @@
-//! Start-up validation: everything that can be checked before serving is
-//! checked here, with the offending key named in the error.
+//! Start-up validation, with the offending key named in the error.
+//!
+//! [`validate`] checks values and runs on every load; [`check_files`] checks
+//! that referenced files are readable and runs only where they are needed
+//! (`bashu serve`), since tools such as `bashu keys generate` load a config
+//! whose key store does not exist yet.
 
 use super::{is_member_id, Config, ConfigError};
 use std::path::Path;
@@ -22,17 +26,6 @@ impl Check<'_> {
         if value == 0 {
             return Err(self.fail(field, "must be greater than 0"));
         }
-        Ok(())
-    }
-
-    /// The file exists, is a regular file and can be opened for reading.
-    fn readable(&self, field: &str, file: &Path) -> Result<(), ConfigError> {
-        let meta =
-            std::fs::metadata(file).map_err(|e| self.fail(field, format!("{}: {e}", file.display())))?;
-        if !meta.is_file() {
-            return Err(self.fail(field, format!("{} is not a file", file.display())));
-        }
-        std::fs::File::open(file).map_err(|e| self.fail(field, format!("{}: {e}", file.display())))?;
         Ok(())
     }
 }
@@ -67,18 +60,6 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     }
     if cfg.listen.metrics == cfg.listen.api {
         return Err(c.fail("listen.metrics", "must differ from listen.api"));
-    }
-
-    c.readable("tls.ca", &cfg.tls.ca)?;
-    c.readable("tls.cert", &cfg.tls.cert)?;
-    c.readable("tls.key", &cfg.tls.key)?;
-    for (i, crl) in cfg.tls.crls.iter().enumerate() {
-        c.readable(&format!("tls.crls[{i}]"), crl)?;
-    }
-    c.readable("trust.keystore", &cfg.trust.keystore)?;
-    c.readable("trust.federation_key", &cfg.trust.federation_key)?;
-    if let Some(table) = &cfg.mapping.table {
-        c.readable("mapping.table", table)?;
     }
 
     let l = &cfg.limits;
@@ -120,7 +101,6 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
             return Err(c.fail("peers", format!("{id:?} is not a valid peer member id")));
         }
         check_peer_url(&peer.url).map_err(|m| c.fail(format!("peers.{id}.url"), m))?;
-        c.readable(&format!("peers.{id}.federation_key"), &peer.federation_key)?;
     }
     Ok(())
 }
@@ -139,6 +119,44 @@ fn check_peer_url(url: &str) -> Result<(), String> {
     }
     if url.contains('@') {
         return Err("must not contain user information".into());
+    }
+    Ok(())
+}
+
+/// The file exists, is a regular file and can be opened for reading.
+fn readable(field: &str, file: &Path) -> Result<(), ConfigError> {
+    let err = |source| ConfigError::File {
+        field: field.to_owned(),
+        path: file.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(file).map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    std::fs::File::open(file).map_err(err)?;
+    Ok(())
+}
+
+/// Every file the gateway reads at start: TLS material, key store,
+/// federation keys, mapping table.
+pub(super) fn check_files(cfg: &Config) -> Result<(), ConfigError> {
+    readable("tls.ca", &cfg.tls.ca)?;
+    readable("tls.cert", &cfg.tls.cert)?;
+    readable("tls.key", &cfg.tls.key)?;
+    for (i, crl) in cfg.tls.crls.iter().enumerate() {
+        readable(&format!("tls.crls[{i}]"), crl)?;
+    }
+    readable("trust.keystore", &cfg.trust.keystore)?;
+    readable("trust.federation_key", &cfg.trust.federation_key)?;
+    if let Some(table) = &cfg.mapping.table {
+        readable("mapping.table", table)?;
+    }
+    for (id, peer) in &cfg.peers {
+        readable(&format!("peers.{id}.federation_key"), &peer.federation_key)?;
     }
     Ok(())
 }

@@ -84,6 +84,16 @@ impl CreditBank {
         self.post("/v1/inbox/ack", &json!({ "upTo": up_to })).await
     }
 
+    /// `POST path` with raw bytes as the body (for malformed-input probes).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<HttpAnswer, DevFedError> {
+        let r = self
+            .http
+            .post_raw(&format!("{}{path}", self.base), body.into())
+            .await
+            .map_err(|e| DevFedError::Client(e.to_string()))?;
+        Ok(HttpAnswer::from_response(r))
+    }
+
     /// The compact key-set JWS published at `base_url`.
     pub async fn keyset(&self, base_url: &str) -> Result<String, DevFedError> {
         let r = self

@@ -125,6 +125,12 @@ impl PeerHttpClient {
         self.send(Method::POST, url, Some(bytes)).await
     }
 
+    /// `POST url` with a JSON content type and `body` sent as is, even if it
+    /// is not valid JSON (tests and the conformance suite probe with it).
+    pub async fn post_raw(&self, url: &str, body: Bytes) -> Result<PeerResponse, PeerHttpError> {
+        self.send(Method::POST, url, Some(body)).await
+    }
+
     /// `GET url`.
     pub async fn get(&self, url: &str) -> Result<PeerResponse, PeerHttpError> {
         self.send(Method::GET, url, None).await
