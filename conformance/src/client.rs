@@ -47,13 +47,6 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
-impl ClientError {
-    /// True when the target answered nothing in time (as opposed to refusing).
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, ClientError::Timeout(_))
-    }
-}
-
 /// Where the gateway under test listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

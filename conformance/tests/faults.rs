@@ -345,3 +345,22 @@ async fn missing_material_is_a_skip_not_a_pass() {
     }
     assert_eq!(report.exit_code(true), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_target_fails_the_refusal_tests() {
+    let mut fixture = start_double(Faults {
+        accepts_alg_none: false,
+        seq_backwards: false,
+        ignores_roles: false,
+    })
+    .await;
+    // A port nobody listens on: "no HTTP answer" must not count as a refusal.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    fixture.url = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let report = run(&fixture, "TLS-001,TLS-002,TLS-004", &fixture.path("r.xml")).await;
+    for r in &report.results {
+        assert_eq!(r.outcome, Outcome::Fail, "{}", r.id);
+    }
+    assert_eq!(report.exit_code(false), 1);
+}

@@ -4,7 +4,7 @@
 use super::{ensure, expect_problem, fail, no_answer, ADMIN_EXCHANGES, ENVELOPES, EXCHANGES, INBOX};
 use crate::case;
 use crate::catalogue::{CheckResult, TestCase};
-use crate::client::{Client, Identity, TlsSettings, TlsVersions};
+use crate::client::{Client, ClientError, Identity, TlsSettings, TlsVersions};
 use crate::context::Ctx;
 use crate::keyset::KEYS_PATH;
 use crate::pki::{CaSigner, Names, Validity};
@@ -128,15 +128,18 @@ pub fn cases() -> Vec<TestCase> {
     ]
 }
 
-/// Passes if the target answers no HTTP at all (handshake failure, alert,
-/// reset); a hang counts as a failure so a stuck target is visible.
+/// Passes if the target accepts the TCP connection and then answers no
+/// HTTP at all (handshake failure, alert, reset). An unreachable target and
+/// a hang are failures, so a dead target cannot pass a refusal test.
 async fn refused(client: &Client) -> CheckResult {
     match client.get(KEYS_PATH).await {
         Ok(resp) => Err(fail(format!(
             "target answered HTTP {} to a client it must refuse at the TLS layer",
             resp.status
         ))),
-        Err(e) if e.is_timeout() => Err(fail(format!("target neither refused nor answered: {e}"))),
+        Err(e @ (ClientError::Timeout(_) | ClientError::Connect { .. })) => {
+            Err(fail(format!("target neither refused nor answered: {e}")))
+        }
         Err(_) => Ok(()),
     }
 }
@@ -180,7 +183,9 @@ async fn no_role(ctx: &Ctx) -> CheckResult {
     let client = ctx.client_with(&settings(ctx, Some(id)))?;
     match client.get(KEYS_PATH).await {
         Ok(resp) => expect_problem(&resp, &["unauthenticated"]),
-        Err(e) if e.is_timeout() => Err(fail(format!("target neither refused nor answered: {e}"))),
+        Err(e @ (ClientError::Timeout(_) | ClientError::Connect { .. })) => {
+            Err(fail(format!("target neither refused nor answered: {e}")))
+        }
         Err(_) => Ok(()),
     }
 }
