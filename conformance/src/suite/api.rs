@@ -14,192 +14,33 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
+/// This group's catalogue rows (one per line: the table is the data).
+#[rustfmt::skip]
 pub fn cases() -> Vec<TestCase> {
     vec![
-        case!(
-            "API-001",
-            Must,
-            "§4",
-            Any,
-            "Unknown route: 404 with a problem+json body",
-            unknown_route
-        ),
-        case!(
-            "API-002",
-            Must,
-            "§4",
-            CreditBank,
-            "Body that is not JSON: 400 malformed-request",
-            not_json
-        ),
-        case!(
-            "API-003",
-            Must,
-            "§4",
-            CreditBank,
-            "Submission without credential: 400 malformed-request",
-            missing_credential
-        ),
-        case!(
-            "API-004",
-            Must,
-            "§4",
-            CreditBank,
-            "credential that is not a string: 400 malformed-request",
-            credential_not_string
-        ),
-        case!(
-            "API-005",
-            Must,
-            "§4",
-            CreditBank,
-            "Unknown destination: 422 unknown-destination",
-            unknown_destination
-        ),
-        case!(
-            "API-006",
-            Must,
-            "§4",
-            CreditBank,
-            "Request body of 2 MiB: 413 payload-too-large",
-            huge_body
-        ),
-        case!(
-            "API-007",
-            Must,
-            "§4",
-            CreditBank,
-            "Unknown exchange id: 404 problem+json",
-            unknown_exchange
-        ),
-        case!(
-            "API-008",
-            Must,
-            "§4",
-            CreditBank,
-            "Exchange status document has id, status and timestamps",
-            status_document
-        ),
-        case!(
-            "API-009",
-            Must,
-            "§4",
-            CreditBank,
-            "Problems never echo the credential or learner id",
-            no_echo
-        ),
-        case!(
-            "API-010",
-            Must,
-            "§4",
-            CreditBank,
-            "Inbox page is {items, next}",
-            inbox_shape
-        ),
-        case!(
-            "API-011",
-            Should,
-            "§4",
-            CreditBank,
-            "Inbox limit above 500 is refused or clamped",
-            inbox_limit
-        ),
-        case!(
-            "API-012",
-            Should,
-            "§4",
-            CreditBank,
-            "Inbox cursor that is not a cursor: 400 malformed-request",
-            inbox_bad_cursor
-        ),
-        case!(
-            "API-013",
-            Must,
-            "§4",
-            CreditBank,
-            "Inbox pages by cursor: oldest first, no repeats, next null at the end",
-            inbox_paging
-        ),
-        case!(
-            "API-014",
-            Must,
-            "§4",
-            CreditBank,
-            "Inbox ack: acknowledged items are not returned again",
-            inbox_ack
-        ),
-        case!(
-            "API-015",
-            Must,
-            "§4",
-            CreditBank,
-            "Inbox ack without upTo: 400 malformed-request",
-            ack_malformed
-        ),
-        case!(
-            "API-016",
-            Must,
-            "§4",
-            CreditBank,
-            "Inbox items carry cursor, exchangeId, origin, receivedAt, credential, 3-link chain",
-            inbox_items
-        ),
-        case!(
-            "API-017",
-            Must,
-            "§4",
-            Peer,
-            "Envelope that is not JSON: 400 malformed-request",
-            envelope_not_json
-        ),
-        case!(
-            "API-018",
-            Must,
-            "§4",
-            CreditBank,
-            "Empty submission body: 400 malformed-request",
-            empty_body
-        ),
-        case!(
-            "API-019",
-            Must,
-            "§4",
-            CreditBank,
-            "Successful answers are application/json",
-            json_success
-        ),
-        case!(
-            "API-020",
-            Should,
-            "§4",
-            CreditBank,
-            "Wrong method on a route: 404/405 with problem+json",
-            wrong_method
-        ),
-        case!(
-            "API-021",
-            Must,
-            "§4",
-            Operator,
-            "Operator lists exchanges by status",
-            admin_list
-        ),
-        case!(
-            "API-022",
-            Should,
-            "§4",
-            Operator,
-            "Operator retry of an unknown exchange: 404 problem+json",
-            admin_retry_unknown
-        ),
-        case!(
-            "API-023",
-            Must,
-            "§4",
-            Operator,
-            "Operator trust refresh succeeds",
-            admin_refresh
-        ),
+        case!("API-001", Must, "§4", Any, "Unknown route: 404 with a problem+json body", unknown_route),
+        case!("API-002", Must, "§4", CreditBank, "Body that is not JSON: 400 malformed-request", not_json),
+        case!("API-003", Must, "§4", CreditBank, "Submission without credential: 400 malformed-request", missing_credential),
+        case!("API-004", Must, "§4", CreditBank, "credential that is not a string: 400 malformed-request", credential_not_string),
+        case!("API-005", Must, "§4", CreditBank, "Unknown destination: 422 unknown-destination", unknown_destination),
+        case!("API-006", Must, "§4", CreditBank, "Request body of 2 MiB: 413 payload-too-large", huge_body),
+        case!("API-007", Must, "§4", CreditBank, "Unknown exchange id: 404 problem+json", unknown_exchange),
+        case!("API-008", Must, "§4", CreditBank, "Exchange status document has id, status and timestamps", status_document),
+        case!("API-009", Must, "§4", CreditBank, "Problems never echo the credential or learner id", no_echo),
+        case!("API-010", Must, "§4", CreditBank, "Inbox page is {items, next}", inbox_shape),
+        case!("API-011", Should, "§4", CreditBank, "Inbox limit above 500 is refused or clamped", inbox_limit),
+        case!("API-012", Should, "§4", CreditBank, "Inbox cursor that is not a cursor: 400 malformed-request", inbox_bad_cursor),
+        case!("API-013", Must, "§4", CreditBank, "Inbox pages by cursor: oldest first, no repeats, next null at the end", inbox_paging),
+        case!("API-014", Must, "§4", CreditBank, "Inbox ack: acknowledged items are not returned again", inbox_ack),
+        case!("API-015", Must, "§4", CreditBank, "Inbox ack without upTo: 400 malformed-request", ack_malformed),
+        case!("API-016", Must, "§4", CreditBank, "Inbox items carry cursor, exchangeId, origin, receivedAt, credential, 3-link chain", inbox_items),
+        case!("API-017", Must, "§4", Peer, "Envelope that is not JSON: 400 malformed-request", envelope_not_json),
+        case!("API-018", Must, "§4", CreditBank, "Empty submission body: 400 malformed-request", empty_body),
+        case!("API-019", Must, "§4", CreditBank, "Successful answers are application/json", json_success),
+        case!("API-020", Should, "§4", CreditBank, "Wrong method on a route: 404/405 with problem+json", wrong_method),
+        case!("API-021", Must, "§4", Operator, "Operator lists exchanges by status", admin_list),
+        case!("API-022", Should, "§4", Operator, "Operator retry of an unknown exchange: 404 problem+json", admin_retry_unknown),
+        case!("API-023", Must, "§4", Operator, "Operator trust refresh succeeds", admin_refresh),
     ]
 }
 

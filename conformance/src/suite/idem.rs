@@ -9,48 +9,15 @@ use crate::context::Ctx;
 use crate::craft;
 use serde_json::{json, Value};
 
+/// This group's catalogue rows (one per line: the table is the data).
+#[rustfmt::skip]
 pub fn cases() -> Vec<TestCase> {
     vec![
-        case!(
-            "IDEM-001",
-            Must,
-            "§4",
-            CreditBank,
-            "Resubmitting the same JWS: 200 with the same exchangeId",
-            resubmit
-        ),
-        case!(
-            "IDEM-002",
-            Must,
-            "§4",
-            CreditBank,
-            "Same credential id, different bytes: 409 duplicate-conflict",
-            conflict
-        ),
-        case!(
-            "IDEM-003",
-            Must,
-            "§4",
-            CreditBank,
-            "Eight concurrent identical submissions: one 202, the rest 200, one exchangeId",
-            concurrent
-        ),
-        case!(
-            "IDEM-004",
-            Must,
-            "§4",
-            Peer,
-            "Envelope replay is accepted again and stored once",
-            envelope_replay
-        ),
-        case!(
-            "IDEM-005",
-            Should,
-            "§4",
-            Peer,
-            "Envelope replay with a different chain: 409 duplicate-conflict",
-            envelope_conflict
-        ),
+        case!("IDEM-001", Must, "§4", CreditBank, "Resubmitting the same JWS: 200 with the same exchangeId", resubmit),
+        case!("IDEM-002", Must, "§4", CreditBank, "Same credential id, different bytes: 409 duplicate-conflict", conflict),
+        case!("IDEM-003", Must, "§4", CreditBank, "Eight concurrent identical submissions: one 202, the rest 200, one exchangeId", concurrent),
+        case!("IDEM-004", Must, "§4", Peer, "Envelope replay is accepted again and stored once", envelope_replay),
+        case!("IDEM-005", Should, "§4", Peer, "Envelope replay with a different chain: 409 duplicate-conflict", envelope_conflict),
     ]
 }
 

@@ -22,181 +22,36 @@ const ENCODING: &[&str] = &["malformed-request", "invalid-signature", "schema-vi
 /// Defects in the JSON itself (duplicate members, depth).
 const JSON: &[&str] = &["malformed-request", "schema-violation"];
 
+/// This group's catalogue rows (one per line: the table is the data).
+#[rustfmt::skip]
 pub fn cases() -> Vec<TestCase> {
     vec![
-        case!(
-            "JOSE-001",
-            Must,
-            "§3",
-            CreditBank,
-            "alg none is rejected (unsupported-algorithm)",
-            alg_none
-        ),
-        case!(
-            "JOSE-002",
-            Must,
-            "§3",
-            CreditBank,
-            "HS256 keyed with the issuer's public key is rejected",
-            hs256
-        ),
+        case!("JOSE-001", Must, "§3", CreditBank, "alg none is rejected (unsupported-algorithm)", alg_none),
+        case!("JOSE-002", Must, "§3", CreditBank, "HS256 keyed with the issuer's public key is rejected", hs256),
         case!("JOSE-003", Must, "§3", CreditBank, "RS256 is rejected", rs256),
         case!("JOSE-004", Must, "§3", CreditBank, "ES384 is rejected", es384),
-        case!(
-            "JOSE-005",
-            Must,
-            "§3",
-            CreditBank,
-            "b64:false (RFC 7797) is rejected",
-            b64_false
-        ),
-        case!(
-            "JOSE-006",
-            Must,
-            "§3",
-            CreditBank,
-            "Any crit header is rejected",
-            crit
-        ),
+        case!("JOSE-005", Must, "§3", CreditBank, "b64:false (RFC 7797) is rejected", b64_false),
+        case!("JOSE-006", Must, "§3", CreditBank, "Any crit header is rejected", crit),
         case!("JOSE-007", Must, "§3", CreditBank, "jku header is rejected", jku),
         case!("JOSE-008", Must, "§3", CreditBank, "x5u header is rejected", x5u),
-        case!(
-            "JOSE-009",
-            Must,
-            "§3",
-            CreditBank,
-            "Embedded jwk header is rejected",
-            embedded_jwk
-        ),
+        case!("JOSE-009", Must, "§3", CreditBank, "Embedded jwk header is rejected", embedded_jwk),
         case!("JOSE-010", Must, "§3", CreditBank, "x5c header is rejected", x5c),
-        case!(
-            "JOSE-011",
-            Must,
-            "§3",
-            CreditBank,
-            "Unknown kid is rejected (unknown-key)",
-            unknown_kid
-        ),
-        case!(
-            "JOSE-012",
-            Must,
-            "§3",
-            CreditBank,
-            "Missing kid is rejected",
-            missing_kid
-        ),
-        case!(
-            "JOSE-013",
-            Must,
-            "§3",
-            CreditBank,
-            "Padded base64url segments are rejected",
-            padded
-        ),
-        case!(
-            "JOSE-014",
-            Must,
-            "§3",
-            CreditBank,
-            "Standard-alphabet base64 segments are rejected",
-            std_alphabet
-        ),
-        case!(
-            "JOSE-015",
-            Must,
-            "§3",
-            CreditBank,
-            "Non-zero trailing bits in base64url are rejected",
-            trailing_bits
-        ),
-        case!(
-            "JOSE-016",
-            Must,
-            "§3",
-            CreditBank,
-            "Duplicate member names in the header are rejected",
-            dup_header
-        ),
-        case!(
-            "JOSE-017",
-            Must,
-            "§3",
-            CreditBank,
-            "Duplicate member names in the payload are rejected",
-            dup_payload
-        ),
-        case!(
-            "JOSE-018",
-            Must,
-            "§3",
-            CreditBank,
-            "JWS over 256 KiB is rejected (payload-too-large)",
-            oversize
-        ),
-        case!(
-            "JOSE-019",
-            Must,
-            "§3",
-            CreditBank,
-            "JSON nesting deeper than 32 is rejected",
-            too_deep
-        ),
-        case!(
-            "JOSE-020",
-            Must,
-            "§3",
-            CreditBank,
-            "Corrupted signature is rejected (invalid-signature)",
-            bad_signature
-        ),
-        case!(
-            "JOSE-021",
-            Must,
-            "§3",
-            CreditBank,
-            "typ other than vc+jwt is rejected",
-            wrong_typ
-        ),
-        case!(
-            "JOSE-022",
-            Must,
-            "§3",
-            CreditBank,
-            "Empty signature with alg ES256/EdDSA is rejected",
-            empty_signature
-        ),
-        case!(
-            "JOSE-023",
-            Must,
-            "§3",
-            CreditBank,
-            "Signature transplanted from another credential is rejected",
-            transplant
-        ),
-        case!(
-            "JOSE-024",
-            Must,
-            "§3",
-            CreditBank,
-            "alg naming the other allowed algorithm than the key's is rejected",
-            alg_swap
-        ),
-        case!(
-            "JOSE-025",
-            Should,
-            "§3",
-            CreditBank,
-            "A 200 KiB JWS (under the limit) is accepted",
-            large_ok
-        ),
-        case!(
-            "JOSE-026",
-            Should,
-            "§3",
-            CreditBank,
-            "Nesting depth 30 (under the limit) is accepted",
-            deep_ok
-        ),
+        case!("JOSE-011", Must, "§3", CreditBank, "Unknown kid is rejected (unknown-key)", unknown_kid),
+        case!("JOSE-012", Must, "§3", CreditBank, "Missing kid is rejected", missing_kid),
+        case!("JOSE-013", Must, "§3", CreditBank, "Padded base64url segments are rejected", padded),
+        case!("JOSE-014", Must, "§3", CreditBank, "Standard-alphabet base64 segments are rejected", std_alphabet),
+        case!("JOSE-015", Must, "§3", CreditBank, "Non-zero trailing bits in base64url are rejected", trailing_bits),
+        case!("JOSE-016", Must, "§3", CreditBank, "Duplicate member names in the header are rejected", dup_header),
+        case!("JOSE-017", Must, "§3", CreditBank, "Duplicate member names in the payload are rejected", dup_payload),
+        case!("JOSE-018", Must, "§3", CreditBank, "JWS over 256 KiB is rejected (payload-too-large)", oversize),
+        case!("JOSE-019", Must, "§3", CreditBank, "JSON nesting deeper than 32 is rejected", too_deep),
+        case!("JOSE-020", Must, "§3", CreditBank, "Corrupted signature is rejected (invalid-signature)", bad_signature),
+        case!("JOSE-021", Must, "§3", CreditBank, "typ other than vc+jwt is rejected", wrong_typ),
+        case!("JOSE-022", Must, "§3", CreditBank, "Empty signature with alg ES256/EdDSA is rejected", empty_signature),
+        case!("JOSE-023", Must, "§3", CreditBank, "Signature transplanted from another credential is rejected", transplant),
+        case!("JOSE-024", Must, "§3", CreditBank, "alg naming the other allowed algorithm than the key's is rejected", alg_swap),
+        case!("JOSE-025", Should, "§3", CreditBank, "A 200 KiB JWS (under the limit) is accepted", large_ok),
+        case!("JOSE-026", Should, "§3", CreditBank, "Nesting depth 30 (under the limit) is accepted", deep_ok),
     ]
 }
 

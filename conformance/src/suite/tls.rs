@@ -11,120 +11,24 @@ use crate::pki::{CaSigner, Names, Validity};
 use http::StatusCode;
 use serde_json::json;
 
+/// This group's catalogue rows (one per line: the table is the data).
+#[rustfmt::skip]
 pub fn cases() -> Vec<TestCase> {
     vec![
-        case!(
-            "TLS-001",
-            Must,
-            "§1",
-            Any,
-            "No client certificate: no HTTP answer at all",
-            no_client_cert
-        ),
-        case!(
-            "TLS-002",
-            Must,
-            "§1",
-            Any,
-            "Client certificate from a foreign CA is refused",
-            foreign_ca
-        ),
-        case!(
-            "TLS-003",
-            Must,
-            "§1",
-            Any,
-            "Expired client certificate from the federation CA is refused",
-            expired_cert
-        ),
-        case!(
-            "TLS-004",
-            Must,
-            "§1",
-            Any,
-            "TLS 1.2 without a client certificate is refused too",
-            tls12_no_cert
-        ),
-        case!(
-            "TLS-005",
-            Must,
-            "§1",
-            Any,
-            "Federation-CA certificate without a SPIFFE role gets no access",
-            no_role
-        ),
-        case!(
-            "TLS-006",
-            Must,
-            "§4",
-            CreditBank,
-            "Credit bank may not post federation envelopes (403 forbidden-role)",
-            bank_on_envelopes
-        ),
-        case!(
-            "TLS-007",
-            Must,
-            "§4",
-            CreditBank,
-            "Credit bank may not use the operator API (403 forbidden-role)",
-            bank_on_admin
-        ),
-        case!(
-            "TLS-008",
-            Must,
-            "§4",
-            Peer,
-            "Peer gateway may not submit exchanges (403 forbidden-role)",
-            peer_on_exchanges
-        ),
-        case!(
-            "TLS-009",
-            Must,
-            "§4",
-            Peer,
-            "Peer gateway may not read the inbox (403 forbidden-role)",
-            peer_on_inbox
-        ),
-        case!(
-            "TLS-010",
-            Must,
-            "§1",
-            Destination,
-            "Another member's credit bank may not submit here (403 forbidden-role)",
-            foreign_bank
-        ),
-        case!(
-            "TLS-011",
-            Should,
-            "§4",
-            Any,
-            "TLS 1.3 is negotiated when offered",
-            tls13
-        ),
-        case!(
-            "TLS-012",
-            Must,
-            "§4",
-            Any,
-            "HTTP/1.1 over mTLS serves the key set",
-            http1
-        ),
-        case!(
-            "TLS-013",
-            Must,
-            "§4",
-            Any,
-            "HTTP/2 (ALPN h2) over mTLS serves the key set",
-            http2
-        ),
-        case!(
-            "TLS-014",
-            Must,
-            "§4",
-            Operator,
-            "Operator may not submit exchanges (403 forbidden-role)",
-            operator_on_exchanges
-        ),
+        case!("TLS-001", Must, "§1", Any, "No client certificate: no HTTP answer at all", no_client_cert),
+        case!("TLS-002", Must, "§1", Any, "Client certificate from a foreign CA is refused", foreign_ca),
+        case!("TLS-003", Must, "§1", Any, "Expired client certificate from the federation CA is refused", expired_cert),
+        case!("TLS-004", Must, "§1", Any, "TLS 1.2 without a client certificate is refused too", tls12_no_cert),
+        case!("TLS-005", Must, "§1", Any, "Federation-CA certificate without a SPIFFE role gets no access", no_role),
+        case!("TLS-006", Must, "§4", CreditBank, "Credit bank may not post federation envelopes (403 forbidden-role)", bank_on_envelopes),
+        case!("TLS-007", Must, "§4", CreditBank, "Credit bank may not use the operator API (403 forbidden-role)", bank_on_admin),
+        case!("TLS-008", Must, "§4", Peer, "Peer gateway may not submit exchanges (403 forbidden-role)", peer_on_exchanges),
+        case!("TLS-009", Must, "§4", Peer, "Peer gateway may not read the inbox (403 forbidden-role)", peer_on_inbox),
+        case!("TLS-010", Must, "§1", Destination, "Another member's credit bank may not submit here (403 forbidden-role)", foreign_bank),
+        case!("TLS-011", Should, "§4", Any, "TLS 1.3 is negotiated when offered", tls13),
+        case!("TLS-012", Must, "§4", Any, "HTTP/1.1 over mTLS serves the key set", http1),
+        case!("TLS-013", Must, "§4", Any, "HTTP/2 (ALPN h2) over mTLS serves the key set", http2),
+        case!("TLS-014", Must, "§4", Operator, "Operator may not submit exchanges (403 forbidden-role)", operator_on_exchanges),
     ]
 }
 

@@ -10,112 +10,23 @@ use crate::keyset::{self, KeySet, KEYS_PATH};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// This group's catalogue rows (one per line: the table is the data).
+#[rustfmt::skip]
 pub fn cases() -> Vec<TestCase> {
     vec![
-        case!(
-            "TRUST-001",
-            Must,
-            "§2",
-            Any,
-            "Key set signature verifies with the pinned federation key",
-            signature
-        ),
-        case!(
-            "TRUST-002",
-            Must,
-            "§2",
-            Any,
-            "Key set header: typ bashu-keyset+jwt, alg ES256 or EdDSA",
-            header
-        ),
-        case!(
-            "TRUST-003",
-            Must,
-            "§2",
-            Any,
-            "Key set iss is the member, iat not ahead, exp in the future",
-            claims
-        ),
-        case!(
-            "TRUST-004",
-            Must,
-            "§2",
-            Any,
-            "seq never goes backwards across two fetches",
-            seq_monotone
-        ),
-        case!(
-            "TRUST-005",
-            Must,
-            "§2",
-            Any,
-            "Every key has kid, use sig, alg, status and role from the contract",
-            key_fields
-        ),
-        case!(
-            "TRUST-006",
-            Must,
-            "§2",
-            Any,
-            "No private key material is published",
-            no_private
-        ),
-        case!(
-            "TRUST-007",
-            Must,
-            "§2",
-            Any,
-            "An active issuer key and an active gateway key are published",
-            active_keys
-        ),
-        case!(
-            "TRUST-008",
-            Must,
-            "§2",
-            CreditBank,
-            "The credit bank's issuer key is published with role issuer",
-            issuer_listed
-        ),
-        case!(
-            "TRUST-009",
-            Must,
-            "§2",
-            Any,
-            "kids are unique within the key set",
-            unique_kids
-        ),
-        case!(
-            "TRUST-010",
-            Must,
-            "§2",
-            CreditBank,
-            "A revoked issuer key is listed as revoked and never verifies",
-            revoked
-        ),
-        case!(
-            "TRUST-011",
-            Must,
-            "§2",
-            Any,
-            "Rotation is visible: seq increases and the new key appears as next",
-            rotation
-        ),
-        case!(
-            "TRUST-012",
-            Should,
-            "§2",
-            Any,
-            "retiring keys carry retire_after",
-            retiring_has_date
-        ),
-        case!(
-            "TRUST-013",
-            Should,
-            "§2",
-            Any,
-            "Key set is served as application/jwt",
-            content_type
-        ),
+        case!("TRUST-001", Must, "§2", Any, "Key set signature verifies with the pinned federation key", signature),
+        case!("TRUST-002", Must, "§2", Any, "Key set header: typ bashu-keyset+jwt, alg ES256 or EdDSA", header),
+        case!("TRUST-003", Must, "§2", Any, "Key set iss is the member, iat not ahead, exp in the future", claims),
+        case!("TRUST-004", Must, "§2", Any, "seq never goes backwards across two fetches", seq_monotone),
+        case!("TRUST-005", Must, "§2", Any, "Every key has kid, use sig, alg, status and role from the contract", key_fields),
+        case!("TRUST-006", Must, "§2", Any, "No private key material is published", no_private),
+        case!("TRUST-007", Must, "§2", Any, "An active issuer key and an active gateway key are published", active_keys),
+        case!("TRUST-008", Must, "§2", CreditBank, "The credit bank's issuer key is published with role issuer", issuer_listed),
+        case!("TRUST-009", Must, "§2", Any, "kids are unique within the key set", unique_kids),
+        case!("TRUST-010", Must, "§2", CreditBank, "A revoked issuer key is listed as revoked and never verifies", revoked),
+        case!("TRUST-011", Must, "§2", Any, "Rotation is visible: seq increases and the new key appears as next", rotation),
+        case!("TRUST-012", Should, "§2", Any, "retiring keys carry retire_after", retiring_has_date),
+        case!("TRUST-013", Should, "§2", Any, "Key set is served as application/jwt", content_type),
     ]
 }
 
