@@ -7,7 +7,7 @@
 
 mod peers;
 
-pub use peers::MtlsPeers;
+pub use peers::{MtlsPeers, Peer};
 
 use crate::config::Config;
 use crate::credential::Verifier;
@@ -15,7 +15,7 @@ use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::jose::VerifyingKey;
 use crate::pipeline::{GatewayService, Pipeline, PipelineParts};
 use crate::store::{db_path, SqliteStore, Store};
-use crate::transport::{PeerClientOptions, PeerHttpClient, ReloadableTls, TlsPaths};
+use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
 use crate::trust::{LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
 use std::collections::{BTreeMap, HashMap};
@@ -116,17 +116,23 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         pinned.insert(member.clone(), key);
     }
 
-    let options = PeerClientOptions {
-        request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
-        ..PeerClientOptions::default()
-    };
-    let client = PeerHttpClient::from_config(&config.tls, options)?;
-    let urls: BTreeMap<String, String> = config
-        .peers
-        .iter()
-        .map(|(m, p)| (m.clone(), p.url.clone()))
-        .collect();
-    let peers = Arc::new(MtlsPeers::new(client, urls));
+    let mut peer_clients = BTreeMap::new();
+    for (member, peer) in &config.peers {
+        let options = PeerClientOptions {
+            request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
+            expected_server: Some(ClientIdentity::new(member.clone(), Role::Gateway)),
+            ..PeerClientOptions::default()
+        };
+        let client = PeerHttpClient::from_config(&config.tls, options)?;
+        peer_clients.insert(
+            member.clone(),
+            Peer {
+                base_url: peer.url.clone(),
+                client,
+            },
+        );
+    }
+    let peers = Arc::new(MtlsPeers::new(peer_clients));
 
     let fetcher = MemberRouter::new()
         .route(&config.member, local.clone())
