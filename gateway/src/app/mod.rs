@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::jose::VerifyingKey;
-use crate::pipeline::{GatewayService, Pipeline, PipelineParts};
+use crate::pipeline::{GatewayService, Pipeline};
 use crate::store::{db_path, SqliteStore, Store};
 use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
 use crate::trust::{LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
@@ -151,7 +151,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         Arc::new(SystemClock),
     )
     .with_peers(config.peers.keys());
-    let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline::new(PipelineParts {
+    let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline {
         member: config.member.clone(),
         framework: config.framework.clone(),
         peers: config.peers.keys().cloned().collect(),
@@ -161,7 +161,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         store,
         delivery: worker.notifier(),
         clock: Arc::new(SystemClock),
-    }));
+    });
 
     let tls = ReloadableTls::load(TlsPaths::from(&config.tls))?;
     let api_listener = bind(config.listen.api).await?;
