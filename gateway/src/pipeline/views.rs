@@ -3,7 +3,7 @@
 //! shape lives in one place.
 
 use crate::credential::profile::format_time;
-use crate::store::{Exchange, InboxItem};
+use crate::store::{Exchange, ExchangeStatus, InboxItem};
 use serde_json::{json, Map, Value};
 
 /// `GET /v1/exchanges/{id}` document.
@@ -18,12 +18,13 @@ pub fn exchange_status(ex: &Exchange) -> Value {
     if let Some(at) = ex.forwarded_at {
         doc.insert("forwardedAt".into(), json!(format_time(at)));
     }
-    if let Some(at) = ex.state.settled_at() {
-        let key = match ex.status() {
-            crate::store::ExchangeStatus::Delivered => "deliveredAt",
-            crate::store::ExchangeStatus::Rejected => "rejectedAt",
-            _ => "deadLetteredAt",
-        };
+    let settled_key = match ex.status() {
+        ExchangeStatus::Delivered => Some("deliveredAt"),
+        ExchangeStatus::Rejected => Some("rejectedAt"),
+        ExchangeStatus::DeadLettered => Some("deadLetteredAt"),
+        ExchangeStatus::Accepted | ExchangeStatus::Forwarded => None,
+    };
+    if let (Some(key), Some(at)) = (settled_key, ex.state.settled_at()) {
         doc.insert(key.into(), json!(format_time(at)));
     }
     doc.insert("updatedAt".into(), json!(format_time(ex.updated_at)));
