@@ -66,3 +66,35 @@ pub fn inbox_page(mut items: Vec<InboxItem>, limit: u32) -> Value {
         "next": next.unwrap_or(Value::Null),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn item(cursor: u64) -> InboxItem {
+        InboxItem {
+            cursor,
+            exchange_id: format!("ex-{cursor}"),
+            origin: "cq".into(),
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            chain: vec!["a".into(), "b".into(), format!("home-{cursor}")],
+        }
+    }
+
+    #[test]
+    fn next_is_set_only_when_more_items_follow() {
+        // The pipeline asks the store for limit + 1 rows.
+        let full = inbox_page(vec![item(4), item(7), item(9)], 2);
+        assert_eq!(full["items"].as_array().map(Vec::len), Some(2));
+        assert_eq!(full["next"], 7);
+        assert_eq!(full["items"][1]["credential"], "home-7");
+
+        let last = inbox_page(vec![item(4), item(7)], 2);
+        assert_eq!(last["items"].as_array().map(Vec::len), Some(2));
+        assert!(last["next"].is_null());
+
+        let empty = inbox_page(Vec::new(), 100);
+        assert_eq!(empty, json!({"items": [], "next": null}));
+    }
+}
