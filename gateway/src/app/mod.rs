@@ -16,7 +16,7 @@ use crate::jose::VerifyingKey;
 use crate::pipeline::{GatewayService, Pipeline};
 use crate::store::{db_path, SqliteStore, Store};
 use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
-use crate::trust::{LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
+use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -42,6 +42,8 @@ pub enum StartError {
     FrameworkNotInTable { framework: String, table: String },
     #[error("trust keys: {0}")]
     Keys(#[from] crate::trust::KeyStoreError),
+    #[error("{0}")]
+    TrustMarks(#[from] crate::trust::SeqMarksError),
     #[error("federation key of peer {member} ({path}): {reason}")]
     PeerKey {
         member: String,
@@ -137,11 +139,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let fetcher = MemberRouter::new()
         .route(&config.member, local.clone())
         .fallback(peers.clone());
-    let cache = Arc::new(TrustCache::new(
-        TrustCacheConfig::from(&config.trust),
-        pinned,
-        Arc::new(fetcher),
-    ));
+    let marks = Arc::new(FileSeqMarks::in_data_dir(&config.data_dir)?);
+    let cache = Arc::new(
+        TrustCache::new(TrustCacheConfig::from(&config.trust), pinned, Arc::new(fetcher))
+            .with_seq_marks(marks)?,
+    );
     let verifier = Verifier::new(cache, config.trust.clock_skew_secs);
 
     let worker = DeliveryWorker::new(
