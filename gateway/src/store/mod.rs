@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 mod audit;
+mod group_sync;
 mod migrations;
 mod sqlite;
 mod types;
@@ -159,6 +160,9 @@ pub enum StoreError {
     InvalidInput { field: &'static str, reason: String },
     #[error("stored data is corrupt ({context}): {reason}")]
     Corrupt { context: &'static str, reason: String },
+    /// An fsync failed; the store refuses writes until the gateway restarts.
+    #[error("store is not durable: {reason}")]
+    Durability { reason: String },
     #[error("audit chain broken at seq {seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
 }

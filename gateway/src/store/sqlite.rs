@@ -1,13 +1,15 @@
 //! [`Store`] on an embedded SQLite database.
 //!
-//! WAL with `synchronous=FULL`: every commit fsyncs the WAL before it
-//! returns, so `Ok` means durable across `kill -9` and power loss. Writes
+//! WAL with group commit (see `group_sync`): a write returns `Ok` only after
+//! an fsync of the WAL that covers its commit, so `Ok` means durable across
+//! `kill -9` and power loss, while concurrent writers share fsyncs. Writes
 //! go through one connection behind a mutex and use `BEGIN IMMEDIATE`, so
 //! read-then-write decisions (idempotency, transitions) cannot race, not
 //! even with another process on the same file. Reads use a second,
 //! query-only connection so they do not queue behind writes.
 
 use super::audit::{self, AuditEvent};
+use super::group_sync::GroupSync;
 use super::migrations;
 use super::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
@@ -33,6 +35,11 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    sync: GroupSync,
+}
+
+fn durability(reason: String) -> StoreError {
+    StoreError::Durability { reason }
 }
 
 fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -76,6 +83,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            sync: GroupSync::new(path),
         })
     }
 
@@ -88,14 +96,23 @@ impl SqliteStore {
         migrations::schema_version(&lock(&self.reader))
     }
 
-    /// Runs `f` in an immediate write transaction and commits (fsync).
+    /// Runs `f` in an immediate write transaction, commits, and returns once
+    /// the commit is on disk (a group fsync shared with concurrent writers).
+    ///
+    /// Readers may see a commit a moment before it is durable; nothing is
+    /// acknowledged to a client before it is.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite("starting a write transaction"))?;
-        let value = f(&tx)?;
-        tx.commit().map_err(sqlite("committing"))?;
+        self.sync.check().map_err(durability)?;
+        let (generation, value) = {
+            let mut conn = lock(&self.writer);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite("starting a write transaction"))?;
+            let value = f(&tx)?;
+            tx.commit().map_err(sqlite("committing"))?;
+            (self.sync.committed(), value)
+        };
+        self.sync.wait_durable(generation).map_err(durability)?;
         Ok(value)
     }
 
@@ -117,7 +134,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
             "journal_mode is {mode}, WAL is required"
         )));
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Commits append to the WAL; `GroupSync` makes them durable before a
+    // write returns, sharing one fsync among concurrent writers.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(())
 }
