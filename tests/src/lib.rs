@@ -1,5 +1,9 @@
 //! Helpers shared by the end-to-end tests: dev federations with fast
-//! delivery timings, learner subjects, and raw TLS probes.
+//! delivery timings, and learner subjects.
+//!
+//! This crate exists only for tests (`publish = false`), so a broken fixture
+//! may panic here like in any test body.
+#![allow(clippy::expect_used)]
 
 use bashu_gateway::devfed::{DevCluster, FIXTURES};
 use bashu_gateway::devpki::DevFederation;

@@ -1,6 +1,8 @@
 //! `kill -9` of the receiving gateway in the middle of a batch of 200
 //! exchanges: after a restart every exchange is delivered exactly once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use bashu_e2e::{exchange_id, init_federation, subject};
 use bashu_gateway::app;
 use bashu_gateway::config::Config;

@@ -2,6 +2,8 @@
 //! both directions, a third member by configuration alone, idempotency,
 //! typed errors, authorisation, and store-and-forward across a peer outage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use bashu_e2e::{exchange_id, init_federation, problem_slug, start_cluster, subject};
 use bashu_gateway::app;
 use bashu_gateway::config::Config;

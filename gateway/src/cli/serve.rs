@@ -23,7 +23,7 @@ pub enum LogFormat {
 
 pub fn run(args: Args) -> ExitCode {
     init_tracing(args.log_format);
-    let config = match Config::load(&args.config) {
+    let config = match Config::load_checked(&args.config) {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
