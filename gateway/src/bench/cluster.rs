@@ -125,6 +125,17 @@ impl Cluster {
             .collect()
     }
 
+    /// Saves each gateway's Prometheus text as `<member>/metrics.prom`:
+    /// the server-side view (per-route latency, delivery attempts) of the run.
+    pub async fn save_metrics(&self) -> Result<(), BenchError> {
+        for m in &self.federation.members {
+            let text = fetch_metrics(m.metrics_addr).await?;
+            std::fs::write(m.dir.join("metrics.prom"), text)
+                .map_err(|e| BenchError::io("writing metrics.prom", e))?;
+        }
+        Ok(())
+    }
+
     /// Polls the key-set endpoint of gateway `index` over mTLS until it
     /// answers; fails at once if the process exits.
     async fn wait_ready(&mut self, index: usize) -> Result<(), BenchError> {
@@ -176,4 +187,24 @@ fn spawn(exe: &Path, m: &DevMember) -> Result<ChildGateway, BenchError> {
         child,
         log,
     })
+}
+
+/// `GET /metrics` on the plain-HTTP loopback listener (HTTP/1.0, read to EOF).
+async fn fetch_metrics(addr: std::net::SocketAddr) -> Result<String, BenchError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = |e| BenchError::io("reading /metrics", e);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .map_err(io)?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(READY_TIMEOUT, tcp.read_to_end(&mut raw))
+        .await
+        .map_err(|_| BenchError::Setup(format!("/metrics on {addr} timed out")))?
+        .map_err(io)?;
+    let text = String::from_utf8_lossy(&raw);
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(&*text, |(_, body)| body)
+        .to_owned())
 }

@@ -63,6 +63,9 @@ pub struct Options {
     pub crypto_time: Duration,
     pub half_load: bool,
     pub out: PathBuf,
+    /// Keep the federation (configs, databases, logs, metrics) here
+    /// instead of a temporary directory.
+    pub dir: Option<PathBuf>,
 }
 
 /// Scaling levels of issue 6 (concurrent clients).
@@ -98,9 +101,10 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         None
     };
 
-    let dir = tempfile::tempdir().map_err(|e| BenchError::io("temporary directory", e))?;
-    progress(&format!("starting gateways in {}", dir.path().display()));
-    let cluster = Cluster::start(dir.path()).await?;
+    let temp = tempfile::tempdir().map_err(|e| BenchError::io("temporary directory", e))?;
+    let dir = opts.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    progress(&format!("starting gateways in {}", dir.display()));
+    let cluster = Cluster::start(&dir).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = cluster.samples()?;
     let bank = cluster.credit_bank(ORIGIN)?;
@@ -215,8 +219,12 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     } else {
         None
     };
+    if opts.dir.is_some() {
+        cluster.save_metrics().await?;
+    }
     drop(bank);
     drop(cluster);
+    drop(temp);
 
     let mut report = Report {
         schema: "bashu-bench/1",

@@ -38,6 +38,10 @@ pub struct Args {
     /// Skip the run paced at half the measured peak (the p99 target's load).
     #[arg(long)]
     pub no_half_load: bool,
+    /// Keep the dev federation (databases, gateway logs, and each gateway's
+    /// final `/metrics` as `<member>/metrics.prom`) in this directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     pub out: PathBuf,
@@ -68,6 +72,7 @@ pub fn run(args: Args) -> ExitCode {
         crypto_time: Duration::from_millis(args.crypto_ms.max(10)),
         half_load: !args.no_half_load,
         out: args.out,
+        dir: args.dir,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
