@@ -138,7 +138,13 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         rate: None,
         delivery_timeout: DELIVERY_TIMEOUT,
     };
-    progress(&format!("main run: {count} exchanges, {} clients", opts.clients));
+    let bound = opts.duration.map_or(String::new(), |d| {
+        format!(" or {:.1} s, whichever ends first", d.as_secs_f64())
+    });
+    progress(&format!(
+        "main run: {count} exchanges{bound}, {} clients",
+        opts.clients
+    ));
     let before = cluster.samples()?;
     let self_before = procstat::sample("self")?;
     let main = driver::run(&cluster, &spec, creds, &mut cursor).await?;
