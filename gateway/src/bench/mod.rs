@@ -177,7 +177,7 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
 
     let half_load = if opts.half_load && main.delivered_per_sec() > 0.0 {
         let rate = main.delivered_per_sec() / 2.0;
-        let n = ((rate * HALF_LOAD_SECS).ceil() as usize).clamp(10, count);
+        let n = ((rate * HALF_LOAD_SECS).ceil() as usize).clamp(10, count.max(10));
         progress(&format!("half-peak run: {n} exchanges paced at {rate:.0}/s"));
         let creds = driver::presign(&bank, n, "half")?;
         let spec = LoadSpec {
