@@ -145,15 +145,20 @@ pub async fn run(
                 if i >= count || Instant::now() >= stop_at {
                     break;
                 }
-                if let Some(rate) = rate.filter(|r| *r > 0.0) {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                // Paced runs time each request from when it was due, not from
+                // when a client got round to it: a stall that delays later
+                // requests counts against their latency (no coordinated omission).
+                let due = rate
+                    .filter(|r| *r > 0.0)
+                    .map(|r| start + Duration::from_secs_f64(i as f64 / r));
+                if let Some(due) = due {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let Some(credential) = credentials.get(i) else {
                     break;
                 };
                 log.submitted += 1;
-                let t0 = Instant::now();
+                let t0 = due.unwrap_or_else(Instant::now);
                 match bank.submit(credential, DESTINATION).await {
                     Ok(a) if a.status.as_u16() == 202 => {
                         let now = Instant::now();
