@@ -1,1 +1,5 @@
-fn main() {}
+//! `bashu-conformance`: see the library crate and docs/conformance.md.
+
+fn main() -> std::process::ExitCode {
+    bashu_conformance::cli::main()
+}

@@ -6,7 +6,7 @@ mod api_support;
 
 use api_support::{client_config, connect, limits, CertFiles, Client, Fake, Pki, Server};
 use bashu_gateway::pipeline::{GatewayService, ServiceFuture, Unwired};
-use bashu_gateway::transport::{PeerHttpClient, Role, TlsPaths};
+use bashu_gateway::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, Role, TlsPaths};
 use http::{StatusCode, Version};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -211,6 +211,35 @@ async fn peer_client_rejects_a_server_from_another_ca() {
         matches!(err, bashu_gateway::transport::PeerHttpError::Request { .. }),
         "{err}"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn peer_client_accepts_only_the_expected_gateway_identity() {
+    let pki = Pki::new();
+    let server = Server::start(&pki, "sc", Fake::new(), limits()).await;
+    let gw = pki.identity("cq", Role::Gateway);
+    let url = format!("https://127.0.0.1:{}/healthz", server.addr.port());
+    let pinned = |member: &str, role: Role| {
+        let options = PeerClientOptions {
+            expected_server: Some(ClientIdentity::new(member, role)),
+            ..PeerClientOptions::default()
+        };
+        PeerHttpClient::with_options(&pki.ca_path, &gw.cert, &gw.key, false, options).unwrap()
+    };
+    // The server really is sc's gateway.
+    assert_eq!(
+        pinned("sc", Role::Gateway).get(&url).await.unwrap().status,
+        StatusCode::OK
+    );
+    // Chaining to the federation CA is not enough for a different identity.
+    for (member, role) in [("gz", Role::Gateway), ("sc", Role::CreditBank)] {
+        let err = pinned(member, role).get(&url).await.unwrap_err();
+        assert!(
+            matches!(err, bashu_gateway::transport::PeerHttpError::Request { .. }),
+            "{err}"
+        );
+    }
     server.stop().await;
 }
 

@@ -1,15 +1,18 @@
 //! Trust key sets and the trust cache: signing and verifying sets, rollback
 //! and expiry, single-flight refetch, rate limiting, negative caching,
-//! refresh-ahead and bounded stale-if-error. Time is a manual clock; no test
-//! sleeps.
+//! refresh-ahead, bounded stale-if-error and the metrics of each. Time is a
+//! manual clock; no test sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod trust_support;
 
 use bashu_gateway::jose::{Alg, SigningKey};
 use bashu_gateway::problem::ProblemType;
-use bashu_gateway::trust::{KeySet, LookupError, TrustCacheConfig, TrustError};
+use bashu_gateway::trust::metrics::{FETCHES, KEYSET_SEQ, STALE_SERVED, UNKNOWN_KID_REFETCH};
+use bashu_gateway::trust::{KeySet, LookupError, ManualClock, TrustCache, TrustCacheConfig, TrustError};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use trust_support::*;
 
 fn eager() -> TrustCacheConfig {
@@ -272,4 +275,92 @@ async fn a_peer_serving_another_members_set_is_refused() {
     fed.fetcher.put("cq", sc_set);
     let err = fed.cache.refresh("cq").await.unwrap_err();
     assert!(err.to_string().contains("expected \"cq\""), "{err}");
+}
+
+/// A federation of one member, `id`, unique to the calling test so the
+/// process-wide metrics it reads are its own.
+struct Solo {
+    member: Member,
+    fetcher: Arc<FakeFetcher>,
+    clock: Arc<ManualClock>,
+    cache: TrustCache,
+}
+
+fn solo(id: &str) -> Solo {
+    let clock = Arc::new(ManualClock::at_secs(T0));
+    let fetcher = Arc::new(FakeFetcher::new());
+    let mut member = Member::new(id, Alg::Es256);
+    fetcher.put(id, member.publish(T0));
+    let pinned = HashMap::from([(id.to_owned(), member.fed.verifying_key().clone())]);
+    let cache = TrustCache::with_clock(eager(), pinned, fetcher.clone(), clock.clone());
+    Solo {
+        member,
+        fetcher,
+        clock,
+        cache,
+    }
+}
+
+fn fetches(member: &str, outcome: &str) -> u64 {
+    FETCHES.with_label_values(&[member, outcome]).get()
+}
+
+#[tokio::test]
+async fn fetch_outcomes_are_counted_per_member() {
+    let mut s = solo("mfetch");
+    let seq = s.cache.refresh("mfetch").await.unwrap();
+    assert_eq!(fetches("mfetch", "ok"), 1);
+    assert_eq!(KEYSET_SEQ.with_label_values(&["mfetch"]).get(), seq as i64);
+
+    // Rollback: an older set than the one served.
+    let older = s.member.publish(T0 - 10);
+    s.fetcher.put("mfetch", s.member.publish(T0));
+    let newer = s.cache.refresh("mfetch").await.unwrap();
+    s.fetcher.put("mfetch", older);
+    assert!(s.cache.refresh("mfetch").await.is_err());
+    assert_eq!(fetches("mfetch", "rollback"), 1);
+    assert_eq!(KEYSET_SEQ.with_label_values(&["mfetch"]).get(), newer as i64);
+
+    // Expired, invalid, unreachable.
+    s.fetcher.put("mfetch", s.member.publish(T0 - 2 * KEYSET_TTL));
+    assert!(s.cache.refresh("mfetch").await.is_err());
+    assert_eq!(fetches("mfetch", "expired"), 1);
+    s.fetcher.put("mfetch", "a.b.c".into());
+    assert!(s.cache.refresh("mfetch").await.is_err());
+    assert_eq!(fetches("mfetch", "invalid"), 1);
+    s.fetcher.fail.store(true, Ordering::SeqCst);
+    assert!(s.cache.refresh("mfetch").await.is_err());
+    assert_eq!(fetches("mfetch", "unreachable"), 1);
+    assert_eq!(fetches("mfetch", "ok"), 2);
+}
+
+#[tokio::test]
+async fn unknown_kid_refetches_are_counted_once_per_fetch() {
+    let s = solo("mkid");
+    s.cache.refresh("mkid").await.unwrap();
+    let refetches = || UNKNOWN_KID_REFETCH.with_label_values(&["mkid"]).get();
+    assert_eq!(refetches(), 0, "a first fetch is not an unknown-kid refetch");
+    assert!(matches!(
+        s.cache.key("mkid", "mkid-x").await.unwrap_err(),
+        LookupError::UnknownKey { .. }
+    ));
+    assert_eq!(refetches(), 1);
+    // Negatively cached: no fetch, nothing counted.
+    assert!(s.cache.key("mkid", "mkid-x").await.is_err());
+    assert_eq!(refetches(), 1);
+    assert_eq!(s.fetcher.calls(), 2);
+}
+
+#[tokio::test]
+async fn stale_answers_are_counted() {
+    let s = solo("mstale");
+    let kid = s.member.issuer.kid().to_owned();
+    s.cache.key("mstale", &kid).await.unwrap();
+    let stale = || STALE_SERVED.with_label_values(&["mstale"]).get();
+    assert_eq!(stale(), 0);
+    s.fetcher.fail.store(true, Ordering::SeqCst);
+    s.clock.set_ms((T0 + KEYSET_TTL + 10) * 1000);
+    s.cache.key("mstale", &kid).await.unwrap();
+    s.cache.key("mstale", &kid).await.unwrap();
+    assert_eq!(stale(), 2);
 }

@@ -126,7 +126,7 @@ impl LearningRecord {
     pub fn validate(&self) -> Result<(), MapError> {
         id_text("framework", &self.framework)?;
         id_text("frameworkVersion", &self.framework_version)?;
-        id_text("outcomeType", &self.outcome_type)?;
+        name_text("outcomeType", &self.outcome_type)?;
         free_text("title.zh", &self.title.zh)?;
         if let Some(en) = &self.title.en {
             free_text("title.en", en)?;
@@ -207,6 +207,18 @@ fn id_text(field: &str, s: &str) -> Result<(), MapError> {
         MapError::schema(
             field,
             format!("must be 1..={MAX_ID_LEN} ASCII letters, digits or -_.+~"),
+        )
+    })
+}
+
+/// An outcome type is named by its id or by its Chinese label (学历教育),
+/// so it may be any short single-line text; the table decides if it exists.
+fn name_text(field: &str, s: &str) -> Result<(), MapError> {
+    let ok = !s.trim().is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control);
+    ok.then_some(()).ok_or_else(|| {
+        MapError::schema(
+            field,
+            format!("must be non-blank text of at most {MAX_ID_LEN} bytes"),
         )
     })
 }

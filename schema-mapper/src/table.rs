@@ -101,9 +101,14 @@ impl Framework {
         let i = usize::try_from(level).ok()?.checked_sub(1)?;
         (i < self.levels.len()).then_some(i)
     }
-    /// Index of the outcome type `id` in [`Self::outcome_types`], if defined.
-    pub(crate) fn outcome_index(&self, id: &str) -> Option<usize> {
-        self.outcome_types.iter().position(|o| o.id == id)
+    /// Index of the outcome type named `name` in [`Self::outcome_types`]:
+    /// its id, or its Chinese label (credit banks record 学历教育, not
+    /// `degree-education`). Validation keeps ids and labels one namespace,
+    /// so a name never matches two types.
+    pub(crate) fn outcome_index(&self, name: &str) -> Option<usize> {
+        self.outcome_types
+            .iter()
+            .position(|o| o.id == name || o.zh == name)
     }
 }
 
@@ -451,11 +456,20 @@ impl RawFramework {
             check_id(&format!("framework `{fid}` outcome type id"), &o.id)?;
             check_text(&format!("outcome type `{}` zh", o.id), &o.zh)?;
             check_text(&format!("outcome type `{}` en", o.id), &o.en)?;
-            if !seen.insert(o.id.as_str()) {
-                return Err(TableError::DuplicateId {
-                    what: format!("outcome type of framework `{fid}`"),
-                    id: o.id.clone(),
-                });
+            // Ids and zh labels are both accepted as names in records: no
+            // name may denote two types (a type's label may equal its own id).
+            let names: &[&str] = if o.zh == o.id {
+                &[o.id.as_str()]
+            } else {
+                &[o.id.as_str(), o.zh.as_str()]
+            };
+            for &name in names {
+                if !seen.insert(name) {
+                    return Err(TableError::DuplicateId {
+                        what: format!("outcome type id or zh label of framework `{fid}`"),
+                        id: name.to_owned(),
+                    });
+                }
             }
         }
         Ok(Framework {

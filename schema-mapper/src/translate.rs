@@ -135,7 +135,12 @@ pub fn translate(
         })?;
 
     let (target, dir) = match route {
-        Route::Identity(_) => return Ok(finish(record.clone(), table, Vec::new())),
+        Route::Identity(f) => {
+            // Same framework: only the outcome type's name is normalised to its id.
+            let mut same = record.clone();
+            same.outcome_type = f.outcome_types()[outcome].id.clone();
+            return Ok(finish(same, table, Vec::new()));
+        }
         Route::Cross { target, dir, .. } => (target, dir),
     };
     // `level` and `outcome` index the source framework, and a validated

@@ -280,3 +280,22 @@ proptest! {
         prop_assert!(ok, "{:?} gave {:?}", kind, err);
     }
 }
+
+#[test]
+fn an_outcome_label_that_names_another_type_is_rejected() {
+    let mut v = reference();
+    let types = framework(&mut v, 0)
+        .get_mut("outcome_types")
+        .unwrap()
+        .as_array_mut()
+        .unwrap();
+    let other_id = types[1]["id"].as_str().unwrap().to_owned();
+    types[0]
+        .as_table_mut()
+        .unwrap()
+        .insert("zh".into(), Value::String(other_id.clone()));
+    match load(&v) {
+        Err(TableError::DuplicateId { id, .. }) => assert_eq!(id, other_id),
+        other => panic!("expected a duplicate name, got {other:?}"),
+    }
+}

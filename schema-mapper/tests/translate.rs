@@ -184,3 +184,27 @@ fn provenance_json_shape() {
         ]})
     );
 }
+
+#[test]
+fn outcome_types_are_named_by_id_or_chinese_label() {
+    let by_label = run(cqf(5, 4.0, 72.0, "职业技能等级"), "cqf", "wfs").unwrap();
+    let by_id = run(cqf(5, 4.0, 72.0, "vocational-skill-level"), "cqf", "wfs").unwrap();
+    assert_eq!(by_label.record, by_id.record);
+    assert_eq!(by_label.record.outcome_type, "vocational-qualification");
+
+    // Identity translation normalises the name to the id and changes nothing else.
+    let same = run(cqf(5, 4.0, 72.0, "微证书"), "cqf", "cqf").unwrap();
+    assert_eq!(same.record.outcome_type, "micro-credential");
+    assert_eq!(
+        same.record.credits,
+        run(cqf(5, 4.0, 72.0, "micro-credential"), "cqf", "cqf")
+            .unwrap()
+            .record
+            .credits
+    );
+
+    assert!(matches!(
+        run(cqf(5, 4.0, 72.0, "职业技能"), "cqf", "wfs"),
+        Err(MapError::UnknownOutcomeType { .. })
+    ));
+}

@@ -7,16 +7,16 @@
 
 mod peers;
 
-pub use peers::MtlsPeers;
+pub use peers::{MtlsPeers, Peer};
 
 use crate::config::Config;
 use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::jose::VerifyingKey;
-use crate::pipeline::{GatewayService, Pipeline, PipelineParts};
+use crate::pipeline::{GatewayService, Pipeline};
 use crate::store::{db_path, SqliteStore, Store};
-use crate::transport::{PeerClientOptions, PeerHttpClient, ReloadableTls, TlsPaths};
-use crate::trust::{LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
+use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
+use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -42,6 +42,8 @@ pub enum StartError {
     FrameworkNotInTable { framework: String, table: String },
     #[error("trust keys: {0}")]
     Keys(#[from] crate::trust::KeyStoreError),
+    #[error("{0}")]
+    TrustMarks(#[from] crate::trust::SeqMarksError),
     #[error("federation key of peer {member} ({path}): {reason}")]
     PeerKey {
         member: String,
@@ -116,26 +118,32 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         pinned.insert(member.clone(), key);
     }
 
-    let options = PeerClientOptions {
-        request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
-        ..PeerClientOptions::default()
-    };
-    let client = PeerHttpClient::from_config(&config.tls, options)?;
-    let urls: BTreeMap<String, String> = config
-        .peers
-        .iter()
-        .map(|(m, p)| (m.clone(), p.url.clone()))
-        .collect();
-    let peers = Arc::new(MtlsPeers::new(client, urls));
+    let mut peer_clients = BTreeMap::new();
+    for (member, peer) in &config.peers {
+        let options = PeerClientOptions {
+            request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
+            expected_server: Some(ClientIdentity::new(member.clone(), Role::Gateway)),
+            ..PeerClientOptions::default()
+        };
+        let client = PeerHttpClient::from_config(&config.tls, options)?;
+        peer_clients.insert(
+            member.clone(),
+            Peer {
+                base_url: peer.url.clone(),
+                client,
+            },
+        );
+    }
+    let peers = Arc::new(MtlsPeers::new(peer_clients));
 
     let fetcher = MemberRouter::new()
         .route(&config.member, local.clone())
         .fallback(peers.clone());
-    let cache = Arc::new(TrustCache::new(
-        TrustCacheConfig::from(&config.trust),
-        pinned,
-        Arc::new(fetcher),
-    ));
+    let marks = Arc::new(FileSeqMarks::in_data_dir(&config.data_dir)?);
+    let cache = Arc::new(
+        TrustCache::new(TrustCacheConfig::from(&config.trust), pinned, Arc::new(fetcher))
+            .with_seq_marks(marks)?,
+    );
     let verifier = Verifier::new(cache, config.trust.clock_skew_secs);
 
     let worker = DeliveryWorker::new(
@@ -145,7 +153,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         Arc::new(SystemClock),
     )
     .with_peers(config.peers.keys());
-    let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline::new(PipelineParts {
+    let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline {
         member: config.member.clone(),
         framework: config.framework.clone(),
         peers: config.peers.keys().cloned().collect(),
@@ -155,7 +163,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         store,
         delivery: worker.notifier(),
         clock: Arc::new(SystemClock),
-    }));
+    });
 
     let tls = ReloadableTls::load(TlsPaths::from(&config.tls))?;
     let api_listener = bind(config.listen.api).await?;

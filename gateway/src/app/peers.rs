@@ -1,6 +1,7 @@
 //! The gateway's view of its peers over mTLS: sending envelopes (for the
 //! delivery worker) and fetching key sets (for the trust cache). Both ride
-//! the same pooled [`PeerHttpClient`], so one connection per peer serves both.
+//! the peer's pooled [`PeerHttpClient`], so one connection serves both, and
+//! each peer's client accepts only that peer's gateway identity.
 
 use crate::delivery::{PeerAnswer, PeerClient, SendError};
 use crate::pipeline::Envelope;
@@ -15,24 +16,40 @@ use std::time::Duration;
 pub const ENVELOPES_PATH: &str = "/v1/federation/envelopes";
 pub const KEYS_PATH: &str = "/v1/federation/keys";
 
-/// Peer base URLs by member id plus the shared mTLS client.
+/// One peer: its base URL and a client pinned to its gateway identity.
+#[derive(Clone)]
+pub struct Peer {
+    pub base_url: String,
+    pub client: PeerHttpClient,
+}
+
+/// Every configured peer by member id.
 #[derive(Clone)]
 pub struct MtlsPeers {
-    client: PeerHttpClient,
-    urls: BTreeMap<String, String>,
+    peers: BTreeMap<String, Peer>,
 }
 
 impl MtlsPeers {
-    pub fn new(client: PeerHttpClient, urls: BTreeMap<String, String>) -> Self {
-        let urls = urls
+    pub fn new(peers: BTreeMap<String, Peer>) -> Self {
+        let peers = peers
             .into_iter()
-            .map(|(m, u)| (m, u.trim_end_matches('/').to_owned()))
+            .map(|(m, p)| {
+                (
+                    m,
+                    Peer {
+                        base_url: p.base_url.trim_end_matches('/').to_owned(),
+                        ..p
+                    },
+                )
+            })
             .collect();
-        Self { client, urls }
+        Self { peers }
     }
 
-    fn url(&self, member: &str, path: &str) -> Option<String> {
-        self.urls.get(member).map(|base| format!("{base}{path}"))
+    fn route(&self, member: &str, path: &str) -> Option<(&PeerHttpClient, String)> {
+        self.peers
+            .get(member)
+            .map(|p| (&p.client, format!("{}{path}", p.base_url)))
     }
 }
 
@@ -43,10 +60,10 @@ impl PeerClient for MtlsPeers {
         envelope: &'a Envelope,
     ) -> BoxFuture<'a, Result<PeerAnswer, SendError>> {
         Box::pin(async move {
-            let url = self
-                .url(peer, ENVELOPES_PATH)
+            let (client, url) = self
+                .route(peer, ENVELOPES_PATH)
                 .ok_or_else(|| SendError::Connect(format!("no URL configured for peer {peer}")))?;
-            let response = self.client.post_json(&url, envelope).await.map_err(send_error)?;
+            let response = client.post_json(&url, envelope).await.map_err(send_error)?;
             classify_envelope_answer(&response)
         })
     }
@@ -55,11 +72,10 @@ impl PeerClient for MtlsPeers {
 impl KeySetFetcher for MtlsPeers {
     fn fetch<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<String, FetchError>> {
         Box::pin(async move {
-            let url = self
-                .url(member, KEYS_PATH)
+            let (client, url) = self
+                .route(member, KEYS_PATH)
                 .ok_or_else(|| FetchError::UnknownMember(member.to_owned()))?;
-            let response = self
-                .client
+            let response = client
                 .get(&url)
                 .await
                 .map_err(|e| FetchError::unreachable(member, e.to_string()))?;

@@ -24,21 +24,9 @@ pub const INTERCHANGE_FRAMEWORK: &str = "wfs";
 /// Longest exchange id accepted from a peer; ours are 36-byte UUIDs.
 const MAX_EXCHANGE_ID_LEN: usize = 128;
 
-/// Everything the pipeline needs, built once at start-up by the app.
+/// Everything the pipeline needs, built once at start-up by the app. It
+/// holds no state of its own beyond these handles, so the fields are plain.
 pub struct Pipeline {
-    pub(super) member: String,
-    pub(super) framework: String,
-    pub(super) peers: BTreeSet<String>,
-    pub(super) table: MappingTable,
-    pub(super) verifier: Verifier,
-    pub(super) local: Arc<LocalKeys>,
-    pub(super) store: Arc<dyn Store>,
-    pub(super) delivery: Arc<Notify>,
-    pub(super) clock: Arc<dyn Clock>,
-}
-
-/// Constructor arguments of [`Pipeline`], named so call sites read clearly.
-pub struct PipelineParts {
     pub member: String,
     /// Home framework id of this member's credit bank.
     pub framework: String,
@@ -53,31 +41,6 @@ pub struct PipelineParts {
 }
 
 impl Pipeline {
-    pub fn new(parts: PipelineParts) -> Self {
-        let PipelineParts {
-            member,
-            framework,
-            peers,
-            table,
-            verifier,
-            local,
-            store,
-            delivery,
-            clock,
-        } = parts;
-        Self {
-            member,
-            framework,
-            peers,
-            table,
-            verifier,
-            local,
-            store,
-            delivery,
-            clock,
-        }
-    }
-
     pub fn member(&self) -> &str {
         &self.member
     }

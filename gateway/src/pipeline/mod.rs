@@ -17,7 +17,7 @@ mod exchange;
 mod metrics;
 pub mod views;
 
-pub use exchange::{Pipeline, PipelineParts, INTERCHANGE_FRAMEWORK};
+pub use exchange::{Pipeline, INTERCHANGE_FRAMEWORK};
 
 /// `POST /v1/exchanges` body.
 #[derive(Debug, Clone, Deserialize)]

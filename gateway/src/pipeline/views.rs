@@ -3,7 +3,7 @@
 //! shape lives in one place.
 
 use crate::credential::profile::format_time;
-use crate::store::{Exchange, InboxItem};
+use crate::store::{Exchange, ExchangeStatus, InboxItem};
 use serde_json::{json, Map, Value};
 
 /// `GET /v1/exchanges/{id}` document.
@@ -18,12 +18,13 @@ pub fn exchange_status(ex: &Exchange) -> Value {
     if let Some(at) = ex.forwarded_at {
         doc.insert("forwardedAt".into(), json!(format_time(at)));
     }
-    if let Some(at) = ex.state.settled_at() {
-        let key = match ex.status() {
-            crate::store::ExchangeStatus::Delivered => "deliveredAt",
-            crate::store::ExchangeStatus::Rejected => "rejectedAt",
-            _ => "deadLetteredAt",
-        };
+    let settled_key = match ex.status() {
+        ExchangeStatus::Delivered => Some("deliveredAt"),
+        ExchangeStatus::Rejected => Some("rejectedAt"),
+        ExchangeStatus::DeadLettered => Some("deadLetteredAt"),
+        ExchangeStatus::Accepted | ExchangeStatus::Forwarded => None,
+    };
+    if let (Some(key), Some(at)) = (settled_key, ex.state.settled_at()) {
         doc.insert(key.into(), json!(format_time(at)));
     }
     doc.insert("updatedAt".into(), json!(format_time(ex.updated_at)));
@@ -64,4 +65,36 @@ pub fn inbox_page(mut items: Vec<InboxItem>, limit: u32) -> Value {
         "items": items.iter().map(inbox_item).collect::<Vec<_>>(),
         "next": next.unwrap_or(Value::Null),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn item(cursor: u64) -> InboxItem {
+        InboxItem {
+            cursor,
+            exchange_id: format!("ex-{cursor}"),
+            origin: "cq".into(),
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            chain: vec!["a".into(), "b".into(), format!("home-{cursor}")],
+        }
+    }
+
+    #[test]
+    fn next_is_set_only_when_more_items_follow() {
+        // The pipeline asks the store for limit + 1 rows.
+        let full = inbox_page(vec![item(4), item(7), item(9)], 2);
+        assert_eq!(full["items"].as_array().map(Vec::len), Some(2));
+        assert_eq!(full["next"], 7);
+        assert_eq!(full["items"][1]["credential"], "home-7");
+
+        let last = inbox_page(vec![item(4), item(7)], 2);
+        assert_eq!(last["items"].as_array().map(Vec::len), Some(2));
+        assert!(last["next"].is_null());
+
+        let empty = inbox_page(Vec::new(), 100);
+        assert_eq!(empty, json!({"items": [], "next": null}));
+    }
 }

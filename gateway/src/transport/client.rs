@@ -1,5 +1,6 @@
 //! Outbound mTLS HTTP client for peer gateways.
 
+use super::peer_identity::ExpectedPeer;
 use super::{pem, provider, TlsError, PROTOCOL_VERSIONS};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, StatusCode, Uri};
@@ -8,8 +9,10 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::WebPkiServerVerifier;
 use rustls::ClientConfig;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Timeouts and limits of a [`PeerHttpClient`].
@@ -23,6 +26,11 @@ pub struct PeerClientOptions {
     pub pool_idle_timeout: Duration,
     /// Responses larger than this are an error, never buffered in full.
     pub max_response_bytes: usize,
+    /// When set, the server must present exactly this SPIFFE identity, on
+    /// top of chaining to a trusted root (see `peer_identity`). Gateways
+    /// always set it for peers; generic clients (tests, the quickstart's
+    /// credit bank) may leave it unset.
+    pub expected_server: Option<super::ClientIdentity>,
 }
 
 impl Default for PeerClientOptions {
@@ -32,6 +40,7 @@ impl Default for PeerClientOptions {
             request_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
             max_response_bytes: 8 * 1024 * 1024,
+            expected_server: None,
         }
     }
 }
@@ -96,7 +105,7 @@ impl PeerHttpClient {
         system_roots: bool,
         options: PeerClientOptions,
     ) -> Result<Self, TlsError> {
-        let tls = client_tls_config(ca, cert, key, system_roots)?;
+        let tls = client_tls_config(ca, cert, key, system_roots, options.expected_server.clone())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(options.connect_timeout));
@@ -222,6 +231,7 @@ fn client_tls_config(
     cert: &Path,
     key: &Path,
     system_roots: bool,
+    expected_server: Option<super::ClientIdentity>,
 ) -> Result<ClientConfig, TlsError> {
     let mut roots = pem::load_roots(ca)?;
     if system_roots {
@@ -231,13 +241,27 @@ fn client_tls_config(
     if roots.is_empty() {
         return Err(TlsError::NoRoots);
     }
-    ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(|source| TlsError::Rustls {
             context: "protocol versions",
             source,
-        })?
-        .with_root_certificates(roots)
+        })?;
+    let builder = match expected_server {
+        None => builder.with_root_certificates(roots),
+        Some(expected) => {
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Rustls {
+                    context: "server certificate verifier",
+                    source: rustls::Error::General(e.to_string()),
+                })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ExpectedPeer::new(webpki, expected)))
+        }
+    };
+    builder
         .with_client_auth_cert(pem::load_certs(cert)?, pem::load_key(key)?)
         .map_err(|source| TlsError::Rustls {
             context: "client certificate and key",

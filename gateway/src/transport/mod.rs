@@ -15,6 +15,7 @@
 
 mod client;
 mod identity;
+mod peer_identity;
 mod pem;
 mod server;
 

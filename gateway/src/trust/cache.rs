@@ -13,15 +13,19 @@
 //! - **stale-if-error**: an expired set keeps serving while the peer is
 //!   unreachable, for at most `stale_grace_secs` past its `exp`, never longer;
 //! - **rollback protection**: a set with a lower `seq` than the highest seen
-//!   for its member is refused (the high-water mark survives invalidation).
+//!   for its member is refused (the high-water mark survives invalidation);
+//!   with [`SeqMarks`] attached, a new mark is recorded durably before the
+//!   set is served, so it survives restarts too.
 //!
 //! Only members with a pinned federation key exist for the cache; any other
 //! member name is answered without I/O, so attacker-chosen issuers cannot
 //! make the gateway fetch anything or grow any map.
 
 use super::clock::{Clock, SystemClock};
-use super::fetch::KeySetFetcher;
+use super::fetch::{FetchError, KeySetFetcher};
 use super::keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
+use super::marks::{SeqMarks, SeqMarksError};
+use super::metrics::{self, FetchOutcome};
 use crate::config::TrustConfig;
 use crate::jose::VerifyingKey;
 use crate::problem::{Problem, ProblemType};
@@ -152,6 +156,31 @@ struct Flight {
     last_error: Option<String>,
 }
 
+/// Why one fetch attempt did not install a set.
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Verify(#[from] TrustError),
+    #[error("no pinned federation key for {0}")]
+    NotPinned(String),
+    #[error("seq {seq} verified but its rollback mark was not recorded; keeping the previous set: {source}")]
+    Mark { seq: u64, source: SeqMarksError },
+}
+
+impl RefreshError {
+    fn outcome(&self) -> FetchOutcome {
+        match self {
+            RefreshError::Fetch(_) | RefreshError::NotPinned(_) => FetchOutcome::Unreachable,
+            RefreshError::Verify(TrustError::Rollback { .. }) => FetchOutcome::Rollback,
+            RefreshError::Verify(TrustError::Expired { .. }) => FetchOutcome::Expired,
+            RefreshError::Verify(_) => FetchOutcome::Invalid,
+            RefreshError::Mark { .. } => FetchOutcome::MarkFailed,
+        }
+    }
+}
+
 enum Outcome {
     /// This caller fetched and installed a new set.
     Fetched(Arc<Cached>),
@@ -176,6 +205,8 @@ struct Inner {
     slots: HashMap<String, Slot>,
     sets: Cache<String, Arc<Cached>>,
     negative: Cache<String, Negative>,
+    /// Durable rollback marks; `None` keeps them in memory only.
+    marks: Option<Arc<dyn SeqMarks>>,
     /// Holds preloaded sets only and never fetches (offline verification).
     fixed: bool,
 }
@@ -225,6 +256,7 @@ impl TrustCache {
                 slots,
                 sets,
                 negative,
+                marks: None,
                 fixed: false,
             }),
         }
@@ -250,9 +282,30 @@ impl TrustCache {
                 slots,
                 sets: cache,
                 negative: Cache::builder().max_capacity(NEGATIVE_CAPACITY).build(),
+                marks: None,
                 fixed: true,
             }),
         }
+    }
+
+    /// Makes rollback protection survive restarts: loads the recorded
+    /// marks as each member's starting high-water mark, and from now on
+    /// records a member's new highest `seq` in `marks` before serving that
+    /// set. Call before the cache is cloned or used; a mark that cannot be
+    /// loaded is an error (starting without it would silently reopen the
+    /// rollback window).
+    pub fn with_seq_marks(mut self, marks: Arc<dyn SeqMarks>) -> Result<Self, SeqMarksError> {
+        let loaded = marks.load()?;
+        let inner = Arc::get_mut(&mut self.inner).ok_or(SeqMarksError::CacheShared)?;
+        for (member, seq) in loaded {
+            // Marks of members no longer pinned stay in the store, unused.
+            if let Some(slot) = inner.slots.get_mut(&member) {
+                let highest = &mut slot.flight.get_mut().highest_seq;
+                *highest = Some(highest.map_or(seq, |h| h.max(seq)));
+            }
+        }
+        inner.marks = Some(marks);
+        Ok(self)
     }
 
     /// The clock every time-dependent check uses.
@@ -291,7 +344,11 @@ impl TrustCache {
                 return Err(unknown(member, kid));
             }
         }
-        let latest = match inner.fetch(member, slot, seen, true).await {
+        let outcome = inner.fetch(member, slot, seen, true).await;
+        if matches!(outcome, Outcome::Fetched(_) | Outcome::Failed(_)) {
+            metrics::unknown_kid_refetch(member);
+        }
+        let latest = match outcome {
             Outcome::Fetched(c) | Outcome::Skipped(Some(c)) => c,
             Outcome::Skipped(None) => cached,
             Outcome::Failed(reason) => {
@@ -410,6 +467,7 @@ impl TrustCache {
         let grace_ms = i64::try_from(inner.cfg.stale_grace_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         if now < exp_ms.saturating_add(grace_ms) {
             tracing::warn!(member, exp = c.set.exp, "serving stale trust key set");
+            metrics::stale_served(member);
             return Ok(c);
         }
         Err(LookupError::Unavailable {
@@ -486,6 +544,8 @@ impl Inner {
         slot.last_attempt_ms.store(now, Ordering::Release);
         let outcome = match self.fetch_verified(member, flight.highest_seq, now).await {
             Ok(set) => {
+                metrics::fetched(member, FetchOutcome::Ok);
+                metrics::serving_seq(member, set.seq);
                 flight.highest_seq = Some(set.seq);
                 flight.generation += 1;
                 flight.last_error = None;
@@ -493,8 +553,14 @@ impl Inner {
                 self.sets.insert(member.to_owned(), cached.clone()).await;
                 Outcome::Fetched(cached)
             }
-            Err(reason) => {
-                tracing::warn!(member, %reason, "trust key set fetch failed");
+            Err(e) => {
+                metrics::fetched(member, e.outcome());
+                let reason = e.to_string();
+                if let RefreshError::Mark { .. } = e {
+                    tracing::error!(member, %reason, "trust key set refused: rollback mark not recorded");
+                } else {
+                    tracing::warn!(member, %reason, "trust key set fetch failed");
+                }
                 flight.last_error = Some(reason.clone());
                 Outcome::Failed(reason)
             }
@@ -506,25 +572,46 @@ impl Inner {
         outcome
     }
 
+    /// Fetches and verifies `member`'s set and, if its `seq` is a new
+    /// high, records the mark durably: only then may the set be served.
     async fn fetch_verified(
         &self,
         member: &str,
         highest_seq: Option<u64>,
         now_ms: i64,
-    ) -> Result<KeySet, String> {
+    ) -> Result<KeySet, RefreshError> {
         let fed = self
             .pinned
             .get(member)
-            .ok_or_else(|| format!("no pinned federation key for {member}"))?;
-        let jws = self.fetcher.fetch(member).await.map_err(|e| e.to_string())?;
-        let set =
-            KeySet::verify_for(member, &jws, fed, now_ms.div_euclid(1000)).map_err(|e| e.to_string())?;
-        if let Some(seen) = highest_seq {
-            if set.seq < seen {
-                return Err(TrustError::Rollback { seen, got: set.seq }.to_string());
+            .ok_or_else(|| RefreshError::NotPinned(member.to_owned()))?;
+        let jws = self.fetcher.fetch(member).await?;
+        let set = KeySet::verify_for(member, &jws, fed, now_ms.div_euclid(1000))?;
+        match highest_seq {
+            Some(seen) if set.seq < seen => {
+                return Err(TrustError::Rollback { seen, got: set.seq }.into());
             }
+            // Same set refetched (or an equal seq): the mark already holds.
+            Some(seen) if set.seq == seen => {}
+            _ => self.record_mark(member, set.seq).await?,
         }
         Ok(set)
+    }
+
+    async fn record_mark(&self, member: &str, seq: u64) -> Result<(), RefreshError> {
+        let Some(marks) = self.marks.clone() else {
+            return Ok(());
+        };
+        let owned = member.to_owned();
+        let record = move || marks.record(&owned, seq);
+        // Recording fsyncs: keep it off the async workers when we can.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(record)
+                .await
+                .unwrap_or_else(|e| Err(SeqMarksError::Unavailable(format!("record task failed: {e}")))),
+            Err(_) => record(),
+        };
+        result.map_err(|source| RefreshError::Mark { seq, source })
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`fetch`]: the `KeySetFetcher` seam (mTLS in production, fakes in tests).
 //! - [`keystore`]: the operator's key file and the lifecycle operations.
 //! - [`local`]: `LocalKeys`, what a running gateway signs and publishes with.
+//! - [`marks`]: durable rollback marks (highest accepted `seq` per member).
+//! - [`metrics`]: Prometheus metrics of the trust cache.
 //! - [`clock`]: injectable time, so tests never sleep.
 
 pub mod cache;
@@ -14,6 +16,8 @@ pub mod fetch;
 pub mod keyset;
 pub mod keystore;
 pub mod local;
+pub mod marks;
+pub mod metrics;
 
 pub use cache::{LookupError, TrustCache, TrustCacheConfig};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -21,6 +25,7 @@ pub use fetch::{FetchError, KeySetFetcher, MemberRouter, StaticFetcher};
 pub use keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
 pub use keystore::{KeyInfo, KeyStore, KeyStoreError};
 pub use local::{published_keyset_path, LocalKeys};
+pub use marks::{FileSeqMarks, MemorySeqMarks, SeqMarks, SeqMarksError};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
