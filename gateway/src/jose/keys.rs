@@ -6,12 +6,13 @@
 
 use super::error::JoseError;
 use super::{atomic_file, b64, json_strict};
+use aws_lc_rs::signature::{UnparsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_FIXED, ED25519};
 use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
 use josekit::jwk::alg::ed::{EdCurve, EdKeyPair};
 use josekit::jwk::{Jwk, KeyPair};
-use josekit::jws::alg::ecdsa::{EcdsaJwsSigner, EcdsaJwsVerifier};
-use josekit::jws::alg::eddsa::{EddsaJwsSigner, EddsaJwsVerifier};
-use josekit::jws::{EdDSA, JwsSigner, JwsVerifier, ES256};
+use josekit::jws::alg::ecdsa::EcdsaJwsSigner;
+use josekit::jws::alg::eddsa::EddsaJwsSigner;
+use josekit::jws::{EdDSA, JwsSigner, ES256};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::Path;
@@ -105,10 +106,11 @@ enum Signer {
 }
 
 #[derive(Clone)]
-enum Verifier {
-    Es256(EcdsaJwsVerifier),
-    EdDsa(EddsaJwsVerifier),
-}
+/// Signature verification runs on aws-lc-rs (already the TLS provider):
+/// it verifies several times faster than the OpenSSL path behind josekit,
+/// and verification is the gateway's hottest crypto. josekit still parses
+/// and validates the key when it is loaded.
+struct Verifier(UnparsedPublicKey<Vec<u8>>);
 
 /// A private signing key with its kid and algorithm.
 #[derive(Clone)]
@@ -338,11 +340,24 @@ impl VerifyingKey {
         }
         jwk.insert("alg".into(), alg.as_str().into());
         jwk.insert("use".into(), "sig".into());
+        // josekit rejects points off the curve and malformed keys up front;
+        // aws-lc-rs does the per-signature work.
         let jj = Jwk::from_map(jwk.clone()).map_err(invalid)?;
-        let verifier = match alg {
-            Alg::Es256 => Verifier::Es256(ES256.verifier_from_jwk(&jj).map_err(invalid)?),
-            Alg::EdDsa => Verifier::EdDsa(EdDSA.verifier_from_jwk(&jj).map_err(invalid)?),
+        let (algorithm, key_bytes): (&'static dyn VerificationAlgorithm, Vec<u8>) = match alg {
+            Alg::Es256 => {
+                ES256.verifier_from_jwk(&jj).map_err(invalid)?;
+                // SEC1 uncompressed point: 0x04 || x || y.
+                let mut point = vec![0x04];
+                point.extend(coord_bytes(&jwk, "x")?);
+                point.extend(coord_bytes(&jwk, "y")?);
+                (&ECDSA_P256_SHA256_FIXED, point)
+            }
+            Alg::EdDsa => {
+                EdDSA.verifier_from_jwk(&jj).map_err(invalid)?;
+                (&ED25519, coord_bytes(&jwk, "x")?)
+            }
         };
+        let verifier = Verifier(UnparsedPublicKey::new(algorithm, key_bytes));
         Ok(Self {
             inner: Arc::new(VerifyingInner {
                 alg,
@@ -394,11 +409,11 @@ impl VerifyingKey {
         if signature.len() != self.inner.alg.signature_len() {
             return Err(JoseError::BadSignature);
         }
-        let r = match &self.inner.verifier {
-            Verifier::Es256(v) => v.verify(message, signature),
-            Verifier::EdDsa(v) => v.verify(message, signature),
-        };
-        r.map_err(|_| JoseError::BadSignature)
+        self.inner
+            .verifier
+            .0
+            .verify(message, signature)
+            .map_err(|_| JoseError::BadSignature)
     }
 }
 
@@ -415,6 +430,15 @@ impl PartialEq for VerifyingKey {
     fn eq(&self, other: &Self) -> bool {
         self.inner.jwk == other.inner.jwk
     }
+}
+
+/// A base64url coordinate of a normalised JWK (already checked: 32 bytes).
+fn coord_bytes(jwk: &Map<String, Value>, coord: &str) -> Result<Vec<u8>, JoseError> {
+    let text = jwk
+        .get(coord)
+        .and_then(Value::as_str)
+        .ok_or_else(|| JoseError::InvalidKey(format!("missing {coord}")))?;
+    b64::decode(text).map_err(|e| JoseError::InvalidKey(format!("{coord}: {e}")))
 }
 
 fn check_alg_and_use(map: &Map<String, Value>, alg: Alg) -> Result<(), JoseError> {
