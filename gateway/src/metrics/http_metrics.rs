@@ -1,65 +1,42 @@
 //! Metrics of the mTLS API listener.
 
-use super::register;
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use super::{counter, counter_vec, gauge, histogram_vec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(
-        IntCounterVec::new(
-            Opts::new(
-                "bashu_http_requests_total",
-                "API requests by route pattern, method and status",
-            ),
-            &["route", "method", "status"],
-        )
-        .unwrap_or_else(|_| unreachable_metric()),
+    counter_vec(
+        "bashu_http_requests_total",
+        "API requests by route pattern, method and status",
+        &["route", "method", "status"],
     )
 });
 
 static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
-    register(
-        HistogramVec::new(
-            HistogramOpts::new(
-                "bashu_http_request_duration_seconds",
-                "API request latency by route pattern and method",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["route", "method"],
-        )
-        .unwrap_or_else(|_| unreachable_metric()),
+    histogram_vec(
+        "bashu_http_request_duration_seconds",
+        "API request latency by route pattern and method",
+        &["route", "method"],
+        vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
     )
 });
 
 static HANDSHAKE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "bashu_tls_handshake_failures_total",
-            "Inbound TLS handshakes that failed (no or untrusted client certificate, timeouts)",
-        )
-        .unwrap_or_else(|_| unreachable_metric()),
+    counter(
+        "bashu_tls_handshake_failures_total",
+        "Inbound TLS handshakes that failed (no or untrusted client certificate, timeouts)",
     )
 });
 
 static OPEN_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(
-        IntGauge::new(
-            "bashu_api_open_connections",
-            "Open connections on the mTLS API listener",
-        )
-        .unwrap_or_else(|_| unreachable_metric()),
+    gauge(
+        "bashu_api_open_connections",
+        "Open connections on the mTLS API listener",
     )
 });
-
-/// Metric constructors only fail on invalid names or label sets, which are
-/// constants here; the unit tests construct every metric.
-#[cold]
-fn unreachable_metric() -> ! {
-    unreachable!("metric definitions are constant and tested")
-}
 
 /// Records one finished API request. `route` is the route pattern (never the
 /// concrete path, which would make label cardinality unbounded).

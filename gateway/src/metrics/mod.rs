@@ -14,6 +14,9 @@ pub use http_metrics::{observe_http, observe_tls_handshake_failure, set_open_con
 pub use server::{ready_probe, serve, ReadyProbe};
 
 use prometheus::core::Collector;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// Registers `collector` in the default registry and returns it.
 ///
@@ -24,6 +27,53 @@ pub fn register<C: Collector + Clone + 'static>(collector: C) -> C {
         tracing::error!(%err, "metric registration failed");
     }
     collector
+}
+
+// Metric definitions are constants (name, help, labels, buckets); the only
+// way their construction fails is an invalid constant, which each module's
+// unit test catches by touching every metric it defines. So the helpers
+// below treat a failure as a bug, not as a run-time condition.
+
+/// A counter family, registered.
+#[allow(clippy::expect_used)]
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("constant metric definition"))
+}
+
+/// A gauge family, registered.
+#[allow(clippy::expect_used)]
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("constant metric definition"))
+}
+
+/// A histogram family, registered.
+#[allow(clippy::expect_used)]
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    register(
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .expect("constant metric definition"),
+    )
+}
+
+/// A counter without labels, registered.
+#[allow(clippy::expect_used)]
+pub fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("constant metric definition"))
+}
+
+/// A gauge without labels, registered.
+#[allow(clippy::expect_used)]
+pub fn gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::new(name, help).expect("constant metric definition"))
+}
+
+/// A histogram without labels, registered.
+#[allow(clippy::expect_used)]
+pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .expect("constant metric definition"),
+    )
 }
 
 /// The default registry in the Prometheus text format.

@@ -2,12 +2,12 @@
 //! Labelled by member id only: pinned members are a small, fixed set, so
 //! no caller can grow the label space.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounterVec, IntGaugeVec};
 use std::sync::LazyLock;
 
 /// Key-set fetch attempts by `member` and `outcome` (see [`FetchOutcome`]).
 pub static FETCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter(
+    crate::metrics::counter_vec(
         "bashu_trust_fetches_total",
         "Trust key-set fetch attempts by member and outcome.",
         &["member", "outcome"],
@@ -16,7 +16,7 @@ pub static FETCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// `seq` of the key set currently served per member.
 pub static KEYSET_SEQ: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge(
+    crate::metrics::gauge_vec(
         "bashu_trust_keyset_seq",
         "Seq of the trust key set currently served per member.",
         &["member"],
@@ -25,7 +25,7 @@ pub static KEYSET_SEQ: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// Lookups answered from a set past its `exp`, within the stale grace.
 pub static STALE_SERVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter(
+    crate::metrics::counter_vec(
         "bashu_trust_stale_served_total",
         "Key lookups answered from an expired key set within the stale grace.",
         &["member"],
@@ -34,7 +34,7 @@ pub static STALE_SERVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Fetches started because a credential named a kid the cached set lacks.
 pub static UNKNOWN_KID_REFETCH: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter(
+    crate::metrics::counter_vec(
         "bashu_trust_unknown_kid_refetch_total",
         "Key-set fetches caused by an unknown kid (after single flight and rate limit).",
         &["member"],
@@ -87,29 +87,6 @@ pub(crate) fn stale_served(member: &str) {
 
 pub(crate) fn unknown_kid_refetch(member: &str) {
     UNKNOWN_KID_REFETCH.with_label_values(&[member]).inc();
-}
-
-// Names, help texts and labels are constants checked by the unit test
-// below, so construction cannot fail at run time; a failed registration (a
-// duplicate name) only costs exposure, not verification.
-#[allow(clippy::expect_used)]
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    register(Box::new(metric.clone()), name);
-    metric
-}
-
-#[allow(clippy::expect_used)]
-fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    register(Box::new(metric.clone()), name);
-    metric
-}
-
-fn register(metric: Box<dyn prometheus::core::Collector>, name: &str) {
-    if let Err(e) = prometheus::default_registry().register(metric) {
-        tracing::warn!(metric = name, error = %e, "cannot register trust metric");
-    }
 }
 
 #[cfg(test)]
