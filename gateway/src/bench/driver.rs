@@ -265,29 +265,13 @@ async fn watch_inbox(
     let mut seen = HashMap::new();
     let mut done_at: Option<Instant> = None;
     loop {
-        let page = bank.inbox(after, INBOX_PAGE).await?;
-        if page.status.as_u16() != 200 {
-            return Err(BenchError::Setup(format!(
-                "inbox: HTTP {} {}",
-                page.status, page.body
-            )));
-        }
+        let entries = bank.inbox_entries(after, INBOX_PAGE).await?;
         let now = Instant::now();
-        let items = page
-            .body
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut last = None;
-        for item in &items {
-            if let Some(id) = item.get("exchangeId").and_then(Value::as_str) {
-                seen.entry(id.to_owned()).or_insert(now);
-            }
-            last = item.get("cursor").and_then(Value::as_u64).or(last);
+        for entry in &entries {
+            seen.entry(entry.exchange_id.clone()).or_insert(now);
         }
-        if last.is_some() {
-            after = last;
+        if let Some(last) = entries.last() {
+            after = Some(last.cursor);
         }
         if done.load(Ordering::Acquire) {
             let since = *done_at.get_or_insert_with(Instant::now);
@@ -298,7 +282,7 @@ async fn watch_inbox(
                 return Ok(InboxSeen { seen, cursor: after });
             }
         }
-        if items.is_empty() {
+        if entries.is_empty() {
             tokio::time::sleep(INBOX_POLL).await;
         }
     }

@@ -165,26 +165,9 @@ async fn exchange_all(cluster: &DevCluster, timeout: Duration) -> Result<Vec<Row
     let mut chains = std::collections::HashMap::new();
     for receiver in &banks {
         let verifier = cluster.chain_verifier(receiver).await?;
-        let page = receiver.inbox(None, 500).await?;
-        let items = page
-            .body
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut last = None;
-        for item in items {
-            let id = item
-                .get("exchangeId")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let links: Vec<String> = item
-                .get("chain")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            let verdict = match verifier.verify_chain(&links).await {
+        let entries = receiver.inbox_entries(None, 500).await?;
+        for entry in &entries {
+            let verdict = match verifier.verify_chain(&entry.chain).await {
                 Ok(chain) if chain.len() == 3 => Ok(chain
                     .links()
                     .iter()
@@ -194,10 +177,9 @@ async fn exchange_all(cluster: &DevCluster, timeout: Duration) -> Result<Vec<Row
                 Ok(chain) => Err(format!("{} links, expected 3", chain.len())),
                 Err(e) => Err(e.problem().to_string()),
             };
-            chains.insert(id, verdict);
-            last = item.get("cursor").and_then(Value::as_u64).or(last);
+            chains.insert(entry.exchange_id.clone(), verdict);
         }
-        if let Some(cursor) = last {
+        if let Some(cursor) = entries.last().map(|e| e.cursor) {
             receiver.ack(cursor).await?;
         }
     }

@@ -28,6 +28,32 @@ impl HttpAnswer {
     }
 }
 
+/// One inbox item as a credit bank consumes it.
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    pub cursor: u64,
+    pub exchange_id: String,
+    pub origin: String,
+    /// `[original, interchange, home]`; the last link is the home credential.
+    pub chain: Vec<String>,
+}
+
+impl InboxEntry {
+    fn from_json(item: &Value) -> Option<Self> {
+        Some(Self {
+            cursor: item.get("cursor")?.as_u64()?,
+            exchange_id: item.get("exchangeId")?.as_str()?.to_owned(),
+            origin: item.get("origin")?.as_str()?.to_owned(),
+            chain: item
+                .get("chain")?
+                .as_array()?
+                .iter()
+                .map(|l| l.as_str().map(str::to_owned))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
 /// How often [`CreditBank::wait_for_status`] asks; the API has no push.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -78,6 +104,36 @@ impl CreditBank {
             None => format!("/v1/inbox?limit={limit}"),
         };
         self.get(&path).await
+    }
+
+    /// One inbox page as typed entries; an error for any non-200 answer or
+    /// an item that does not have the SPEC §4 shape.
+    pub async fn inbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<InboxEntry>, DevFedError> {
+        let page = self.inbox(after, limit).await?;
+        if page.status != StatusCode::OK {
+            return Err(DevFedError::Client(format!(
+                "inbox: HTTP {} {}",
+                page.status, page.body
+            )));
+        }
+        let items = page
+            .body
+            .get("items")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        items
+            .iter()
+            .map(|item| {
+                InboxEntry::from_json(item).ok_or_else(|| {
+                    DevFedError::Client("inbox item without cursor, exchangeId, origin or chain".into())
+                })
+            })
+            .collect()
     }
 
     pub async fn ack(&self, up_to: u64) -> Result<HttpAnswer, DevFedError> {

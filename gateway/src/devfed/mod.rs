@@ -8,7 +8,7 @@
 mod client;
 mod fixtures;
 
-pub use client::{CreditBank, HttpAnswer};
+pub use client::{CreditBank, HttpAnswer, InboxEntry};
 pub use fixtures::{Fixture, FIXTURES};
 
 use crate::app::{start, RunningGateway, StartError};
