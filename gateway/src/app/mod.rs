@@ -34,6 +34,8 @@ const TLS_POLL: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("the task opening the store failed: {0}")]
+    StoreTask(String),
     #[error("cannot open store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("mapping table {path}: {reason}")]
@@ -95,10 +97,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // Opening runs migrations and fsyncs: keep it off the async workers.
     let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
         .await
-        .map_err(|e| StartError::DataDir {
-            path: "store open task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        .map_err(|e| StartError::StoreTask(e.to_string()))?;
     let store: Arc<dyn Store> = Arc::new(opened?);
     let table = load_table(&config)?;
 
@@ -109,6 +108,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     )?);
     local.signing_key()?;
     let mut pinned = HashMap::from([(config.member.clone(), local.federation_public())]);
+    // Per peer: its pinned federation key, and a client that accepts only
+    // that peer's gateway identity.
+    let mut peer_clients = BTreeMap::new();
     for (member, peer) in &config.peers {
         let key = VerifyingKey::load(&peer.federation_key).map_err(|e| StartError::PeerKey {
             member: member.clone(),
@@ -116,10 +118,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             reason: e.to_string(),
         })?;
         pinned.insert(member.clone(), key);
-    }
-
-    let mut peer_clients = BTreeMap::new();
-    for (member, peer) in &config.peers {
         let options = PeerClientOptions {
             request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
             expected_server: Some(ClientIdentity::new(member.clone(), Role::Gateway)),
