@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    super::serve::init_tracing_quiet();
+    super::init_tracing_quiet();
     let duration = match args.duration {
         None => None,
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),

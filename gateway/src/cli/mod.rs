@@ -65,3 +65,14 @@ pub fn fail(err: impl std::fmt::Display) -> ExitCode {
     eprintln!("bashu: error: {err}");
     ExitCode::from(1)
 }
+
+/// Logging for interactive commands: warnings and errors only, unless
+/// `RUST_LOG` asks for more.
+pub fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -38,7 +38,7 @@ impl Row {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    super::serve::init_tracing_quiet();
+    super::init_tracing_quiet();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
