@@ -12,7 +12,7 @@ use super::metrics::{ATTEMPTS, BREAKER_STATE, DEAD_LETTERED, OUTBOX_DEPTH, RETRI
 use super::{Clock, PeerAnswer, PeerClient, SendError};
 use crate::config::DeliveryConfig;
 use crate::pipeline::Envelope;
-use crate::store::{OutboxItem, Store, StoreError};
+use crate::store::{blocking, OutboxItem, Store, StoreError};
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -198,22 +198,9 @@ impl Supervisor {
     }
 }
 
-/// Store or runtime failure inside a peer task; logged, then retried.
-#[derive(Debug, thiserror::Error)]
-enum TaskError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("store call did not complete: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-async fn blocking<T, F>(store: Arc<dyn Store>, f: F) -> Result<T, TaskError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-{
-    Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
-}
+/// Store failure inside a peer task (including a store call that did not
+/// complete); logged, then retried.
+type TaskError = StoreError;
 
 /// Resolves once shutdown is requested or the sender is gone.
 async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {

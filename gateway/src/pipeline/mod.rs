@@ -135,25 +135,15 @@ impl GatewayService for Unwired {
     }
 }
 
-/// Runs a store call on the blocking pool. Store failures are logged with
-/// their cause and reported to the caller only as `unavailable`.
+/// [`crate::store::blocking`] with store failures turned into problems.
 async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, Problem>
 where
     T: Send + 'static,
     F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 {
-    let store = Arc::clone(store);
-    match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(store_problem(e)),
-        Err(e) => {
-            tracing::error!(error = %e, "store task failed");
-            Err(Problem::new(
-                ProblemType::Unavailable,
-                "store temporarily unavailable",
-            ))
-        }
-    }
+    crate::store::blocking(Arc::clone(store), f)
+        .await
+        .map_err(store_problem)
 }
 
 fn store_problem(e: StoreError) -> Problem {

@@ -31,6 +31,21 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
+/// Runs one store call on tokio's blocking pool: the store is synchronous
+/// and waits for fsyncs, which must not stall the async workers. A call
+/// that panicked or was cancelled is reported as [`StoreError::Task`].
+pub async fn blocking<T, F>(store: std::sync::Arc<dyn Store>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Task {
+            reason: e.to_string(),
+        })?
+}
+
 pub use types::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
     OutboxItem, UnknownStatus,
@@ -160,6 +175,9 @@ pub enum StoreError {
     InvalidInput { field: &'static str, reason: String },
     #[error("stored data is corrupt ({context}): {reason}")]
     Corrupt { context: &'static str, reason: String },
+    /// The blocking task running a store call panicked or was cancelled.
+    #[error("store call did not complete: {reason}")]
+    Task { reason: String },
     /// An fsync failed; the store refuses writes until the gateway restarts.
     #[error("store is not durable: {reason}")]
     Durability { reason: String },
