@@ -163,7 +163,7 @@ pub async fn run(
                     Ok(a) if a.status.as_u16() == 202 => {
                         let now = Instant::now();
                         log.latencies.push(now - t0);
-                        match a.body.get("exchangeId").and_then(Value::as_str) {
+                        match a.exchange_id() {
                             Some(id) => {
                                 log.accepted.push((id.to_owned(), now));
                                 accepted.fetch_add(1, Ordering::Relaxed);

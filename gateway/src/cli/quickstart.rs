@@ -133,12 +133,7 @@ async fn exchange_all(cluster: &DevCluster, timeout: Duration) -> Result<Vec<Row
         let credential = from.issue(subject)?;
         let t0 = Instant::now();
         let answer = from.submit(&credential, to).await?;
-        let id = answer
-            .body
-            .get("exchangeId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let id = answer.exchange_id().unwrap_or_default().to_owned();
         if answer.status.as_u16() != 202 || id.is_empty() {
             return Err(DevFedError::Client(format!(
                 "{} from {}: HTTP {} {}",

@@ -19,6 +19,11 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
+    /// The `exchangeId` member of the body (submissions, status documents, problems).
+    pub fn exchange_id(&self) -> Option<&str> {
+        self.body.get("exchangeId").and_then(Value::as_str)
+    }
+
     fn from_response(r: PeerResponse) -> Self {
         let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         Self {
