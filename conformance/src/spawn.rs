@@ -114,7 +114,7 @@ impl TargetControl for KeyStoreControl {
                 let key = store
                     .generate_issuer(Alg::Es256, now)
                     .map_err(|e| e.to_string())?;
-                store.revoke(key.kid()).map_err(|e| e.to_string())?;
+                store.revoke(key.kid(), now).map_err(|e| e.to_string())?;
                 Ok(key)
             })?;
             Jwk::from_map(key.private_jwk().clone()).map_err(|e| e.to_string())

@@ -4,6 +4,7 @@
 //! - [`problem`]: the fixed error catalogue shared by API, CLI and conformance.
 //! - [`jose`]: strict compact-JWS parsing, signing keys, signature checks.
 //! - [`credential`]: the VC 2.0 credential profile, translation credentials and chains.
+//! - [`mapping`]: the mapping tables this gateway holds, by id and version.
 //! - [`trust`]: signed trust key sets, the moka trust cache, the operator key store.
 //! - [`config`]: gateway configuration, parsed and validated once.
 //! - [`transport`]: mTLS server and client, client identity from SPIFFE SAN URIs.
@@ -25,6 +26,7 @@ pub mod delivery;
 pub mod devfed;
 pub mod devpki;
 pub mod jose;
+pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod problem;

@@ -449,7 +449,7 @@ async fn key_status_decides_whether_a_signature_counts() {
 
     // Revoked: never verifies.
     fed.clock.set_ms(T0 * 1000);
-    fed.member("cq").store.revoke(&kid).unwrap();
+    fed.member("cq").store.revoke(&kid, 1_000).unwrap();
     fed.republish("cq");
     fed.cache.refresh("cq").await.unwrap();
     let err = fed.verifier.verify(&jws).await.unwrap_err();

@@ -14,6 +14,7 @@ fn populate(db: &Path, items: u32) {
         let item = NewInboxItem {
             exchange_id: format!("ex-{n}"),
             origin: "sc".into(),
+            credential_id: format!("urn:uuid:orig-{n}"),
             received_at: datetime!(2026-11-25 03:00 UTC),
             chain: vec![format!("o-{n}"), format!("w-{n}"), format!("h-{n}")],
         };

@@ -52,6 +52,7 @@ fn new_inbox(n: u32) -> NewInboxItem {
     NewInboxItem {
         exchange_id: format!("in-{n}"),
         origin: "sc".into(),
+        credential_id: format!("urn:uuid:orig-{n}"),
         received_at: T0 + Duration::milliseconds(i64::from(n)),
         chain: vec![format!("o-{n}"), format!("w-{n}"), format!("h-{n}")],
     }

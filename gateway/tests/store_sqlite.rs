@@ -41,6 +41,7 @@ fn new_inbox(n: u32) -> NewInboxItem {
     NewInboxItem {
         exchange_id: format!("in-{n}"),
         origin: "sc".into(),
+        credential_id: format!("urn:uuid:orig-{n}"),
         received_at: T0 + Duration::seconds(i64::from(n)),
         chain: vec![format!("orig-{n}"), format!("wfs-{n}"), format!("home-{n}")],
     }
@@ -355,6 +356,49 @@ fn insert_inbox_is_idempotent_by_exchange_id() {
     assert_eq!(store.inbox_page(None, 10).unwrap().len(), 1);
 }
 
+/// SPEC v1.1 §4: the inbox is keyed by `(origin, original credential id)`
+/// too, and never takes an exchange id this gateway issued itself.
+#[test]
+fn insert_inbox_refuses_a_known_original_or_an_own_exchange_id() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    created(store.insert_inbox(new_inbox(1)).unwrap());
+
+    // Same original, same origin, new exchange id: conflict, no second item.
+    let mut replayed = new_inbox(1);
+    replayed.exchange_id = "in-1-again".into();
+    assert_eq!(
+        store.insert_inbox(replayed).unwrap(),
+        Inserted::Conflict {
+            existing_exchange_id: "in-1".into()
+        }
+    );
+    // The same credential id from another origin is another credential.
+    let mut elsewhere = new_inbox(1);
+    elsewhere.exchange_id = "in-1-gz".into();
+    elsewhere.origin = "gz".into();
+    created(store.insert_inbox(elsewhere).unwrap());
+
+    // An envelope reusing the id of our own outgoing exchange.
+    let own = new_exchange(7, "sc");
+    created(store.insert_exchange(own).unwrap());
+    let mut squatting = new_inbox(2);
+    squatting.exchange_id = "ex-7".into();
+    assert_eq!(
+        store.insert_inbox(squatting).unwrap(),
+        Inserted::Conflict {
+            existing_exchange_id: "ex-7".into()
+        }
+    );
+    let ids: Vec<String> = store
+        .inbox_page(Some(0), 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.exchange_id)
+        .collect();
+    assert_eq!(ids, ["in-1", "in-1-gz"]);
+}
+
 #[test]
 fn concurrent_inserts_store_each_exchange_exactly_once() {
     let fx = Fixture::new();
@@ -423,7 +467,10 @@ fn reopen_keeps_everything_and_migrations_are_idempotent() {
     };
     for _ in 0..2 {
         let store = fx.open();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(
+            store.schema_version().unwrap(),
+            i64::try_from(SqliteStore::SCHEMA_VERSION).unwrap()
+        );
         assert_eq!(store.list_exchanges(None, 100).unwrap(), exchanges);
         assert_eq!(store.inbox_page(Some(0), 100).unwrap(), inbox);
         assert_eq!(store.acked_up_to().unwrap(), 2);

@@ -49,7 +49,7 @@ fn lifecycle_next_active_retiring_revoked() {
         s.promote(&k1, T0, 0),
         Err(KeyStoreError::InvalidTransition { .. })
     ));
-    s.revoke(&k1).unwrap();
+    s.revoke(&k1, 1_000).unwrap();
     assert!(matches!(
         s.retire(&k1, T0),
         Err(KeyStoreError::InvalidTransition { .. })
@@ -258,7 +258,7 @@ fn revoking_the_active_key_fails_closed() {
     let clock = Arc::new(ManualClock::at_secs(T0));
     let local = LocalKeys::open_with_clock(&f.store, &f.fed, 600, clock.clone()).unwrap();
     let kid = local.signing_key().unwrap().kid().to_owned();
-    edit(&f.store, |s| s.revoke(&kid).unwrap());
+    edit(&f.store, |s| s.revoke(&kid, 1_000).unwrap());
     clock.advance_ms(1000);
     assert!(matches!(
         local.signing_key(),

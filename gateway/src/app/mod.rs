@@ -16,6 +16,8 @@ use crate::jose::VerifyingKey;
 use crate::pipeline::{GatewayService, Pipeline};
 use crate::store::{db_path, SqliteStore, Store};
 use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
+use crate::mapping::MappingTables;
+use crate::trust::local::{sync_own_keys, watch_own_keys, OWN_KEYS_POLL};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
 use std::collections::{BTreeMap, HashMap};
@@ -38,8 +40,8 @@ pub enum StartError {
     StoreTask(String),
     #[error("cannot open store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("mapping table {path}: {reason}")]
-    MappingTable { path: String, reason: String },
+    #[error(transparent)]
+    MappingTable(#[from] crate::mapping::TablesError),
     #[error("home framework {framework:?} is not covered by mapping table {table}")]
     FrameworkNotInTable { framework: String, table: String },
     #[error("trust keys: {0}")]
@@ -99,7 +101,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         .await
         .map_err(|e| StartError::StoreTask(e.to_string()))?;
     let store: Arc<dyn Store> = Arc::new(opened?);
-    let table = load_table(&config)?;
+    let (table, tables) = load_tables(&config)?;
 
     let local = Arc::new(LocalKeys::open(
         &config.trust.keystore,
@@ -142,7 +144,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         TrustCache::new(TrustCacheConfig::from(&config.trust), pinned, Arc::new(fetcher))
             .with_seq_marks(marks)?,
     );
-    let verifier = Verifier::new(cache, config.trust.clock_skew_secs);
+    // Own revocations apply before the first request is served.
+    sync_own_keys(&config.member, &local, &cache).await;
+    let verifier = Verifier::new(cache.clone(), config.trust.clock_skew_secs).with_tables(Arc::new(tables));
 
     let worker = DeliveryWorker::new(
         store.clone(),
@@ -157,7 +161,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         peers: config.peers.keys().cloned().collect(),
         table,
         verifier,
-        local,
+        local: local.clone(),
         store,
         delivery: worker.notifier(),
         clock: Arc::new(SystemClock),
@@ -188,6 +192,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         crate::metrics::ready_probe(pipeline.clone()),
         rx.clone(),
     ));
+    tasks.spawn(watch_own_keys(local, cache, OWN_KEYS_POLL, rx.clone()));
     tasks.spawn(worker.run(rx));
     tracing::info!(member = %config.member, api = %api_addr, metrics = %metrics_addr, "gateway started");
     Ok(RunningGateway {
@@ -200,13 +205,17 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     })
 }
 
-fn load_table(config: &Config) -> Result<MappingTable, StartError> {
+/// This member's home table, and every table translations from peers are
+/// recomputed with: the reference table, the home table and
+/// `[mapping] tables`.
+fn load_tables(config: &Config) -> Result<(MappingTable, MappingTables), StartError> {
+    let mut tables = MappingTables::reference();
+    for path in &config.mapping.tables {
+        tables.load_file(path)?;
+    }
     let table = match &config.mapping.table {
         None => MappingTable::reference(),
-        Some(path) => crate::cli::map::load_table(path).map_err(|reason| StartError::MappingTable {
-            path: path.display().to_string(),
-            reason,
-        })?,
+        Some(path) => tables.load_file(path)?,
     };
     if table.framework(&config.framework).is_none() {
         return Err(StartError::FrameworkNotInTable {
@@ -214,7 +223,7 @@ fn load_table(config: &Config) -> Result<MappingTable, StartError> {
             table: table.id().to_owned(),
         });
     }
-    Ok(table)
+    Ok((table, tables))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -235,7 +235,7 @@ fn execute(args: Args) -> Result<(), Failure> {
         }
         KeysCommand::Revoke { kid } => {
             let mut store = KeyStore::load(&paths.keystore)?;
-            store.revoke(&kid)?;
+            store.revoke(&kid, now())?;
             store.save(&paths.keystore)?;
             eprintln!("revoked {kid}");
         }

@@ -60,15 +60,9 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Reads a table file; the gateway's `[mapping] table` uses the same rule.
+/// Reads a table file, by the same rule as the gateway's `[mapping]` tables.
 pub fn load_table(path: &std::path::Path) -> Result<MappingTable, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let parsed = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
-        MappingTable::from_json_str(&text)
-    } else {
-        MappingTable::from_toml_str(&text)
-    };
-    parsed.map_err(|e| e.to_string())
+    crate::mapping::read_table(path).map_err(|e| e.to_string())
 }
 
 /// Translates every line of `input` into one line of `output`. Only I/O

@@ -124,8 +124,13 @@ pub struct TrustConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingConfig {
-    /// A mapping table file replacing the embedded reference table.
+    /// A mapping table file replacing the embedded reference table as this
+    /// member's home ↔ interchange table.
     pub table: Option<PathBuf>,
+    /// Further tables (other members' home frameworks, older versions)
+    /// that translations received from peers are recomputed with (SPEC §3).
+    #[serde(default)]
+    pub tables: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +275,7 @@ impl Config {
         if let Some(t) = self.mapping.table.as_mut() {
             abs(t);
         }
+        self.mapping.tables.iter_mut().for_each(abs);
         for peer in self.peers.values_mut() {
             abs(&mut peer.federation_key);
         }

@@ -152,6 +152,9 @@ pub(super) fn check_files(cfg: &Config) -> Result<(), ConfigError> {
     }
     readable("trust.keystore", &cfg.trust.keystore)?;
     readable("trust.federation_key", &cfg.trust.federation_key)?;
+    for table in &cfg.mapping.tables {
+        readable("mapping.tables", table)?;
+    }
     if let Some(table) = &cfg.mapping.table {
         readable("mapping.table", table)?;
     }

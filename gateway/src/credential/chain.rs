@@ -2,7 +2,7 @@
 //! own, and every translation names its predecessor by id and by the
 //! SHA-256 of its exact JWS bytes.
 
-use super::{CredentialError, VerifiedCredential, Verifier};
+use super::{recompute, CredentialError, VerifiedCredential, Verifier};
 use crate::trust::KeyRole;
 use std::collections::HashSet;
 
@@ -47,13 +47,22 @@ impl VerifiedChain {
 impl Verifier {
     /// Verifies `chain` link by link. The original must be a credit-bank
     /// credential; every later link a gateway translation whose evidence
-    /// names the previous link's id and digest and a mapping table; the
-    /// first translation is signed by the origin member's gateway; the
-    /// learner id never changes; no credential appears twice.
+    /// names the previous link's id and digest and a mapping table, and
+    /// whose record equals the translation recomputed from the previous
+    /// link with that table; the first translation is signed by the origin
+    /// member's gateway; the learner id never changes; no credential appears
+    /// twice. An original signed by a key revoked (or retired) since is
+    /// accepted only if the interchange attests it was verified before.
     pub async fn verify_chain(&self, chain: &[String]) -> Result<VerifiedChain, CredentialError> {
         let broken = |index: usize, reason: &str| CredentialError::ChainBroken {
             index,
             reason: reason.to_owned(),
+        };
+        let in_link = |index: usize| {
+            move |e: CredentialError| CredentialError::ChainLink {
+                index,
+                source: Box::new(e),
+            }
         };
         if chain.is_empty() {
             return Err(broken(0, "empty chain"));
@@ -62,12 +71,16 @@ impl Verifier {
             return Err(broken(MAX_CHAIN_LEN, "chain too long"));
         }
         let mut links: Vec<VerifiedCredential> = Vec::with_capacity(chain.len());
+        let mut superseded = None;
         let mut ids = HashSet::new();
         for (index, jws) in chain.iter().enumerate() {
-            let link = self.verify(jws).await.map_err(|e| CredentialError::ChainLink {
-                index,
-                source: Box::new(e),
-            })?;
+            let link = if index == 0 {
+                let (link, s) = self.verify_allowing_superseded(jws).await.map_err(in_link(0))?;
+                superseded = s;
+                link
+            } else {
+                self.verify(jws).await.map_err(in_link(index))?
+            };
             if !ids.insert(link.id().to_owned()) {
                 return Err(broken(index, "credential id repeated in the chain"));
             }
@@ -77,9 +90,23 @@ impl Verifier {
                         return Err(broken(index, "the first link must be a credit-bank credential"));
                     }
                 }
-                Some(prev) => check_link(index, prev, &link, &links[0])?,
+                Some(prev) => {
+                    check_link(index, prev, &link, &links[0])?;
+                    recompute::check(index, prev, &link, self.tables())?;
+                }
             }
             links.push(link);
+        }
+        if let Some(s) = superseded {
+            // The interchange is the origin gateway's signed attestation of
+            // when it verified the original (SPEC §2).
+            let attested = links
+                .get(1)
+                .and_then(VerifiedCredential::evidence)
+                .and_then(|e| e.verified_at);
+            if !attested.is_some_and(|t| t < s.since) {
+                return Err(in_link(0)(s.into_error(links[0].issuer())));
+            }
         }
         Ok(VerifiedChain { links })
     }

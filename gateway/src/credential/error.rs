@@ -26,6 +26,12 @@ pub enum CredentialError {
     NotYetValid(String),
     #[error("chain link {index}: {reason}")]
     ChainBroken { index: usize, reason: String },
+    #[error("chain link {index}: mapping table {table_id} {version} is not installed here")]
+    MappingVersionUnknown {
+        index: usize,
+        table_id: String,
+        version: String,
+    },
     #[error("chain link {index}: {source}")]
     ChainLink {
         index: usize,
@@ -39,8 +45,8 @@ impl CredentialError {
     ///
     /// A link of a chain that fails on its own is reported as
     /// `chain-broken` (the chain is what was submitted), except when the
-    /// cause is transient (`unavailable`): then the sender should retry
-    /// rather than give up.
+    /// cause is transient (`unavailable`: the sender should retry rather
+    /// than give up) or a revoked key (`revoked-key`, SPEC §2).
     pub fn kind(&self) -> ProblemType {
         match self {
             CredentialError::Jose(e) => e.problem_type(),
@@ -51,8 +57,9 @@ impl CredentialError {
             CredentialError::Expired(_) => ProblemType::CredentialExpired,
             CredentialError::NotYetValid(_) => ProblemType::CredentialNotYetValid,
             CredentialError::ChainBroken { .. } => ProblemType::ChainBroken,
+            CredentialError::MappingVersionUnknown { .. } => ProblemType::MappingVersionUnknown,
             CredentialError::ChainLink { source, .. } => match source.kind() {
-                ProblemType::Unavailable => ProblemType::Unavailable,
+                kind @ (ProblemType::Unavailable | ProblemType::RevokedKey) => kind,
                 _ => ProblemType::ChainBroken,
             },
         }

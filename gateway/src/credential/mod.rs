@@ -7,8 +7,10 @@
 //! - [`verify`]: `Verifier` and `VerifiedCredential`.
 //! - [`translation`]: translation credentials and their `evidence`.
 //! - [`chain`]: link-by-link chain verification.
+//! - [`recompute`]: verifiable translations: a link must equal its recomputation.
 
 mod chain;
+mod recompute;
 mod error;
 pub mod issuer;
 pub mod profile;

@@ -207,3 +207,8 @@ fn parse_time(payload: &Map<String, Value>, field: &str) -> Result<Option<Offset
         Some(_) => Err(CredentialError::schema(format!("{field} must be a string"))),
     }
 }
+
+/// An RFC 3339 date-time, as every time in the profile is written.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}

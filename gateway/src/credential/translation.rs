@@ -8,9 +8,15 @@
 //!   "predecessorId": "urn:uuid:…",
 //!   "predecessorSha256": "<64 lowercase hex digits: SHA-256 of the predecessor's compact JWS>",
 //!   "mappingTableId": "cqf-wfs-ref",
-//!   "mappingTableVersion": "1.0.0"
+//!   "mappingTableVersion": "1.0.0",
+//!   "verifiedAt": "2026-11-28T10:00:00Z"
 //! }]
 //! ```
+//!
+//! `verifiedAt` (SPEC v1.1 §2) is when the issuing gateway verified the
+//! predecessor. It is the gateway's signed attestation that lets a receiver
+//! keep accepting an exchange whose original was signed by a key revoked
+//! *after* that moment. v1 translations lack it; they then get no such grace.
 
 use super::profile::{self, TYPE_LEARNING, TYPE_TRANSLATED, TYPE_VC};
 use super::verify::hex;
@@ -30,17 +36,26 @@ pub struct TranslationEvidence {
     pub predecessor_sha256: [u8; 32],
     pub table_id: String,
     pub table_version: String,
+    /// When the issuing gateway verified the predecessor (Unix seconds).
+    pub verified_at: Option<i64>,
 }
 
 impl TranslationEvidence {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "type": ["Evidence", EVIDENCE_TYPE],
             "predecessorId": self.predecessor_id,
             "predecessorSha256": hex(&self.predecessor_sha256),
             "mappingTableId": self.table_id,
             "mappingTableVersion": self.table_version,
-        })
+        });
+        let at = self
+            .verified_at
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+        if let (Some(at), Some(obj)) = (at, v.as_object_mut()) {
+            obj.insert("verifiedAt".into(), profile::format_time(at).into());
+        }
+        v
     }
 
     /// Extracts the single `TranslationEvidence` entry of a payload.
@@ -71,11 +86,21 @@ impl TranslationEvidence {
         let predecessor_sha256 = parse_hex32(&digest_hex).ok_or_else(|| {
             CredentialError::schema("evidence.predecessorSha256 must be 64 lowercase hex digits")
         })?;
+        let verified_at = match e.get("verifiedAt") {
+            None => None,
+            Some(Value::String(t)) => Some(
+                profile::parse_rfc3339(t)
+                    .ok_or_else(|| CredentialError::schema("evidence.verifiedAt is not an RFC 3339 time"))?
+                    .unix_timestamp(),
+            ),
+            Some(_) => return Err(CredentialError::schema("evidence.verifiedAt must be a string")),
+        };
         Ok(Self {
             predecessor_id: text("predecessorId")?,
             predecessor_sha256,
             table_id: text("mappingTableId")?,
             table_version: text("mappingTableVersion")?,
+            verified_at,
         })
     }
 }
@@ -117,6 +142,7 @@ pub fn issue_translation(
 
 /// Issues a translation credential of `pred`, valid from `now` until the
 /// predecessor's `validUntil` (a translation never outlives its source).
+/// Its evidence attests when `pred` was verified ([`VerifiedCredential::verified_at`]).
 /// `issuer` must be a gateway; `subject` is the translated record and must
 /// keep the learner `id`.
 pub fn issue_translation_at(
@@ -138,6 +164,7 @@ pub fn issue_translation_at(
         predecessor_sha256: pred.digest(),
         table_id: table_id.to_owned(),
         table_version: table_version.to_owned(),
+        verified_at: Some(pred.verified_at().unix_timestamp()),
     };
     let mut vc = profile::new_learning_credential(issuer, subject, now, pred.valid_until());
     if let Some(obj) = vc.as_object_mut() {

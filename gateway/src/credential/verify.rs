@@ -4,7 +4,8 @@ use super::profile::{self, Profile};
 use super::translation::TranslationEvidence;
 use super::{CredentialError, IssuerId};
 use crate::jose::{self, json_strict, HeaderPolicy};
-use crate::trust::{LookupError, TrustCache, TrustKey};
+use crate::mapping::MappingTables;
+use crate::trust::{KeyUnusable, LookupError, TrustCache, TrustKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use time::OffsetDateTime;
 pub struct Verifier {
     cache: Arc<TrustCache>,
     skew_secs: i64,
+    /// Tables translation links are recomputed with (SPEC §3).
+    tables: Arc<MappingTables>,
 }
 
 /// A credential whose signature, issuer, key status, profile and validity
@@ -33,6 +36,7 @@ pub struct VerifiedCredential {
     evidence: Option<TranslationEvidence>,
     valid_from: OffsetDateTime,
     valid_until: Option<OffsetDateTime>,
+    verified_at: OffsetDateTime,
 }
 
 impl std::fmt::Debug for VerifiedCredential {
@@ -104,6 +108,12 @@ impl VerifiedCredential {
     pub fn valid_until(&self) -> Option<OffsetDateTime> {
         self.valid_until
     }
+
+    /// When this gateway verified it (the verifier's clock). A translation
+    /// of it attests this moment as `verifiedAt`.
+    pub fn verified_at(&self) -> OffsetDateTime {
+        self.verified_at
+    }
 }
 
 impl Verifier {
@@ -113,11 +123,24 @@ impl Verifier {
         Self {
             cache,
             skew_secs: i64::try_from(clock_skew_secs).unwrap_or(60).min(60),
+            tables: Arc::new(MappingTables::reference()),
         }
+    }
+
+    /// Recompute translation links with `tables` instead of only the
+    /// bundled reference table.
+    pub fn with_tables(mut self, tables: Arc<MappingTables>) -> Self {
+        self.tables = tables;
+        self
     }
 
     pub fn cache(&self) -> &Arc<TrustCache> {
         &self.cache
+    }
+
+    /// The mapping tables translations are recomputed with.
+    pub fn tables(&self) -> &Arc<MappingTables> {
+        &self.tables
     }
 
     /// Verifies one credential. The order of checks is part of the contract
@@ -125,6 +148,31 @@ impl Verifier {
     /// header (`jose`), payload JSON, issuer, key lookup and role, signature,
     /// profile, validity period.
     pub async fn verify(&self, jws: &str) -> Result<VerifiedCredential, CredentialError> {
+        let (vc, superseded) = self.verify_inner(jws, false).await?;
+        match superseded {
+            None => Ok(vc),
+            // Unreachable: without the allowance the key lookup refuses such
+            // keys. Kept as a refusal so the type system need not trust that.
+            Some(s) => Err(s.into_error(vc.issuer())),
+        }
+    }
+
+    /// Like [`Self::verify`], but a signature by a key that has since been
+    /// revoked or retired still verifies, and the result says so. Only chain
+    /// verification uses this, and only for the original, whose acceptance
+    /// then depends on the origin gateway's `verifiedAt` (SPEC §2).
+    pub(crate) async fn verify_allowing_superseded(
+        &self,
+        jws: &str,
+    ) -> Result<(VerifiedCredential, Option<Superseded>), CredentialError> {
+        self.verify_inner(jws, true).await
+    }
+
+    async fn verify_inner(
+        &self,
+        jws: &str,
+        allow_superseded: bool,
+    ) -> Result<(VerifiedCredential, Option<Superseded>), CredentialError> {
         let parsed = jose::parse_compact(jws, HeaderPolicy::CREDENTIAL)?;
         let payload = json_strict::parse(parsed.payload())?;
         let obj = payload
@@ -132,7 +180,7 @@ impl Verifier {
             .ok_or_else(|| CredentialError::schema("credential must be a JSON object"))?;
         let issuer = profile::issuer_of(obj)?;
         let kid = parsed.header().kid();
-        let key = self.key_for(&issuer, kid).await?;
+        let (key, unusable) = self.key_for(&issuer, kid, allow_superseded).await?;
         parsed.verify_signature(&key.key)?;
         let Profile {
             id,
@@ -147,7 +195,13 @@ impl Verifier {
             None
         };
         self.check_period(valid_from, valid_until)?;
-        Ok(VerifiedCredential {
+        let superseded = unusable.map(|reason| Superseded {
+            kid: kid.to_owned(),
+            reason,
+            since: key.unusable_since().unwrap_or(i64::MIN),
+        });
+        let now = self.cache.clock().now_secs();
+        let vc = VerifiedCredential {
             jws: jws.to_owned(),
             digest: sha256(jws.as_bytes()),
             issuer,
@@ -157,16 +211,30 @@ impl Verifier {
             evidence,
             valid_from,
             valid_until,
-        })
+            verified_at: OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        };
+        Ok((vc, superseded))
     }
 
     /// The key `kid` of the issuer's member, whose role must be the
     /// issuer's. A kid that the cache only knows under another member (or
-    /// role) is an issuer mismatch, not an unknown key.
-    async fn key_for(&self, issuer: &IssuerId, kid: &str) -> Result<Arc<TrustKey>, CredentialError> {
-        match self.cache.key(issuer.member(), kid).await {
-            Ok(key) if key.role == issuer.role() => Ok(key),
-            Ok(key) => Err(CredentialError::IssuerMismatch(format!(
+    /// role) is an issuer mismatch, not an unknown key. With
+    /// `allow_superseded`, a revoked or retired key is returned with the
+    /// reason instead of refused.
+    async fn key_for(
+        &self,
+        issuer: &IssuerId,
+        kid: &str,
+        allow_superseded: bool,
+    ) -> Result<(Arc<TrustKey>, Option<KeyUnusable>), CredentialError> {
+        let found = if allow_superseded {
+            self.cache.key_with_status(issuer.member(), kid).await
+        } else {
+            self.cache.key(issuer.member(), kid).await.map(|k| (k, None))
+        };
+        match found {
+            Ok((key, unusable)) if key.role == issuer.role() => Ok((key, unusable)),
+            Ok((key, _)) => Err(CredentialError::IssuerMismatch(format!(
                 "key {kid} has role {} but the issuer is {issuer}",
                 key.role
             ))),
@@ -199,6 +267,27 @@ impl Verifier {
             }
         }
         Ok(())
+    }
+}
+
+/// A credential verified with a key that no longer verifies new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Superseded {
+    pub kid: String,
+    pub reason: KeyUnusable,
+    /// Unix seconds from which the key stopped counting (`revoked_at`,
+    /// `retire_after`).
+    pub since: i64,
+}
+
+impl Superseded {
+    /// The refusal when no gateway attests verification before `since`.
+    pub fn into_error(self, issuer: &IssuerId) -> CredentialError {
+        CredentialError::Key(LookupError::Unusable {
+            member: issuer.member().to_owned(),
+            kid: self.kid,
+            reason: self.reason,
+        })
     }
 }
 

@@ -179,7 +179,7 @@ impl Pipeline {
                     created: false,
                 })
             } else {
-                Err(conflict(item.exchange_id))
+                Err(receive_conflict(item.exchange_id))
             };
         }
 
@@ -202,6 +202,7 @@ impl Pipeline {
         let new = NewInboxItem {
             exchange_id: env.exchange_id,
             origin: env.origin,
+            credential_id: chain.original().id().to_owned(),
             received_at: self.clock.now(),
             chain: links,
         };
@@ -218,7 +219,7 @@ impl Pipeline {
                 exchange_id: item.exchange_id,
                 created: false,
             }),
-            Inserted::Conflict { existing_exchange_id } => Err(conflict(existing_exchange_id)),
+            Inserted::Conflict { existing_exchange_id } => Err(receive_conflict(existing_exchange_id)),
         }
     }
 
@@ -282,6 +283,17 @@ fn conflict(exchange_id: String) -> Problem {
     Problem::new(
         ProblemType::DuplicateConflict,
         "this credential id was already submitted with different content",
+    )
+    .with_exchange(exchange_id)
+}
+
+/// An envelope that collides with what the inbox (or our own outbox)
+/// already holds: another original under its exchangeId, its original under
+/// another exchangeId, or an exchangeId this gateway issued itself.
+fn receive_conflict(exchange_id: String) -> Problem {
+    Problem::new(
+        ProblemType::DuplicateConflict,
+        "the envelope's exchangeId or original credential is already held here under a different exchange",
     )
     .with_exchange(exchange_id)
 }

@@ -78,6 +78,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     INSERT INTO audit_head (id, seq, hash)
         VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
     "#,
+    // 2: the receiver's inbox is also keyed by the original credential
+    // (SPEC v1.1 §4): the same original from one origin enters it once,
+    // whatever exchangeId it comes under. Rows stored before this version
+    // keep NULL here and are not covered (NULLs never collide).
+    r#"
+    ALTER TABLE inbox ADD COLUMN credential_id TEXT;
+    CREATE UNIQUE INDEX inbox_by_original ON inbox (origin, credential_id);
+    "#,
 ];
 
 /// Applies every migration the database has not seen yet. Safe to call on

@@ -113,7 +113,9 @@ pub trait Store: Send + Sync {
     /// Stores a received envelope. Idempotent by `exchange_id`: the same
     /// origin and original credential again yield `Existing` (the home link
     /// is re-signed on every receipt, so it is not compared); anything else
-    /// is a `Conflict`.
+    /// is a `Conflict`. Also a `Conflict`: the same `(origin,
+    /// credential_id)` under another exchange id, and an exchange id this
+    /// gateway issued for one of its own outgoing exchanges.
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError>;
 
     fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError>;

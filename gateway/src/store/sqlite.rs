@@ -91,6 +91,9 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The schema version this binary migrates to (the number of migrations).
+    pub const SCHEMA_VERSION: usize = migrations::MIGRATIONS.len();
+
     /// The schema version (number of migrations applied).
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         migrations::schema_version(&lock(&self.reader))
@@ -720,6 +723,7 @@ impl Store for SqliteStore {
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
         require(!new.exchange_id.is_empty(), "exchange_id", "empty")?;
         require(!new.origin.is_empty(), "origin", "empty")?;
+        require(!new.credential_id.is_empty(), "credential_id", "empty")?;
         require(!new.chain.is_empty(), "chain", "empty")?;
         let at = nanos(new.received_at, "received_at")?;
         let chain = chain_json(&new.chain)?;
@@ -734,9 +738,32 @@ impl Store for SqliteStore {
                     }
                 });
             }
+            // The same original under another exchangeId: never a second item.
+            let by_original: Option<String> = tx
+                .query_row(
+                    "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
+                    params![new.origin, new.credential_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sqlite("reading an inbox item"))?;
+            // An id this gateway issued for its own outgoing exchange: taking
+            // it would make `GET /v1/exchanges/{id}` and the inbox disagree.
+            let own: Option<String> = tx
+                .query_row(
+                    "SELECT exchange_id FROM exchanges WHERE exchange_id = ?1",
+                    params![new.exchange_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sqlite("reading an exchange"))?;
+            if let Some(existing_exchange_id) = by_original.or(own) {
+                return Ok(Inserted::Conflict { existing_exchange_id });
+            }
             tx.execute(
-                "INSERT INTO inbox (exchange_id, origin, received_at, chain) VALUES (?1, ?2, ?3, ?4)",
-                params![new.exchange_id, new.origin, at, chain],
+                "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![new.exchange_id, new.origin, new.credential_id, at, chain],
             )
             .map_err(sqlite("inserting an inbox item"))?;
             let cursor = tx.last_insert_rowid();

@@ -199,6 +199,9 @@ pub struct OutboxItem {
 pub struct NewInboxItem {
     pub exchange_id: String,
     pub origin: String,
+    /// `id` of the original credential (first link): the inbox holds each
+    /// original of an origin at most once.
+    pub credential_id: String,
     pub received_at: OffsetDateTime,
     /// `[original, interchange, home]`; the last link is the credential the
     /// credit bank receives.

@@ -24,6 +24,7 @@
 use super::clock::{Clock, SystemClock};
 use super::fetch::{FetchError, KeySetFetcher};
 use super::keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
+use super::KeyStatus;
 use super::marks::{SeqMarks, SeqMarksError};
 use super::metrics::{self, FetchOutcome};
 use crate::config::TrustConfig;
@@ -146,6 +147,32 @@ struct Slot {
     /// background refreshes.
     last_attempt_ms: AtomicI64,
     refreshing: AtomicBool,
+    /// Local revocations (kid → `revoked_at`), see
+    /// [`TrustCache::set_local_revocations`]. Read on every lookup, written
+    /// rarely: a read lock and an `Arc` clone.
+    revoked: std::sync::RwLock<Arc<HashMap<String, i64>>>,
+}
+
+impl Slot {
+    /// `key` with a local revocation applied, if there is one and the
+    /// published key is not already revoked at least as early.
+    fn overlay(&self, key: Arc<TrustKey>) -> Arc<TrustKey> {
+        let overlay = self
+            .revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(&at) = overlay.get(&key.kid) else {
+            return key;
+        };
+        if key.status == KeyStatus::Revoked && key.revoked_at.is_some_and(|t| t <= at) {
+            return key;
+        }
+        let mut revoked = (*key).clone();
+        revoked.status = KeyStatus::Revoked;
+        revoked.revoked_at = Some(revoked.revoked_at.map_or(at, |t| t.min(at)));
+        Arc::new(revoked)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -325,18 +352,69 @@ impl TrustCache {
 
     /// The key `kid` of `member`, if it exists and verifies now.
     pub async fn key(&self, member: &str, kid: &str) -> Result<Arc<TrustKey>, LookupError> {
+        let key = self.find(member, kid).await?;
+        self.inner.usable(member, &key, self.inner.clock.now_ms())
+    }
+
+    /// The key `kid` of `member` even if it no longer verifies new
+    /// credentials, with the reason it does not (`None` if it does). For the
+    /// one caller that may still honour it: a chain whose origin gateway
+    /// attests it verified the original before the key was revoked or
+    /// retired (SPEC §2). A key that is not valid *yet* is refused here too.
+    pub async fn key_with_status(
+        &self,
+        member: &str,
+        kid: &str,
+    ) -> Result<(Arc<TrustKey>, Option<KeyUnusable>), LookupError> {
+        let key = self.find(member, kid).await?;
+        match self.inner.usable(member, &key, self.inner.clock.now_ms()) {
+            Ok(k) => Ok((k, None)),
+            Err(LookupError::Unusable {
+                reason: reason @ (KeyUnusable::Revoked | KeyUnusable::Retired { .. }),
+                ..
+            }) => Ok((key, Some(reason))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks keys of `member` revoked locally, whatever its published set
+    /// says (kid → `revoked_at`). The gateway feeds its own member's
+    /// revocations here straight from the key store, so a revocation bites
+    /// at once even before (or without, when the federation key is offline)
+    /// a new signed set. Replaces the previous overlay of `member`.
+    pub fn set_local_revocations(&self, member: &str, revoked: HashMap<String, i64>) {
+        if let Some(slot) = self.inner.slots.get(member) {
+            let mut overlay = slot.revoked.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *overlay = Arc::new(revoked);
+        }
+    }
+
+    /// `seq` of the set currently cached for `member` (no I/O).
+    pub async fn cached_seq(&self, member: &str) -> Option<u64> {
+        self.inner.sets.get(member).await.map(|c| c.set.seq)
+    }
+
+    /// The key `kid` of `member` as published (with any local revocation
+    /// applied), whether or not it verifies now.
+    async fn find(&self, member: &str, kid: &str) -> Result<Arc<TrustKey>, LookupError> {
         let inner = &self.inner;
         let slot = inner
             .slots
             .get(member)
             .ok_or_else(|| LookupError::UnknownMember(member.to_owned()))?;
+        let found = self.find_in(member, slot, kid).await?;
+        Ok(slot.overlay(found))
+    }
+
+    async fn find_in(&self, member: &str, slot: &Slot, kid: &str) -> Result<Arc<TrustKey>, LookupError> {
+        let inner = &self.inner;
         // Captured before looking: a fetch that completes after this point is
         // at least as fresh as anything we could start, so we share it.
         let seen = slot.attempts.load(Ordering::Acquire);
         let now = inner.clock.now_ms();
         let cached = self.current(member, slot, now).await?;
         if let Some(k) = cached.by_kid.get(kid) {
-            return inner.usable(member, k, now);
+            return Ok(k.clone());
         }
         let neg_key = negative_key(member, kid);
         if let Some(neg) = inner.negative.get(&neg_key).await {
@@ -359,7 +437,7 @@ impl TrustCache {
             }
         };
         match latest.by_kid.get(kid) {
-            Some(k) => inner.usable(member, k, now),
+            Some(k) => Ok(k.clone()),
             None => {
                 let ttl_ms =
                     i64::try_from(inner.cfg.negative_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);

@@ -28,6 +28,9 @@ pub struct TrustKey {
     pub nbf: i64,
     /// For `retiring` keys: Unix seconds after which the key no longer verifies.
     pub retire_after: Option<i64>,
+    /// For `revoked` keys: Unix seconds of the revocation (SPEC §2). A revoked
+    /// key without it (a v1 publisher) counts as revoked since forever.
+    pub revoked_at: Option<i64>,
     pub key: VerifyingKey,
 }
 
@@ -81,7 +84,23 @@ impl TrustKey {
             "retire_after".into(),
             self.retire_after.map_or(Value::Null, Value::from),
         );
+        if let Some(at) = self.revoked_at {
+            m.insert("revoked_at".into(), at.into());
+        }
         m
+    }
+
+    /// The moment from which this key no longer verifies anything new:
+    /// `revoked_at` for revoked keys (the distant past when a v1 publisher
+    /// left it out), `retire_after` for retiring keys, `None` otherwise.
+    /// An exchange the origin gateway attests it verified before this moment
+    /// stays accepted (SPEC §2).
+    pub fn unusable_since(&self) -> Option<i64> {
+        match self.status {
+            KeyStatus::Revoked => Some(self.revoked_at.unwrap_or(i64::MIN)),
+            KeyStatus::Retiring => self.retire_after,
+            KeyStatus::Next | KeyStatus::Active => None,
+        }
     }
 
     /// Parses one key-set member object.
@@ -103,6 +122,17 @@ impl TrustKey {
                     TrustError::Invalid(format!("key {kid}: retire_after must be an integer"))
                 })?),
             };
+        let revoked_at = match m.get("revoked_at") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                TrustError::Invalid(format!("key {kid}: revoked_at must be an integer"))
+            })?),
+        };
+        if revoked_at.is_some() && status != KeyStatus::Revoked {
+            return Err(TrustError::Invalid(format!(
+                "key {kid}: revoked_at on a key that is not revoked"
+            )));
+        }
         let key = VerifyingKey::from_jwk(m).map_err(|e| TrustError::Invalid(format!("key {kid}: {e}")))?;
         Ok(TrustKey {
             kid: kid.to_owned(),
@@ -110,6 +140,7 @@ impl TrustKey {
             status,
             nbf,
             retire_after,
+            revoked_at,
             key,
         })
     }
@@ -300,6 +331,7 @@ mod tests {
             status,
             nbf,
             retire_after,
+            revoked_at: None,
             key: signing.verifying_key().clone(),
         }
     }

@@ -93,6 +93,8 @@ pub struct StoredKey {
     status: KeyStatus,
     nbf: i64,
     retire_after: Option<i64>,
+    /// Unix seconds of revocation, for `revoked` keys (SPEC §2 `revoked_at`).
+    revoked_at: Option<i64>,
     material: KeyMaterial,
 }
 
@@ -127,6 +129,7 @@ impl StoredKey {
             status: self.status,
             nbf: self.nbf,
             retire_after: self.retire_after,
+            revoked_at: self.revoked_at,
             key: self.material.verifying().clone(),
         }
     }
@@ -161,6 +164,8 @@ struct FileKey {
     status: KeyStatus,
     nbf: i64,
     retire_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<i64>,
     jwk: Map<String, Value>,
 }
 
@@ -215,6 +220,7 @@ impl KeyStore {
                 status: k.status,
                 nbf: k.nbf,
                 retire_after: k.retire_after,
+                revoked_at: k.revoked_at,
                 material,
             })?;
         }
@@ -239,6 +245,7 @@ impl KeyStore {
                     status: k.status,
                     nbf: k.nbf,
                     retire_after: k.retire_after,
+                    revoked_at: k.revoked_at,
                     jwk: match &k.material {
                         KeyMaterial::Gateway(s) => s.private_jwk().clone(),
                         KeyMaterial::Issuer(v) => v.jwk().clone(),
@@ -292,6 +299,7 @@ impl KeyStore {
             status,
             nbf: now,
             retire_after: None,
+            revoked_at: None,
             material: KeyMaterial::Gateway(key),
         })?;
         Ok(kid)
@@ -340,6 +348,7 @@ impl KeyStore {
             status,
             nbf: now,
             retire_after: None,
+            revoked_at: None,
             material: KeyMaterial::Issuer(key),
         })?;
         Ok(kid)
@@ -404,13 +413,27 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Revokes `kid` for good. Revoking the active gateway key is allowed
+    /// Revokes `kid` for good, as of `at` (Unix seconds; published as
+    /// `revoked_at`). Revoking the active gateway key is allowed
     /// (compromise): the gateway then refuses to sign until a successor is
-    /// promoted, which fails closed.
-    pub fn revoke(&mut self, kid: &str) -> Result<(), KeyStoreError> {
+    /// promoted, which fails closed. Revoking again keeps the first time:
+    /// `revoked_at` only ever moves earlier, never later.
+    pub fn revoke(&mut self, kid: &str, at: i64) -> Result<(), KeyStoreError> {
         let idx = self.index(kid)?;
-        self.keys[idx].status = KeyStatus::Revoked;
+        let key = &mut self.keys[idx];
+        key.status = KeyStatus::Revoked;
+        key.revoked_at = Some(key.revoked_at.map_or(at, |t| t.min(at)));
         Ok(())
+    }
+
+    /// Every revoked key with its `revoked_at` (the distant past if it was
+    /// revoked before `revoked_at` was recorded).
+    pub fn revocations(&self) -> std::collections::HashMap<String, i64> {
+        self.keys
+            .iter()
+            .filter(|k| k.status == KeyStatus::Revoked)
+            .map(|k| (k.kid.clone(), k.revoked_at.unwrap_or(i64::MIN)))
+            .collect()
     }
 
     /// The gateway key to sign translations with.

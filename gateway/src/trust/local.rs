@@ -28,8 +28,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-/// How often, at most, the files are stat'ed.
-const CHECK_INTERVAL_MS: i64 = 1000;
+/// How often, at most, the files are stat'ed. Together with
+/// [`OWN_KEYS_POLL`] this bounds how long a revocation takes to bite at
+/// this gateway (SPEC §2: within 1 s).
+const CHECK_INTERVAL_MS: i64 = 200;
+
+/// How often [`watch_own_keys`] looks at the key store.
+pub const OWN_KEYS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Where `bashu keys publish` puts the signed key set next to a key store
 /// (`keystore.json` → `keystore.keyset.jws`), and where an offline-mode
@@ -165,6 +170,14 @@ impl LocalKeys {
         let mut st = self.lock();
         self.refresh(&mut st);
         Ok(st.jws.clone())
+    }
+
+    /// Revoked kids of the key store (kid → `revoked_at`), reloading the
+    /// store first if it changed.
+    pub fn revocations(&self) -> std::collections::HashMap<String, i64> {
+        let mut st = self.lock();
+        self.refresh(&mut st);
+        st.store.revocations()
     }
 
     /// The payload of the current signed key set.
@@ -325,5 +338,41 @@ impl KeySetFetcher for LocalKeys {
             Err(FetchError::UnknownMember(member.to_owned()))
         };
         Box::pin(async move { r })
+    }
+}
+
+/// Keeps the trust cache's view of this gateway's own member in step with
+/// the key store: local revocations are applied at once (whatever the
+/// published set says), and a newly published set replaces the cached one
+/// without waiting for its refresh time. Runs until `shutdown` turns true.
+pub async fn watch_own_keys(
+    local: Arc<LocalKeys>,
+    cache: Arc<super::TrustCache>,
+    poll: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let member = local.member();
+    loop {
+        sync_own_keys(&member, &local, &cache).await;
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One step of [`watch_own_keys`]; also called once at start-up so the
+/// gateway never serves a request before its own revocations apply.
+pub async fn sync_own_keys(member: &str, local: &LocalKeys, cache: &super::TrustCache) {
+    cache.set_local_revocations(member, local.revocations());
+    let published = local.keyset().seq;
+    if cache.cached_seq(member).await.is_some_and(|cached| cached < published) {
+        if let Err(e) = cache.refresh(member).await {
+            tracing::warn!(member, error = %e, "own key set changed but could not be installed");
+        }
     }
 }
