@@ -16,18 +16,33 @@ pub struct TableRef {
     pub version: String,
 }
 
-/// An `evidence` entry naming `pred_jws` as the predecessor.
-pub fn evidence(pred_id: &str, pred_jws: &str, table: &TableRef) -> Value {
-    json!({
+/// An `evidence` entry naming `pred_jws` as the predecessor; `verified_at`
+/// (RFC 3339) is the gateway's attestation of when it verified it (SPEC
+/// v1.1 §2), left out when `None`.
+pub fn evidence(pred_id: &str, pred_jws: &str, table: &TableRef, verified_at: Option<&str>) -> Value {
+    let mut ev = json!({
         "type": ["Evidence", "TranslationEvidence"],
         "predecessorId": pred_id,
         "predecessorSha256": craft::sha256_hex(pred_jws.as_bytes()),
         "mappingTableId": table.id,
         "mappingTableVersion": table.version,
-    })
+    });
+    if let (Some(at), Some(obj)) = (verified_at, ev.as_object_mut()) {
+        obj.insert("verifiedAt".into(), at.into());
+    }
+    ev
 }
 
-/// A translation credential issued by `issuer` over `pred`, with `subject`.
+/// `t` (Unix seconds) as an RFC 3339 UTC date-time.
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A translation credential issued by `issuer` over `pred`, with `subject`,
+/// attesting verification of `pred` now.
 pub fn translation(
     pred_jws: &str,
     pred: &Value,
@@ -35,6 +50,20 @@ pub fn translation(
     issuer: &str,
     table: &TableRef,
     key: &SigningKey,
+) -> Result<String, CraftError> {
+    let now = rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
+    translation_attested(pred_jws, pred, subject, issuer, table, key, Some(&now))
+}
+
+/// [`translation`] with an explicit `verifiedAt` (or none).
+pub fn translation_attested(
+    pred_jws: &str,
+    pred: &Value,
+    subject: Value,
+    issuer: &str,
+    table: &TableRef,
+    key: &SigningKey,
+    verified_at: Option<&str>,
 ) -> Result<String, CraftError> {
     let pred_id = pred.get("id").and_then(Value::as_str).unwrap_or_default();
     let payload = json!({
@@ -45,9 +74,34 @@ pub fn translation(
         "validFrom": pred.get("validFrom").cloned().unwrap_or(Value::Null),
         "validUntil": pred.get("validUntil").cloned().unwrap_or(Value::Null),
         "credentialSubject": subject,
-        "evidence": [evidence(pred_id, pred_jws, table)],
+        "evidence": [evidence(pred_id, pred_jws, table, verified_at)],
     });
     craft::sign_credential(&payload, key)
+}
+
+/// The honest interchange subject: `subject`'s record translated from
+/// `framework` into WFS with `table`, the learner `id` kept. SPEC v1.1 §3
+/// makes receivers recompute this, so a crafted interchange must match it
+/// exactly. The suite can translate only with tables it holds: the bundled
+/// reference table; for any other it answers `None` (the test is skipped).
+pub fn interchange_subject(subject: &Value, framework: &str, table: &TableRef) -> Option<Result<Value, String>> {
+    let reference = schema_mapper::MappingTable::reference();
+    if table.id != reference.id() || table.version != reference.version() {
+        return None;
+    }
+    let mut record = subject.as_object()?.clone();
+    let learner = record.remove("id");
+    let translated = schema_mapper::LearningRecord::from_json(&Value::Object(record))
+        .and_then(|r| schema_mapper::translate(&r, framework, "wfs", &reference))
+        .map(|t| {
+            let mut out = t.record.to_json();
+            if let (Some(id), Some(obj)) = (learner, out.as_object_mut()) {
+                obj.insert("id".into(), id);
+            }
+            out
+        })
+        .map_err(|e| format!("the suite's own record does not translate: {e}"));
+    Some(translated)
 }
 
 /// `POST /v1/federation/envelopes` body.

@@ -29,6 +29,9 @@ pub trait TargetControl: Send + Sync {
     /// Imports a fresh issuer key for the target's credit bank, revokes it,
     /// republishes, and returns its private JWK.
     fn revoked_issuer_key(&self) -> ControlFuture<'_, Jwk>;
+    /// The same on the *peer's* side: a fresh issuer key of the peer's
+    /// credit bank, revoked now; returns its private JWK and `revoked_at`.
+    fn revoked_peer_issuer_key(&self) -> ControlFuture<'_, (Jwk, i64)>;
 }
 
 /// A peer gateway identity with its signing material.

@@ -66,14 +66,20 @@ pub async fn start(member: &str, destination: &str) -> Result<Spawned, SpawnErro
             return Err(SpawnError::Start(e.to_string()));
         }
     };
-    let keystore = cluster
-        .federation
-        .member(member)
-        .map(|m| m.keystore.clone())
-        .ok_or_else(|| SpawnError::Start(format!("dev federation has no member {member}")))?;
+    let keystore_of = |m: &str| {
+        cluster
+            .federation
+            .member(m)
+            .map(|m| m.keystore.clone())
+            .ok_or_else(|| SpawnError::Start(format!("dev federation has no member {m}")))
+    };
+    let (keystore, peer_keystore) = (keystore_of(member)?, keystore_of(destination)?);
     Ok(Spawned {
         setup,
-        control: Some(Arc::new(KeyStoreControl { keystore })),
+        control: Some(Arc::new(KeyStoreControl {
+            keystore,
+            peer_keystore,
+        })),
         cluster,
         _dir: dir,
     })
@@ -84,16 +90,35 @@ pub async fn start(member: &str, destination: &str) -> Result<Spawned, SpawnErro
 /// re-publishes its key set.
 struct KeyStoreControl {
     keystore: PathBuf,
+    /// The destination's key store: the suite acts as that peer.
+    peer_keystore: PathBuf,
 }
 
 impl KeyStoreControl {
     fn edit<T>(&self, f: impl FnOnce(&mut KeyStore, i64) -> Result<T, String>) -> Result<T, String> {
-        let mut store = KeyStore::load(&self.keystore).map_err(|e| e.to_string())?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let out = f(&mut store, now)?;
-        store.save(&self.keystore).map_err(|e| e.to_string())?;
-        Ok(out)
+        edit_keystore(&self.keystore, f)
     }
+}
+
+fn edit_keystore<T>(
+    path: &std::path::Path,
+    f: impl FnOnce(&mut KeyStore, i64) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut store = KeyStore::load(path).map_err(|e| e.to_string())?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let out = f(&mut store, now)?;
+    store.save(path).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// A fresh issuer key, revoked at once; its private half and `revoked_at`.
+fn fresh_revoked_issuer(store: &mut KeyStore, now: i64) -> Result<(Jwk, i64), String> {
+    let key = store
+        .generate_issuer(Alg::Es256, now)
+        .map_err(|e| e.to_string())?;
+    store.revoke(key.kid(), now).map_err(|e| e.to_string())?;
+    let jwk = Jwk::from_map(key.private_jwk().clone()).map_err(|e| e.to_string())?;
+    Ok((jwk, now))
 }
 
 impl TargetControl for KeyStoreControl {
@@ -109,15 +134,10 @@ impl TargetControl for KeyStoreControl {
     }
 
     fn revoked_issuer_key(&self) -> ControlFuture<'_, Jwk> {
-        Box::pin(async move {
-            let key = self.edit(|store, now| {
-                let key = store
-                    .generate_issuer(Alg::Es256, now)
-                    .map_err(|e| e.to_string())?;
-                store.revoke(key.kid(), now).map_err(|e| e.to_string())?;
-                Ok(key)
-            })?;
-            Jwk::from_map(key.private_jwk().clone()).map_err(|e| e.to_string())
-        })
+        Box::pin(async move { self.edit(fresh_revoked_issuer).map(|(jwk, _)| jwk) })
+    }
+
+    fn revoked_peer_issuer_key(&self) -> ControlFuture<'_, (Jwk, i64)> {
+        Box::pin(async move { edit_keystore(&self.peer_keystore, fresh_revoked_issuer) })
     }
 }

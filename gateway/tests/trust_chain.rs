@@ -7,7 +7,9 @@ use bashu_gateway::credential::{
     issue_translation_at, new_learning_credential, CredentialError, IssuerId, VerifiedCredential,
 };
 use bashu_gateway::problem::ProblemType;
+use schema_mapper::{LearningRecord, MappingTable};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use trust_support::*;
 
@@ -15,12 +17,25 @@ fn gw(member: &str) -> IssuerId {
     IssuerId::gateway(member).unwrap()
 }
 
-/// A WFS-ish translation of `pred`'s subject (the mapper's job, faked).
+/// The reference table every translation here names.
+const TABLE: (&str, &str) = ("cqf-ref~wfs-ref", "1.0.0");
+
+/// The real translation of `pred`'s record into `framework` with the
+/// reference table: what a receiver recomputes and must find.
 fn translated(pred: &VerifiedCredential, framework: &str) -> Value {
-    let mut s = pred.subject().clone();
-    s["framework"] = framework.into();
-    s["level"] = 4.into();
-    s
+    let mut record = pred.subject().as_object().unwrap().clone();
+    let learner = record.remove("id").unwrap();
+    let record = LearningRecord::from_json(&Value::Object(record)).unwrap();
+    let t = schema_mapper::translate(&record, &record.framework, framework, &MappingTable::reference()).unwrap();
+    let mut out = t.record.to_json();
+    out["id"] = learner;
+    out
+}
+
+/// Signs `subject` as cq's gateway translation of `pred` with the reference table.
+fn sign_translation(fed: &Fed, pred: &VerifiedCredential, subject: Value) -> String {
+    let key = fed.members["cq"].gateway_key();
+    issue_translation_at(pred, subject, TABLE.0, TABLE.1, &gw("cq"), &key, at(T0)).unwrap()
 }
 
 async fn translate(
@@ -33,8 +48,8 @@ async fn translate(
     let jws = issue_translation_at(
         pred,
         translated(pred, framework),
-        &format!("cqf-{framework}-ref"),
-        "1.0.0",
+        TABLE.0,
+        TABLE.1,
         &gw(by),
         &key,
         at(T0),
@@ -49,7 +64,7 @@ async fn chain(fed: &Fed) -> Vec<String> {
     let original = fed.credential("cq");
     let orig = fed.verifier.verify(&original).await.unwrap();
     let (inter_jws, inter) = translate(fed, &orig, "cq", "wfs").await;
-    let (home_jws, _) = translate(fed, &inter, "sc", "scf").await;
+    let (home_jws, _) = translate(fed, &inter, "sc", "wfs").await;
     vec![original, inter_jws, home_jws]
 }
 
@@ -73,10 +88,8 @@ async fn a_full_chain_verifies_link_by_link() {
     let ev = inter.evidence().unwrap();
     assert_eq!(ev.predecessor_id, orig.id());
     assert_eq!(ev.predecessor_sha256, orig.digest());
-    assert_eq!(
-        (ev.table_id.as_str(), ev.table_version.as_str()),
-        ("cqf-wfs-ref", "1.0.0")
-    );
+    assert_eq!((ev.table_id.as_str(), ev.table_version.as_str()), TABLE);
+    assert_eq!(ev.verified_at, Some(T0));
     assert!(inter.is_translation() && home.is_translation());
     assert_eq!(
         inter.payload()["evidence"][0]["predecessorSha256"],
@@ -185,13 +198,13 @@ async fn learner_id_may_not_change() {
     let mut s = translated(&orig, "wfs");
     s["id"] = "urn:bashu:learner:cq:someone-else".into();
     let key = fed.members["cq"].gateway_key();
-    let jws = issue_translation_at(&orig, s, "cqf-wfs-ref", "1.0.0", &gw("cq"), &key, at(T0)).unwrap();
+    let jws = issue_translation_at(&orig, s, TABLE.0, TABLE.1, &gw("cq"), &key, at(T0)).unwrap();
     assert_eq!(chain_kind(&fed, &[original, jws]).await, ProblemType::ChainBroken);
 }
 
-/// A translation payload with hand-made evidence, signed by cq's gateway.
-fn forged_translation(fed: &Fed, evidence: Value) -> String {
-    let mut p = new_learning_credential(&gw("cq"), subject("cq"), at(T0 - 10), None);
+/// A translation of `pred` with hand-made evidence, signed by cq's gateway.
+fn forged_translation(fed: &Fed, pred: &VerifiedCredential, evidence: Value) -> String {
+    let mut p = new_learning_credential(&gw("cq"), translated(pred, "wfs"), at(T0 - 10), None);
     p["type"] = json!([
         "VerifiableCredential",
         "LearningCredential",
@@ -211,10 +224,10 @@ async fn evidence_must_name_predecessor_digest_and_table() {
         "type": ["Evidence", "TranslationEvidence"],
         "predecessorId": orig.id(),
         "predecessorSha256": orig.digest_hex(),
-        "mappingTableId": "cqf-wfs-ref",
-        "mappingTableVersion": "1.0.0",
+        "mappingTableId": TABLE.0,
+        "mappingTableVersion": TABLE.1,
     });
-    let ok = forged_translation(&fed, json!([good.clone()]));
+    let ok = forged_translation(&fed, &orig, json!([good.clone()]));
     fed.verifier.verify_chain(&[original.clone(), ok]).await.unwrap();
 
     for field in [
@@ -225,7 +238,7 @@ async fn evidence_must_name_predecessor_digest_and_table() {
     ] {
         let mut ev = good.clone();
         ev.as_object_mut().unwrap().remove(field);
-        let jws = forged_translation(&fed, json!([ev]));
+        let jws = forged_translation(&fed, &orig, json!([ev]));
         assert_eq!(
             fed.verifier.verify(&jws).await.unwrap_err().kind(),
             ProblemType::SchemaViolation,
@@ -239,13 +252,13 @@ async fn evidence_must_name_predecessor_digest_and_table() {
     }
     let mut upper = good.clone();
     upper["predecessorSha256"] = orig.digest_hex().to_uppercase().into();
-    let jws = forged_translation(&fed, json!([upper]));
+    let jws = forged_translation(&fed, &orig, json!([upper]));
     assert_eq!(
         fed.verifier.verify(&jws).await.unwrap_err().kind(),
         ProblemType::SchemaViolation
     );
     // Two evidence entries of our type are ambiguous.
-    let jws = forged_translation(&fed, json!([good.clone(), good]));
+    let jws = forged_translation(&fed, &orig, json!([good.clone(), good]));
     assert_eq!(
         fed.verifier.verify(&jws).await.unwrap_err().kind(),
         ProblemType::SchemaViolation
@@ -296,4 +309,135 @@ async fn debug_output_names_the_credential_but_not_the_record() {
     let dbg = format!("{v:?}");
     assert!(dbg.contains(v.id()) && dbg.contains(&v.digest_hex()), "{dbg}");
     assert!(!dbg.contains("learner") && !dbg.contains("数控"), "{dbg}");
+}
+
+/// SPEC v1.1 §3, issue 11.3: a peer gateway that signs an inflated
+/// interchange (level, credits, hours, extensions) is caught by
+/// recomputation, and the problem names the field.
+#[tokio::test]
+async fn an_interchange_that_is_not_the_recomputed_translation_is_chain_broken() {
+    let fed = Fed::new();
+    let original = fed.credential("cq");
+    let orig = fed.verifier.verify(&original).await.unwrap();
+    let honest = translated(&orig, "wfs");
+    let ok = sign_translation(&fed, &orig, honest.clone());
+    fed.verifier.verify_chain(&[original.clone(), ok]).await.unwrap();
+
+    let edits: [(&str, Value); 5] = [
+        ("level", json!(8)),
+        ("credits", json!(60)),
+        ("learningHours", json!(1620)),
+        ("outcomeType", json!("micro-credential")),
+        ("extensions", json!({"x-local": [1, 2, 3, 4]})),
+    ];
+    for (field, value) in edits {
+        let mut inflated = honest.clone();
+        assert_ne!(inflated[field], value, "{field} must actually change");
+        inflated[field] = value;
+        let jws = sign_translation(&fed, &orig, inflated);
+        let err = fed
+            .verifier
+            .verify_chain(&[original.clone(), jws])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ProblemType::ChainBroken, "{field}");
+        let detail = err.problem().detail;
+        assert!(detail.contains(&format!("{field} differs")), "{field}: {detail}");
+    }
+    // An extra member the record does not have is refused too.
+    let mut extra = honest.clone();
+    extra["bonus"] = json!(1);
+    let jws = sign_translation(&fed, &orig, extra);
+    assert_eq!(chain_kind(&fed, &[original, jws]).await, ProblemType::ChainBroken);
+}
+
+/// A translation naming a table (or version) this gateway does not hold
+/// is `mapping-version-unknown`: the sender retries until it is installed.
+#[tokio::test]
+async fn a_translation_with_an_unknown_table_version_is_mapping_version_unknown() {
+    let fed = Fed::new();
+    let original = fed.credential("cq");
+    let orig = fed.verifier.verify(&original).await.unwrap();
+    let key = fed.members["cq"].gateway_key();
+    for (id, version) in [(TABLE.0, "9.9.9"), ("gzf-ref~wfs-ref", TABLE.1)] {
+        let jws =
+            issue_translation_at(&orig, translated(&orig, "wfs"), id, version, &gw("cq"), &key, at(T0)).unwrap();
+        assert_eq!(
+            chain_kind(&fed, &[original.clone(), jws]).await,
+            ProblemType::MappingVersionUnknown,
+            "{id} {version}"
+        );
+    }
+}
+
+/// SPEC v1.1 §2, issue 11.2: an original signed by an issuer key revoked
+/// *after* the origin gateway verified it (its signed `verifiedAt`) stays
+/// accepted; one attested at or after `revoked_at`, or without an
+/// attestation, is `revoked-key`.
+#[tokio::test]
+async fn a_revoked_issuer_key_keeps_exchanges_verified_before_revoked_at() {
+    let mut fed = Fed::new();
+    let original = fed.credential("cq");
+    let orig = fed.verifier.verify(&original).await.unwrap();
+    assert_eq!(orig.verified_at(), at(T0));
+    let before = sign_translation(&fed, &orig, translated(&orig, "wfs"));
+
+    fed.clock.advance_ms(100_000);
+    let kid = fed.members["cq"].issuer.kid().to_owned();
+    fed.member("cq").store.revoke(&kid, T0 + 50).unwrap();
+    fed.republish("cq");
+    fed.cache.refresh("cq").await.unwrap();
+
+    assert_eq!(
+        fed.verifier.verify(&original).await.unwrap_err().kind(),
+        ProblemType::RevokedKey
+    );
+    let chain = fed
+        .verifier
+        .verify_chain(&[original.clone(), before])
+        .await
+        .unwrap();
+    assert_eq!(chain.original().id(), orig.id());
+
+    let evidence = |verified_at: Option<&str>| {
+        let mut ev = json!({
+            "type": ["Evidence", "TranslationEvidence"],
+            "predecessorId": orig.id(),
+            "predecessorSha256": orig.digest_hex(),
+            "mappingTableId": TABLE.0,
+            "mappingTableVersion": TABLE.1,
+        });
+        if let Some(t) = verified_at {
+            ev["verifiedAt"] = t.into();
+        }
+        json!([ev])
+    };
+    // 2026-01-01T00:00:50Z is revoked_at itself: not before it.
+    for attested in [Some("2026-01-01T00:00:50Z"), Some("2026-01-01T00:01:40Z"), None] {
+        let late = forged_translation(&fed, &orig, evidence(attested));
+        assert_eq!(
+            chain_kind(&fed, &[original.clone(), late]).await,
+            ProblemType::RevokedKey,
+            "{attested:?}"
+        );
+    }
+    let early = forged_translation(&fed, &orig, evidence(Some("2026-01-01T00:00:49Z")));
+    fed.verifier.verify_chain(&[original, early]).await.unwrap();
+}
+
+/// The gateway's own revocations bite before any republication: the
+/// overlay the key-store watcher installs (issue 11.1).
+#[tokio::test]
+async fn a_local_revocation_applies_without_a_new_key_set() {
+    let fed = Fed::new();
+    let original = fed.credential("cq");
+    fed.verifier.verify(&original).await.unwrap();
+    let kid = fed.members["cq"].issuer.kid().to_owned();
+    fed.cache
+        .set_local_revocations("cq", HashMap::from([(kid.clone(), T0 - 5)]));
+    let err = fed.verifier.verify(&original).await.unwrap_err();
+    assert_eq!(err.kind(), ProblemType::RevokedKey);
+    assert!(err.to_string().contains(&kid), "{err}");
+    fed.cache.set_local_revocations("cq", HashMap::new());
+    fed.verifier.verify(&original).await.unwrap();
 }

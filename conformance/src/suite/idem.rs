@@ -2,7 +2,7 @@
 //! (by `exchangeId`), including under concurrency (SPEC §4).
 
 use super::vc::{post_envelope_as, valid_peer_chain};
-use super::{ensure, exchange_id, expect_problem, expect_status, fail, submit, INBOX};
+use super::{ensure, exchange_id, expect_problem, expect_status, fail, submit, submit_payload, INBOX};
 use crate::case;
 use crate::catalogue::{CheckResult, TestCase, Verdict};
 use crate::context::Ctx;
@@ -18,6 +18,8 @@ pub fn cases() -> Vec<TestCase> {
         case!("IDEM-003", Must, "§4", CreditBank, "Eight concurrent identical submissions: one 202, the rest 200, one exchangeId", concurrent),
         case!("IDEM-004", Must, "§4", Peer, "Envelope replay is accepted again and stored once", envelope_replay),
         case!("IDEM-005", Should, "§4", Peer, "Envelope replay with a different chain: 409 duplicate-conflict", envelope_conflict),
+        case!("IDEM-006", Must, "§4", Peer, "The same original under a new exchangeId: 409 duplicate-conflict, one inbox item", original_replayed),
+        case!("IDEM-007", Must, "§4", Peer, "An envelope reusing the id of the target's own outgoing exchange: 409 duplicate-conflict", own_exchange_id),
     ]
 }
 
@@ -154,6 +156,37 @@ async fn envelope_conflict(ctx: &Ctx) -> CheckResult {
     let other = valid_peer_chain(ctx)?;
     expect_problem(
         &post_envelope_as(ctx, &id, &other, &ctx.member).await?,
+        &["duplicate-conflict"],
+    )
+}
+
+async fn original_replayed(ctx: &Ctx) -> CheckResult {
+    let first = uuid::Uuid::new_v4().to_string();
+    let chain = valid_peer_chain(ctx)?;
+    expect_status(&post_envelope_as(ctx, &first, &chain, &ctx.member).await?, 202)?;
+    let again = uuid::Uuid::new_v4().to_string();
+    expect_problem(
+        &post_envelope_as(ctx, &again, &chain, &ctx.member).await?,
+        &["duplicate-conflict"],
+    )?;
+    match ctx.credit_bank() {
+        Ok(_) => {
+            let n = inbox_count(ctx, &again).await?;
+            ensure(n == 0, || format!("the replayed original is in the inbox as {again}"))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+async fn own_exchange_id(ctx: &Ctx) -> CheckResult {
+    // Needs an exchange the target itself accepted from its credit bank.
+    ctx.credit_bank()?;
+    let resp = submit_payload(ctx, &ctx.valid_credential()?).await?;
+    expect_status(&resp, 202)?;
+    let own = exchange_id(&resp)?;
+    let chain = valid_peer_chain(ctx)?;
+    expect_problem(
+        &post_envelope_as(ctx, &own, &chain, &ctx.member).await?,
         &["duplicate-conflict"],
     )
 }

@@ -1,7 +1,7 @@
 //! TRUST: the signed trust key set of SPEC §2 as any peer sees it, checked
 //! against the federation key the suite was told to pin.
 
-use super::{ensure, expect_problem, fail, submit};
+use super::{ensure, expect_problem, expect_status, fail, submit};
 use crate::case;
 use crate::catalogue::{CheckResult, TestCase, Verdict};
 use crate::context::Ctx;
@@ -27,6 +27,8 @@ pub fn cases() -> Vec<TestCase> {
         case!("TRUST-011", Must, "§2", Any, "Rotation is visible: seq increases and the new key appears as next", rotation),
         case!("TRUST-012", Should, "§2", Any, "retiring keys carry retire_after", retiring_has_date),
         case!("TRUST-013", Should, "§2", Any, "Key set is served as application/jwt", content_type),
+        case!("TRUST-014", Must, "§2", CreditBank, "A revoked key carries revoked_at (Unix seconds, not in the future)", revoked_at),
+        case!("TRUST-015", Must, "§2", Peer, "An original by a since-revoked peer issuer key: accepted iff the interchange's verifiedAt precedes revoked_at", verified_before_revocation),
     ]
 }
 
@@ -241,4 +243,45 @@ async fn content_type(ctx: &Ctx) -> CheckResult {
     ensure(media.as_deref() == Some("application/jwt"), || {
         format!("content type is {media:?}")
     })
+}
+
+async fn revoked_at(ctx: &Ctx) -> CheckResult {
+    let key = ctx.revoked_issuer_key().await?;
+    let (set, listed) = fetch_until(ctx, |set| status_of(set, key.kid()) == Some("revoked")).await?;
+    ensure(listed, || format!("kid {:?} is not listed as revoked", key.kid()))?;
+    let entry = set.key(key.kid()).ok_or_else(|| fail("revoked key vanished"))?;
+    let at = entry.get("revoked_at").and_then(Value::as_i64);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    ensure(at.is_some_and(|t| t > 0 && t <= now + 60), || {
+        format!("revoked key {:?} has revoked_at {:?}", key.kid(), entry.get("revoked_at"))
+    })
+}
+
+/// Posts `chain` as the peer, retrying while the target still answers
+/// `unknown-key` (its rate-limited refetch has not seen the new key yet).
+async fn post_once_known(ctx: &Ctx, chain: &[String]) -> Result<crate::client::Response, Verdict> {
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let id = uuid::Uuid::new_v4().to_string();
+        let resp = super::vc::post_envelope_as(ctx, &id, chain, &ctx.member).await?;
+        let unknown = expect_problem(&resp, &["unknown-key"]).is_ok();
+        if !unknown || Instant::now() >= deadline {
+            return Ok(resp);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn verified_before_revocation(ctx: &Ctx) -> CheckResult {
+    let control = ctx.control()?;
+    let (jwk, revoked_at) = control
+        .revoked_peer_issuer_key()
+        .await
+        .map_err(|e| fail(format!("cannot revoke an issuer key on the peer: {e}")))?;
+    let key = craft::SigningKey::from_jwk(jwk).map_err(|e| fail(e.to_string()))?;
+    let before = super::vc::peer_chain_attested(ctx, &key, revoked_at - 30)?;
+    let resp = post_once_known(ctx, &before).await?;
+    expect_status(&resp, 202)?;
+    let at = super::vc::peer_chain_attested(ctx, &key, revoked_at)?;
+    expect_problem(&post_once_known(ctx, &at).await?, &["revoked-key"])
 }

@@ -46,6 +46,9 @@ pub fn cases() -> Vec<TestCase> {
         case!("VC-026", Should, "§4", Peer, "Envelope for another destination: unknown-destination", wrong_destination),
         case!("VC-027", Must, "§3", Peer, "Interchange claiming the target's own gateway as issuer: issuer-mismatch", spoofed_gateway),
         case!("VC-028", Must, "§3", Peer, "Chain links in the wrong order: chain-broken", reversed),
+        case!("VC-029", Must, "§3", Peer, "Interchange record that is not the recomputed translation (credits inflated): chain-broken naming the field", inflated),
+        case!("VC-030", Must, "§3", Peer, "Interchange extensions not kept verbatim: chain-broken naming the field", extensions_altered),
+        case!("VC-031", Must, "§3", Peer, "Interchange naming a mapping table version the target does not hold: mapping-version-unknown", unknown_table),
     ]
 }
 
@@ -211,24 +214,67 @@ struct Twist<'a> {
     issuer: Option<String>,
     /// Key that signs the interchange (default: the peer's gateway key).
     key: Option<&'a SigningKey>,
+    /// Edits the honest interchange record (default: none).
+    record: Option<fn(&mut Value)>,
+    /// Table the evidence names (default: the one the records file gives).
+    table: Option<chain::TableRef>,
+    /// Key of the peer's credit bank that signs the original (default: the
+    /// configured peer issuer key).
+    issuer_key: Option<&'a SigningKey>,
+    /// `verifiedAt` the interchange attests (default: now).
+    verified_at: Option<String>,
 }
 
 /// `[original, interchange]` as the peer gateway would send it.
 fn peer_chain(ctx: &Ctx, twist: Twist<'_>) -> Result<Vec<String>, Verdict> {
     let (peer, gateway_key, issuer_key) = ctx.peer_keys()?;
+    let issuer_key = twist.issuer_key.unwrap_or(issuer_key);
     let (original, payload) = peer_original(ctx, issuer_key, &peer.member)?;
-    let table = ctx.interchange_table(fixtures::default_framework(&peer.member))?;
+    let framework = fixtures::default_framework(&peer.member);
+    let table = ctx.interchange_table(framework)?;
     let mut pred = payload.clone();
     if let Some(id) = twist.pred_id {
         pred["id"] = json!(id);
     }
     let digest_of = twist.digest_of.map_or_else(|| original.clone(), str::to_owned);
-    let subject = payload["credentialSubject"].clone();
+    let mut subject = chain::interchange_subject(&payload["credentialSubject"], framework, &table)
+        .ok_or_else(|| {
+            Verdict::Skip(format!(
+                "the suite holds only the reference mapping table, not {} {}",
+                table.id, table.version
+            ))
+        })?
+        .map_err(fail)?;
+    if let Some(edit) = twist.record {
+        edit(&mut subject);
+    }
+    let table = twist.table.unwrap_or(table);
     let issuer = twist.issuer.unwrap_or_else(|| issuer_id(&peer.member, "gateway"));
     let key = twist.key.unwrap_or(gateway_key);
-    let interchange = chain::translation(&digest_of, &pred, subject, &issuer, &table, key)
-        .map_err(|e| fail(e.to_string()))?;
+    let verified_at = twist
+        .verified_at
+        .unwrap_or_else(|| chain::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()));
+    let interchange =
+        chain::translation_attested(&digest_of, &pred, subject, &issuer, &table, key, Some(&verified_at))
+            .map_err(|e| fail(e.to_string()))?;
     Ok(vec![original, interchange])
+}
+
+/// A valid peer chain whose original is signed by `issuer_key` and whose
+/// interchange attests `verified_at` (Unix seconds).
+pub(crate) fn peer_chain_attested(
+    ctx: &Ctx,
+    issuer_key: &SigningKey,
+    verified_at: i64,
+) -> Result<Vec<String>, Verdict> {
+    peer_chain(
+        ctx,
+        Twist {
+            issuer_key: Some(issuer_key),
+            verified_at: Some(chain::rfc3339(verified_at)),
+            ..Twist::default()
+        },
+    )
 }
 
 async fn post_envelope(ctx: &Ctx, chain: &[String], destination: &str) -> Result<Response, Verdict> {
@@ -328,6 +374,57 @@ async fn bad_original(ctx: &Ctx) -> CheckResult {
     let first = chain.first_mut().ok_or_else(|| fail("empty chain"))?;
     *first = corrupt_signature(first).ok_or_else(|| fail("crafting error"))?;
     envelope_rejected(ctx, &chain, &["invalid-signature", "chain-broken"]).await
+}
+
+/// A field-naming `chain-broken` for an interchange edited by `edit`.
+async fn recomputation_catches(ctx: &Ctx, field: &str, edit: fn(&mut Value)) -> CheckResult {
+    let chain = peer_chain(
+        ctx,
+        Twist {
+            record: Some(edit),
+            ..Twist::default()
+        },
+    )?;
+    let resp = post_envelope(ctx, &chain, &ctx.member).await?;
+    expect_problem(&resp, &["chain-broken"])?;
+    let detail = resp
+        .json()
+        .and_then(|b| b.get("detail").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    ensure(detail.contains(field), || {
+        format!("chain-broken, but the detail does not name `{field}`: {detail:?}")
+    })
+}
+
+async fn inflated(ctx: &Ctx) -> CheckResult {
+    recomputation_catches(ctx, "credits", |s| {
+        let credits = s["credits"].as_f64().unwrap_or(0.0);
+        s["credits"] = json!(credits * 20.0 + 1.0);
+    })
+    .await
+}
+
+async fn extensions_altered(ctx: &Ctx) -> CheckResult {
+    recomputation_catches(ctx, "extensions", |s| {
+        s["extensions"]["x-bashu-conformance-forged"] = json!(true);
+    })
+    .await
+}
+
+async fn unknown_table(ctx: &Ctx) -> CheckResult {
+    let framework = fixtures::default_framework(&ctx.peer()?.member);
+    let named = ctx.interchange_table(framework)?;
+    let chain = peer_chain(
+        ctx,
+        Twist {
+            table: Some(chain::TableRef {
+                id: named.id,
+                version: "999.0.0".into(),
+            }),
+            ..Twist::default()
+        },
+    )?;
+    envelope_rejected(ctx, &chain, &["mapping-version-unknown"]).await
 }
 
 async fn wrong_destination(ctx: &Ctx) -> CheckResult {

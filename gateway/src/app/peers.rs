@@ -124,7 +124,12 @@ fn classify_envelope_answer(response: &PeerResponse) -> Result<PeerAnswer, SendE
                         format!("peer answered HTTP {status} without a known problem"),
                     )
                 });
-            if problem.kind == ProblemType::Unavailable {
+            // Transient at the peer: its store or keys are unavailable, or it
+            // lacks the mapping table we used until its operator installs it.
+            if matches!(
+                problem.kind,
+                ProblemType::Unavailable | ProblemType::MappingVersionUnknown
+            ) {
                 return Err(SendError::Status {
                     status: status.as_u16(),
                 });
@@ -181,6 +186,13 @@ mod tests {
         let unavailable = Problem::new(ProblemType::Unavailable, "x").to_json().to_string();
         assert_eq!(
             classify_envelope_answer(&answer(422, &unavailable)),
+            Err(SendError::Status { status: 422 })
+        );
+        let no_table = Problem::new(ProblemType::MappingVersionUnknown, "x")
+            .to_json()
+            .to_string();
+        assert_eq!(
+            classify_envelope_answer(&answer(422, &no_table)),
             Err(SendError::Status { status: 422 })
         );
         assert_eq!(

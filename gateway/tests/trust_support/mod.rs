@@ -198,7 +198,7 @@ pub fn subject(member: &str) -> Value {
         "level": 5,
         "credits": 12,
         "learningHours": 360,
-        "outcomeType": "职业技能",
+        "outcomeType": "vocational-skill-level",
         "title": {"zh": "数控加工", "en": "CNC machining"},
         "awardedOn": "2025-07-01",
         "awardingBody": "重庆市终身学习学分银行",
