@@ -46,7 +46,8 @@ impl CredentialError {
     /// A link of a chain that fails on its own is reported as
     /// `chain-broken` (the chain is what was submitted), except when the
     /// cause is transient (`unavailable`: the sender should retry rather
-    /// than give up) or a revoked key (`revoked-key`, SPEC §2).
+    /// than give up) or a key problem (`revoked-key`, `unknown-key`: SPEC §2
+    /// names those, and the sender's operator needs to know which).
     pub fn kind(&self) -> ProblemType {
         match self {
             CredentialError::Jose(e) => e.problem_type(),
@@ -59,7 +60,7 @@ impl CredentialError {
             CredentialError::ChainBroken { .. } => ProblemType::ChainBroken,
             CredentialError::MappingVersionUnknown { .. } => ProblemType::MappingVersionUnknown,
             CredentialError::ChainLink { source, .. } => match source.kind() {
-                kind @ (ProblemType::Unavailable | ProblemType::RevokedKey) => kind,
+                kind @ (ProblemType::Unavailable | ProblemType::RevokedKey | ProblemType::UnknownKey) => kind,
                 _ => ProblemType::ChainBroken,
             },
         }
