@@ -84,7 +84,11 @@ pub fn translation_attested(
 /// makes receivers recompute this, so a crafted interchange must match it
 /// exactly. The suite can translate only with tables it holds: the bundled
 /// reference table; for any other it answers `None` (the test is skipped).
-pub fn interchange_subject(subject: &Value, framework: &str, table: &TableRef) -> Option<Result<Value, String>> {
+pub fn interchange_subject(
+    subject: &Value,
+    framework: &str,
+    table: &TableRef,
+) -> Option<Result<Value, String>> {
     let reference = schema_mapper::MappingTable::reference();
     if table.id != reference.id() || table.version != reference.version() {
         return None;

@@ -26,7 +26,8 @@ fn translated(pred: &VerifiedCredential, framework: &str) -> Value {
     let mut record = pred.subject().as_object().unwrap().clone();
     let learner = record.remove("id").unwrap();
     let record = LearningRecord::from_json(&Value::Object(record)).unwrap();
-    let t = schema_mapper::translate(&record, &record.framework, framework, &MappingTable::reference()).unwrap();
+    let t =
+        schema_mapper::translate(&record, &record.framework, framework, &MappingTable::reference()).unwrap();
     let mut out = t.record.to_json();
     out["id"] = learner;
     out
@@ -360,8 +361,16 @@ async fn a_translation_with_an_unknown_table_version_is_mapping_version_unknown(
     let orig = fed.verifier.verify(&original).await.unwrap();
     let key = fed.members["cq"].gateway_key();
     for (id, version) in [(TABLE.0, "9.9.9"), ("gzf-ref~wfs-ref", TABLE.1)] {
-        let jws =
-            issue_translation_at(&orig, translated(&orig, "wfs"), id, version, &gw("cq"), &key, at(T0)).unwrap();
+        let jws = issue_translation_at(
+            &orig,
+            translated(&orig, "wfs"),
+            id,
+            version,
+            &gw("cq"),
+            &key,
+            at(T0),
+        )
+        .unwrap();
         assert_eq!(
             chain_kind(&fed, &[original.clone(), jws]).await,
             ProblemType::MappingVersionUnknown,

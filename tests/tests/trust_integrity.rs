@@ -70,14 +70,20 @@ async fn a_revoked_issuer_key_is_refused_at_once_by_its_own_gateway() {
     let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
     let cq_gw = start(&fed, "cq").await;
     let cq = bank(&fed, "cq");
-    let first = cq.submit(&cq.issue(subject("cq", 0)).unwrap(), "sc").await.unwrap();
+    let first = cq
+        .submit(&cq.issue(subject("cq", 0)).unwrap(), "sc")
+        .await
+        .unwrap();
     assert_eq!(first.status.as_u16(), 202, "{}", first.body);
 
     let kid = revoke_issuer_key(&fed, "cq");
     let revoked = Instant::now();
     let mut n = 1;
     let answer = loop {
-        let a = cq.submit(&cq.issue(subject("cq", n)).unwrap(), "sc").await.unwrap();
+        let a = cq
+            .submit(&cq.issue(subject("cq", n)).unwrap(), "sc")
+            .await
+            .unwrap();
         n += 1;
         if a.status.as_u16() != 202 || revoked.elapsed() > REVOCATION_DEADLINE {
             break a;
@@ -113,7 +119,10 @@ async fn exchanges_accepted_before_a_revocation_stay_accepted() {
     let cq = bank(&fed, "cq");
     let mut ids = Vec::new();
     for n in 0..4 {
-        let a = cq.submit(&cq.issue(subject("cq", n)).unwrap(), "sc").await.unwrap();
+        let a = cq
+            .submit(&cq.issue(subject("cq", n)).unwrap(), "sc")
+            .await
+            .unwrap();
         assert_eq!(a.status.as_u16(), 202, "{}", a.body);
         ids.push(exchange_id(&a.body));
     }
@@ -202,8 +211,15 @@ async fn a_peer_gateway_cannot_inflate_a_learners_record() {
         let mut inflated = honest.clone();
         assert_ne!(inflated[field], value);
         inflated[field] = value;
-        let interchange =
-            issue_translation(&orig, inflated, "cqf-ref~wfs-ref", "1.0.0", &gateway, &hostile.key).unwrap();
+        let interchange = issue_translation(
+            &orig,
+            inflated,
+            "cqf-ref~wfs-ref",
+            "1.0.0",
+            &gateway,
+            &hostile.key,
+        )
+        .unwrap();
         let id = format!("hostile-{n}");
         let (status, body) = hostile
             .post(&envelope(&id, "sc", "cq", &[original.clone(), interchange]))
@@ -213,10 +229,22 @@ async fn a_peer_gateway_cannot_inflate_a_learners_record() {
         let detail = body["detail"].as_str().unwrap();
         assert!(detail.contains(&format!("{field} differs")), "{field}: {detail}");
     }
-    let unknown_table =
-        issue_translation(&orig, honest.clone(), "cqf-ref~wfs-ref", "7.0.0", &gateway, &hostile.key).unwrap();
+    let unknown_table = issue_translation(
+        &orig,
+        honest.clone(),
+        "cqf-ref~wfs-ref",
+        "7.0.0",
+        &gateway,
+        &hostile.key,
+    )
+    .unwrap();
     let (status, body) = hostile
-        .post(&envelope("hostile-table", "sc", "cq", &[original.clone(), unknown_table]))
+        .post(&envelope(
+            "hostile-table",
+            "sc",
+            "cq",
+            &[original.clone(), unknown_table],
+        ))
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(problem_slug(&body), "mapping-version-unknown", "{body}");
@@ -246,10 +274,16 @@ async fn an_original_enters_the_inbox_once_whatever_its_exchange_id() {
     let sc = cluster.credit_bank("sc").unwrap();
     let hostile = HostilePeer::new(&fed, "sc", "cq");
 
-    let sent = sc.submit(&sc.issue(subject("sc", 1)).unwrap(), "cq").await.unwrap();
+    let sent = sc
+        .submit(&sc.issue(subject("sc", 1)).unwrap(), "cq")
+        .await
+        .unwrap();
     let delivered_id = exchange_id(&sent.body);
     assert_status(&sc, &delivered_id, "delivered").await;
-    let own = cq.submit(&cq.issue(subject("cq", 2)).unwrap(), "sc").await.unwrap();
+    let own = cq
+        .submit(&cq.issue(subject("cq", 2)).unwrap(), "sc")
+        .await
+        .unwrap();
     let own_id = exchange_id(&own.body);
 
     let item = cq.inbox(Some(0), 10).await.unwrap().body["items"][0].clone();
@@ -296,5 +330,106 @@ async fn an_original_enters_the_inbox_once_whatever_its_exchange_id() {
     let status = cq.exchange(&own_id).await.unwrap().body;
     assert_eq!(status["exchangeId"], own_id.as_str(), "{status}");
     assert_eq!(status["destination"], "sc", "{status}");
+    cluster.shutdown().await;
+}
+
+fn edit_keystore<T>(fed: &DevFederation, member: &str, f: impl FnOnce(&mut KeyStore, i64) -> T) -> T {
+    let path = &fed.member(member).unwrap().keystore;
+    let mut store = KeyStore::load(path).unwrap();
+    let out = f(&mut store, time::OffsetDateTime::now_utc().unix_timestamp());
+    store.save(path).unwrap();
+    out
+}
+
+/// Issue 11 acceptance: while cq's credit bank submits continuously, cq's
+/// operator rotates the gateway key (generate → next, promote, old key
+/// retiring) and revokes a spare issuer key. Every submission is accepted,
+/// every exchange delivered, and every delivered chain verifies: zero
+/// failed verifications anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_and_an_unrelated_revocation_under_load_fail_nothing() {
+    const TOTAL: usize = 48;
+    let dir = tempfile::tempdir().unwrap();
+    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+    let spare = edit_keystore(&fed, "cq", |s, now| {
+        s.generate_issuer(bashu_gateway::jose::Alg::Es256, now)
+            .unwrap()
+            .kid()
+            .to_owned()
+    });
+    let cluster = DevCluster::start(fed.clone()).await.unwrap();
+    let cq = std::sync::Arc::new(cluster.credit_bank("cq").unwrap());
+    let sc = cluster.credit_bank("sc").unwrap();
+
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let load = {
+        let cq = cq.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..TOTAL {
+                let a = cq
+                    .submit(&cq.issue(subject("cq", n)).unwrap(), "sc")
+                    .await
+                    .unwrap();
+                answers.push((a.status.as_u16(), a.body));
+                let _ = progress_tx.send(n + 1);
+            }
+            answers
+        })
+    };
+    let old_kid = KeyStore::load(&fed.member("cq").unwrap().keystore)
+        .unwrap()
+        .active_gateway_key()
+        .unwrap()
+        .kid()
+        .to_owned();
+    progress.wait_for(|n| *n >= TOTAL / 4).await.unwrap();
+    let new_kid = edit_keystore(&fed, "cq", |s, now| {
+        s.generate(
+            bashu_gateway::trust::KeyRole::Gateway,
+            bashu_gateway::jose::Alg::Es256,
+            now,
+        )
+        .unwrap()
+    });
+    progress.wait_for(|n| *n >= TOTAL / 2).await.unwrap();
+    edit_keystore(&fed, "cq", |s, now| s.promote(&new_kid, now, 3600).unwrap());
+    progress.wait_for(|n| *n >= 3 * TOTAL / 4).await.unwrap();
+    edit_keystore(&fed, "cq", |s, now| s.revoke(&spare, now).unwrap());
+
+    let answers = load.await.unwrap();
+    let mut ids = Vec::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        ids.push(exchange_id(body));
+    }
+    for id in &ids {
+        assert_status(&cq, id, "delivered").await;
+    }
+    let verifier = cluster.chain_verifier(&sc).await.unwrap();
+    let mut signed_by = std::collections::BTreeSet::new();
+    let mut after = Some(0);
+    let mut seen = Vec::new();
+    while let Some(cursor) = after {
+        let page = sc.inbox(Some(cursor), 500).await.unwrap().body;
+        let items = page["items"].as_array().unwrap().clone();
+        for item in &items {
+            let chain: Vec<String> = item["chain"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_owned())
+                .collect();
+            let verified = verifier.verify_chain(&chain).await.unwrap();
+            signed_by.insert(verified.links()[1].kid().to_owned());
+            seen.push(item["exchangeId"].as_str().unwrap().to_owned());
+        }
+        after = page["next"].as_u64();
+    }
+    assert_eq!(seen, ids, "every exchange once, in acceptance order");
+    assert!(
+        signed_by.contains(&old_kid) && signed_by.contains(&new_kid),
+        "interchanges were signed by {signed_by:?}; expected both {old_kid} and {new_kid}"
+    );
     cluster.shutdown().await;
 }

@@ -172,7 +172,9 @@ async fn original_replayed(ctx: &Ctx) -> CheckResult {
     match ctx.credit_bank() {
         Ok(_) => {
             let n = inbox_count(ctx, &again).await?;
-            ensure(n == 0, || format!("the replayed original is in the inbox as {again}"))
+            ensure(n == 0, || {
+                format!("the replayed original is in the inbox as {again}")
+            })
         }
         Err(_) => Ok(()),
     }

@@ -253,7 +253,11 @@ async fn revoked_at(ctx: &Ctx) -> CheckResult {
     let at = entry.get("revoked_at").and_then(Value::as_i64);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     ensure(at.is_some_and(|t| t > 0 && t <= now + 60), || {
-        format!("revoked key {:?} has revoked_at {:?}", key.kid(), entry.get("revoked_at"))
+        format!(
+            "revoked key {:?} has revoked_at {:?}",
+            key.kid(),
+            entry.get("revoked_at")
+        )
     })
 }
 

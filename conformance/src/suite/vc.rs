@@ -254,9 +254,16 @@ fn peer_chain(ctx: &Ctx, twist: Twist<'_>) -> Result<Vec<String>, Verdict> {
     let verified_at = twist
         .verified_at
         .unwrap_or_else(|| chain::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()));
-    let interchange =
-        chain::translation_attested(&digest_of, &pred, subject, &issuer, &table, key, Some(&verified_at))
-            .map_err(|e| fail(e.to_string()))?;
+    let interchange = chain::translation_attested(
+        &digest_of,
+        &pred,
+        subject,
+        &issuer,
+        &table,
+        key,
+        Some(&verified_at),
+    )
+    .map_err(|e| fail(e.to_string()))?;
     Ok(vec![original, interchange])
 }
 

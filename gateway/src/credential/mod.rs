@@ -10,10 +10,10 @@
 //! - [`recompute`]: verifiable translations: a link must equal its recomputation.
 
 mod chain;
-mod recompute;
 mod error;
 pub mod issuer;
 pub mod profile;
+mod recompute;
 pub mod translation;
 mod verify;
 

@@ -80,8 +80,5 @@ fn first_difference(expected: &LearningRecord, claimed: &LearningRecord) -> Opti
 /// Extensions are kept verbatim: same members, same values, same order.
 fn extensions_equal(a: &LearningRecord, b: &LearningRecord) -> bool {
     a.extensions.len() == b.extensions.len()
-        && a.extensions
-            .iter()
-            .zip(b.extensions.iter())
-            .all(|(x, y)| x == y)
+        && a.extensions.iter().zip(b.extensions.iter()).all(|(x, y)| x == y)
 }

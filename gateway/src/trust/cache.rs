@@ -24,9 +24,9 @@
 use super::clock::{Clock, SystemClock};
 use super::fetch::{FetchError, KeySetFetcher};
 use super::keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
-use super::KeyStatus;
 use super::marks::{SeqMarks, SeqMarksError};
 use super::metrics::{self, FetchOutcome};
+use super::KeyStatus;
 use crate::config::TrustConfig;
 use crate::jose::VerifyingKey;
 use crate::problem::{Problem, ProblemType};
@@ -384,7 +384,10 @@ impl TrustCache {
     /// a new signed set. Replaces the previous overlay of `member`.
     pub fn set_local_revocations(&self, member: &str, revoked: HashMap<String, i64>) {
         if let Some(slot) = self.inner.slots.get(member) {
-            let mut overlay = slot.revoked.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut overlay = slot
+                .revoked
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             *overlay = Arc::new(revoked);
         }
     }

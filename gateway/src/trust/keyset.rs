@@ -122,12 +122,13 @@ impl TrustKey {
                     TrustError::Invalid(format!("key {kid}: retire_after must be an integer"))
                 })?),
             };
-        let revoked_at = match m.get("revoked_at") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| {
-                TrustError::Invalid(format!("key {kid}: revoked_at must be an integer"))
-            })?),
-        };
+        let revoked_at =
+            match m.get("revoked_at") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    TrustError::Invalid(format!("key {kid}: revoked_at must be an integer"))
+                })?),
+            };
         if revoked_at.is_some() && status != KeyStatus::Revoked {
             return Err(TrustError::Invalid(format!(
                 "key {kid}: revoked_at on a key that is not revoked"

@@ -370,7 +370,11 @@ pub async fn watch_own_keys(
 pub async fn sync_own_keys(member: &str, local: &LocalKeys, cache: &super::TrustCache) {
     cache.set_local_revocations(member, local.revocations());
     let published = local.keyset().seq;
-    if cache.cached_seq(member).await.is_some_and(|cached| cached < published) {
+    if cache
+        .cached_seq(member)
+        .await
+        .is_some_and(|cached| cached < published)
+    {
         if let Err(e) = cache.refresh(member).await {
             tracing::warn!(member, error = %e, "own key set changed but could not be installed");
         }
