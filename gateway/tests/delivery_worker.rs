@@ -98,6 +98,14 @@ impl Store for Observed {
     fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError> {
         self.changed(self.inner.retry(exchange_id, at))
     }
+    fn redeliver(
+        &self,
+        destination: &str,
+        since: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.changed(self.inner.redeliver(destination, since, at))
+    }
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
         self.changed(self.inner.insert_inbox(new))
     }
@@ -112,6 +120,9 @@ impl Store for Observed {
     }
     fn acked_up_to(&self) -> Result<u64, StoreError> {
         self.inner.acked_up_to()
+    }
+    fn raise_inbox_cursor_floor(&self, floor: u64, at: OffsetDateTime) -> Result<u64, StoreError> {
+        self.changed(self.inner.raise_inbox_cursor_floor(floor, at))
     }
     fn audit_verify(&self) -> Result<AuditReport, StoreError> {
         self.inner.audit_verify()

@@ -31,6 +31,15 @@ struct AckRequest {
     up_to: u64,
 }
 
+/// `POST /v1/admin/redeliver` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RedeliverRequest {
+    destination: String,
+    /// RFC 3339: exchanges delivered at or after this moment are re-sent.
+    since: String,
+}
+
 /// Records the exchange id on the request span (never the payload).
 fn record_exchange(id: &str) {
     tracing::Span::current().record("exchange_id", id);
@@ -124,6 +133,20 @@ where
             let id = check_exchange_id(call.param.unwrap_or_default())?;
             record_exchange(id);
             let doc = svc.admin_retry(id).await.map_err(about(id))?;
+            Ok(response::json(StatusCode::OK, &doc))
+        }
+        Handler::AdminRedeliver => {
+            let bytes = read_body(call.headers, call.body, call.max_body).await?;
+            let req: RedeliverRequest = parse_json(call.headers, &bytes)?;
+            let since =
+                time::OffsetDateTime::parse(&req.since, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        Problem::new(
+                            ProblemType::MalformedRequest,
+                            "since must be an RFC 3339 date-time",
+                        )
+                    })?;
+            let doc = svc.admin_redeliver(&req.destination, since).await?;
             Ok(response::json(StatusCode::OK, &doc))
         }
         Handler::AdminTrustRefresh => Ok(response::json(StatusCode::OK, &svc.admin_trust_refresh().await?)),

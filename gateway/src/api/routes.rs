@@ -33,6 +33,7 @@ pub enum Handler {
     KeySet,
     AdminExchanges,
     AdminRetry,
+    AdminRedeliver,
     AdminTrustRefresh,
     Healthz,
     Readyz,
@@ -101,6 +102,12 @@ pub static ROUTES: &[Route] = &[
         "/v1/admin/exchanges/{id}/retry",
         Access::OwnOperator,
         Handler::AdminRetry,
+    ),
+    route(
+        Method::POST,
+        "/v1/admin/redeliver",
+        Access::OwnOperator,
+        Handler::AdminRedeliver,
     ),
     route(
         Method::POST,

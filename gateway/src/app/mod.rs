@@ -101,6 +101,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         .await
         .map_err(|e| StartError::StoreTask(e.to_string()))?;
     let store: Arc<dyn Store> = Arc::new(opened?);
+    raise_cursor_floor(&store).await?;
     let (table, tables) = load_tables(&config)?;
 
     let local = Arc::new(LocalKeys::open(
@@ -203,6 +204,19 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Inbox cursors continue above the current time in microseconds, raised
+/// at every start, so a store restored from a backup (even by copying files
+/// by hand) never hands out a cursor a credit bank has already seen (SPEC
+/// v1.1 §5), as long as the clock does not step back.
+async fn raise_cursor_floor(store: &Arc<dyn Store>) -> Result<(), StartError> {
+    let now = time::OffsetDateTime::now_utc();
+    let floor = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0);
+    crate::store::blocking(store.clone(), move |s| s.raise_inbox_cursor_floor(floor, now))
+        .await
+        .map(|_| ())
+        .map_err(StartError::Store)
 }
 
 /// This member's home table, and every table translations from peers are

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod map;
 pub mod quickstart;
 pub mod serve;
+pub mod store;
 
 /// Bashu federation gateway and operator tooling.
 #[derive(Debug, Parser)]
@@ -41,6 +42,8 @@ pub enum Command {
     Quickstart(quickstart::Args),
     /// Inspect the audit log.
     Audit(audit::Args),
+    /// Back up or restore the gateway's store.
+    Store(store::Args),
     /// Measure end-to-end throughput and latency on a loopback federation.
     Bench(bench::Args),
 }
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Quickstart(a) => quickstart::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Store(a) => store::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

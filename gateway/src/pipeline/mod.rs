@@ -12,6 +12,7 @@ use crate::store::{ExchangeStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 mod exchange;
 mod metrics;
@@ -85,6 +86,17 @@ pub trait GatewayService: Send + Sync + 'static {
 
     /// Operator: put a dead-lettered or rejected exchange back in the outbox.
     fn admin_retry<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Value>;
+
+    /// Operator: re-send every exchange delivered to `destination` since
+    /// `since` (the destination restored its store from a backup).
+    fn admin_redeliver<'a>(
+        &'a self,
+        destination: &'a str,
+        since: OffsetDateTime,
+    ) -> ServiceFuture<'a, Value> {
+        let _ = (destination, since);
+        not_wired()
+    }
 
     /// Operator: drop cached peer key sets and refetch them.
     fn admin_trust_refresh(&self) -> ServiceFuture<'_, Value>;
@@ -230,6 +242,26 @@ impl GatewayService for Pipeline {
             self.delivery.notify_one();
             tracing::info!(exchange_id = %ex.exchange_id, "operator retry");
             Ok(views::exchange_status(&ex))
+        })
+    }
+
+    fn admin_redeliver<'a>(
+        &'a self,
+        destination: &'a str,
+        since: OffsetDateTime,
+    ) -> ServiceFuture<'a, Value> {
+        Box::pin(async move {
+            if !self.peers.contains(destination) {
+                return Err(Problem::new(
+                    ProblemType::UnknownDestination,
+                    format!("{destination:?} is not a configured peer"),
+                ));
+            }
+            let (dest, now) = (destination.to_owned(), self.clock.now());
+            let n = blocking(&self.store, move |s| s.redeliver(&dest, since, now)).await?;
+            self.delivery.notify_one();
+            tracing::warn!(destination, requeued = n, "operator redelivery");
+            Ok(json!({ "destination": destination, "requeued": n }))
         })
     }
 

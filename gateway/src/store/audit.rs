@@ -26,6 +26,8 @@ pub(super) enum AuditEvent {
     Retried,
     InboxReceived,
     InboxAcked,
+    Redelivered,
+    InboxCursorFloorRaised,
 }
 
 impl AuditEvent {
@@ -39,6 +41,8 @@ impl AuditEvent {
             Self::Retried => "retried",
             Self::InboxReceived => "inbox-received",
             Self::InboxAcked => "inbox-acked",
+            Self::Redelivered => "redelivered",
+            Self::InboxCursorFloorRaised => "inbox-cursor-floor-raised",
         }
     }
 }

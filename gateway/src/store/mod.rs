@@ -108,6 +108,18 @@ pub trait Store: Send + Sync {
     /// acceptance order. Any other status is an `InvalidTransition`.
     fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError>;
 
+    /// Redelivery after the destination restored its store from a backup:
+    /// every exchange for `destination` delivered at or after `since` goes
+    /// back to the outbox as `accepted`, in acceptance order, due at once.
+    /// The receiver's idempotency absorbs what it still holds. Returns how
+    /// many were re-queued.
+    fn redeliver(
+        &self,
+        destination: &str,
+        since: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+
     // --- inbox (receiving side) --------------------------------------------
 
     /// Stores a received envelope. Idempotent by `exchange_id`: the same
@@ -132,6 +144,14 @@ pub trait Store: Send + Sync {
 
     /// The acknowledged point (0 before any ack).
     fn acked_up_to(&self) -> Result<u64, StoreError>;
+
+    /// Makes every cursor handed out from now on greater than `floor`.
+    /// Called at start with the current time in microseconds: a store
+    /// restored from a backup (which forgot the cursors issued after it was
+    /// taken) still never reuses or goes below a cursor a credit bank saw
+    /// (SPEC v1.1 §5), as long as the clock did not step back. Returns the
+    /// new floor; a lower `floor` than the current one changes nothing.
+    fn raise_inbox_cursor_floor(&self, floor: u64, at: OffsetDateTime) -> Result<u64, StoreError>;
 
     // --- operations --------------------------------------------------------
 

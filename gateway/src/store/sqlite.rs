@@ -120,6 +120,57 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a read transaction: one consistent snapshot.
+    /// Writes a consistent snapshot of the whole database to `dest` (which
+    /// must not exist) while writers keep going: `VACUUM INTO` reads one
+    /// transaction's view. The copy is fsynced before this returns.
+    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+        let text = dest.to_str().ok_or_else(|| StoreError::InvalidInput {
+            field: "backup path",
+            reason: "not valid UTF-8".into(),
+        })?;
+        // The writer connection: the reader is `query_only`, which SQLite
+        // applies to VACUUM INTO's output too. This only reads our file.
+        lock(&self.writer)
+            .execute("VACUUM INTO ?1", params![text])
+            .map_err(sqlite("writing the backup"))?;
+        std::fs::File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::Durability {
+                reason: format!("fsync of {}: {e}", dest.display()),
+            })
+    }
+
+    /// `PRAGMA integrity_check`: `Ok` if SQLite finds nothing wrong,
+    /// `Corrupt` with its first findings otherwise.
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(sqlite("checking integrity"))?;
+        let findings: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(sqlite("checking integrity"))?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite("checking integrity"))?;
+        match findings.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            other => Err(StoreError::Corrupt {
+                context: "integrity check",
+                reason: other.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+            }),
+        }
+    }
+
+    /// Time of the newest audit entry: what a backup knows up to.
+    pub fn last_change_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.read(|tx| {
+            let at: Option<i64> = tx
+                .query_row("SELECT MAX(at) FROM audit", [], |r| r.get(0))
+                .map_err(sqlite("reading the audit log"))?;
+            opt_from_nanos(at, "audit time")
+        })
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn
@@ -720,6 +771,54 @@ impl Store for SqliteStore {
         })
     }
 
+    fn redeliver(
+        &self,
+        destination: &str,
+        since: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (since_n, at_n) = (nanos(since, "since")?, nanos(at, "at")?);
+        self.write(|tx| {
+            let ids: Vec<(i64, String)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT seq, exchange_id FROM exchanges
+                         WHERE destination = ?1 AND status = 'delivered' AND settled_at >= ?2
+                         ORDER BY seq",
+                    )
+                    .map_err(sqlite("finding delivered exchanges"))?;
+                let rows = stmt
+                    .query_map(params![destination, since_n], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(sqlite("finding delivered exchanges"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(sqlite("finding delivered exchanges"))?
+            };
+            for (seq, exchange_id) in &ids {
+                tx.execute(
+                    "UPDATE exchanges
+                     SET status = 'accepted', settled_at = NULL, updated_at = ?2
+                     WHERE seq = ?1",
+                    params![seq, at_n],
+                )
+                .map_err(sqlite("re-queueing a delivered exchange"))?;
+                tx.execute(
+                    "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?3)",
+                    params![seq, destination, at_n],
+                )
+                .map_err(sqlite("re-queueing an outbox item"))?;
+                audit::append(
+                    tx,
+                    at_n,
+                    Some(exchange_id),
+                    AuditEvent::Redelivered,
+                    &json!({ "destination": destination, "since": since_n }),
+                )?;
+            }
+            Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+        })
+    }
+
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
         require(!new.exchange_id.is_empty(), "exchange_id", "empty")?;
         require(!new.origin.is_empty(), "origin", "empty")?;
@@ -806,6 +905,47 @@ impl Store for SqliteStore {
                 .map_err(sqlite("reading the inbox"))?;
             rows.map(|r| into_inbox_item(r.map_err(sqlite("reading the inbox"))?))
                 .collect()
+        })
+    }
+
+    fn raise_inbox_cursor_floor(&self, floor: u64, at: OffsetDateTime) -> Result<u64, StoreError> {
+        let at_n = nanos(at, "at")?;
+        let floor = sql_int(floor);
+        self.write(|tx| {
+            // AUTOINCREMENT hands out max(sqlite_sequence, max(cursor)) + 1;
+            // SQLite lets ordinary statements edit sqlite_sequence for this.
+            let current: i64 = tx
+                .query_row(
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'inbox'), 0),
+                                COALESCE((SELECT MAX(cursor) FROM inbox), 0))",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite("reading the inbox cursor"))?;
+            if floor <= current {
+                return to_u64(current, "inbox cursor");
+            }
+            let updated = tx
+                .execute(
+                    "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox'",
+                    params![floor],
+                )
+                .map_err(sqlite("raising the inbox cursor floor"))?;
+            if updated == 0 {
+                tx.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('inbox', ?1)",
+                    params![floor],
+                )
+                .map_err(sqlite("raising the inbox cursor floor"))?;
+            }
+            audit::append(
+                tx,
+                at_n,
+                None,
+                AuditEvent::InboxCursorFloorRaised,
+                &json!({ "from": current, "to": floor }),
+            )?;
+            to_u64(floor, "inbox cursor")
         })
     }
 
