@@ -104,7 +104,8 @@ impl Verifier {
                 .get(1)
                 .and_then(VerifiedCredential::evidence)
                 .and_then(|e| e.verified_at);
-            if !attested.is_some_and(|t| t < s.since) {
+            let verified_before = matches!(attested, Some(t) if t < s.since);
+            if !verified_before {
                 return Err(in_link(0)(s.into_error(links[0].issuer())));
             }
         }
