@@ -261,3 +261,52 @@ fn usage_errors_exit_2() {
         );
     }
 }
+
+/// Issue 13.9: `credential issue` refuses records the gateway would refuse
+/// (level 42, an unknown top-level field, no learner id) with the problem
+/// and exit 1; `--no-check` signs them anyway.
+#[test]
+fn issue_checks_the_record_against_the_profile_and_framework() {
+    let env = Env::new();
+    let issue = |record: &Value, extra: &[&str]| {
+        let key = env.p("issuer.jwk");
+        let mut args = vec![
+            "credential",
+            "issue",
+            "--key",
+            key.as_str(),
+            "--issuer",
+            "urn:bashu:cq:credit-bank",
+        ];
+        args.extend_from_slice(extra);
+        bashu(&args, record.to_string().as_bytes())
+    };
+    let mut level = record();
+    level["level"] = json!(42);
+    assert_eq!(
+        problem_type(&issue(&level, &[])),
+        "urn:bashu:problem:unmappable-record"
+    );
+    let mut unknown = record();
+    unknown["grade"] = json!("A");
+    let out = issue(&unknown, &[]);
+    assert_eq!(problem_type(&out), "urn:bashu:problem:schema-violation");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("grade"));
+    let mut anonymous = record();
+    anonymous.as_object_mut().unwrap().remove("id");
+    assert_eq!(
+        problem_type(&issue(&anonymous, &[])),
+        "urn:bashu:problem:schema-violation"
+    );
+
+    let forced = issue(&level, &["--no-check"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&forced.stdout).trim().split('.').count(),
+        3
+    );
+}

@@ -62,3 +62,48 @@ fn dev_init_failures_and_usage_errors_exit_codes() {
     let usage = bashu().args(["dev", "init"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// Issue 13.6: `dev init` on an existing federation refuses (exit 1, files
+/// untouched) unless `--force`; `quickstart --dir` does the same.
+#[test]
+fn dev_init_refuses_a_non_empty_directory_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = bashu()
+        .args(["dev", "init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let toml = std::fs::read(dir.path().join("cq/gateway.toml")).unwrap();
+
+    let again = bashu()
+        .args(["dev", "init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+    assert_eq!(std::fs::read(dir.path().join("cq/gateway.toml")).unwrap(), toml);
+
+    let quick = bashu()
+        .args(["quickstart", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(quick.status.code(), Some(1));
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+
+    let forced = bashu()
+        .args(["dev", "init", "--force", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+}

@@ -40,6 +40,14 @@ enum CredentialCommand {
         /// validUntil = now + N days (default: no validUntil).
         #[arg(long)]
         valid_days: Option<u32>,
+        /// Mapping table the record's framework is checked against
+        /// (default: the bundled reference table).
+        #[arg(long)]
+        table: Option<PathBuf>,
+        /// Sign without checking the record against the profile and its
+        /// framework (for producing deliberately invalid test input).
+        #[arg(long)]
+        no_check: bool,
     },
     /// Verify the credential JWS on stdin; prints the payload or a problem.
     #[command(group(ArgGroup::new("trust").required(true).args(["jwks", "keyset"])))]
@@ -67,7 +75,15 @@ pub fn run(args: Args) -> ExitCode {
             key,
             issuer,
             valid_days,
-        } => issue(&key, &issuer, valid_days),
+            table,
+            no_check,
+        } => {
+            let table = match table.as_deref().map(crate::mapping::read_table).transpose() {
+                Ok(t) => t.unwrap_or_else(schema_mapper::MappingTable::reference),
+                Err(e) => return usage(e),
+            };
+            issue(&key, &issuer, valid_days, (!no_check).then_some(&table))
+        }
         CredentialCommand::Verify {
             jwks,
             keyset,
@@ -87,7 +103,35 @@ fn read_stdin() -> Result<Vec<u8>, std::io::Error> {
     Ok(buf)
 }
 
-fn issue(key: &Path, issuer: &IssuerId, valid_days: Option<u32>) -> ExitCode {
+/// What a gateway would refuse about `subject` before any signature is
+/// checked: a learning record the profile does not allow (unknown or
+/// missing fields, bad values) or one its framework does not define (level,
+/// outcome type, framework version).
+fn check_record(subject: &Value, table: &schema_mapper::MappingTable) -> Result<(), Problem> {
+    let mut record = subject.as_object().cloned().unwrap_or_default();
+    if record.remove("id").is_none() {
+        return Err(Problem::new(
+            ProblemType::SchemaViolation,
+            "credentialSubject.id (the learner id) is required",
+        ));
+    }
+    let parsed = schema_mapper::LearningRecord::from_json(&Value::Object(record)).map_err(map_problem)?;
+    schema_mapper::translate(&parsed, &parsed.framework, &parsed.framework, table)
+        .map(|_| ())
+        .map_err(map_problem)
+}
+
+fn map_problem(e: schema_mapper::MapError) -> Problem {
+    let kind = ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord);
+    Problem::new(kind, e.to_string())
+}
+
+fn issue(
+    key: &Path,
+    issuer: &IssuerId,
+    valid_days: Option<u32>,
+    check: Option<&schema_mapper::MappingTable>,
+) -> ExitCode {
     let key = match SigningKey::load(key) {
         Ok(k) => k,
         Err(e) => return usage(e),
@@ -100,6 +144,15 @@ fn issue(key: &Path, issuer: &IssuerId, valid_days: Option<u32>) -> ExitCode {
         Ok(_) => return super::fail("record on stdin must be a JSON object"),
         Err(e) => return super::fail(e),
     };
+    if let Some(table) = check {
+        if let Err(problem) = check_record(&subject, table) {
+            println!("{}", problem.to_json());
+            eprintln!(
+                "bashu credential: the gateway would refuse this record (use --no-check to sign it anyway)"
+            );
+            return ExitCode::from(1);
+        }
+    }
     let now = time::OffsetDateTime::now_utc();
     let until = valid_days.map(|d| now + time::Duration::days(i64::from(d)));
     let payload = new_learning_credential(issuer, subject, now, until);

@@ -21,12 +21,21 @@ enum DevCommand {
         /// Comma-separated member ids.
         #[arg(long, value_delimiter = ',', default_value = "cq,sc")]
         members: Vec<String>,
+        /// Write even if the directory is not empty (replaces the CA, keys
+        /// and ports of any federation there).
+        #[arg(long)]
+        force: bool,
     },
 }
 
 pub fn run(args: Args) -> ExitCode {
     match args.command {
-        DevCommand::Init { dir, members } => {
+        DevCommand::Init { dir, members, force } => {
+            if !force {
+                if let Err(e) = devpki::ensure_empty(&dir) {
+                    return super::fail(e);
+                }
+            }
             let ids: Vec<&str> = members.iter().map(String::as_str).collect();
             match devpki::init(&dir, &ids) {
                 Ok(fed) => {

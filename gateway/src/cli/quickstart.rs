@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Keep the dev federation in this directory instead of a temporary one.
+    /// Keep the dev federation in this directory instead of a temporary one
+    /// (it must be empty or missing, unless --force).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// With --dir: write even if the directory is not empty.
+    #[arg(long)]
+    pub force: bool,
     /// Give up on an exchange that is not delivered within this many seconds.
     #[arg(long, default_value_t = 20)]
     pub timeout_secs: u64,
@@ -54,7 +58,12 @@ async fn quickstart(args: Args) -> Result<bool, DevFedError> {
     let started = Instant::now();
     let temp;
     let dir = match args.dir {
-        Some(d) => d,
+        Some(d) => {
+            if !args.force {
+                crate::devpki::ensure_empty(&d)?;
+            }
+            d
+        }
         None => {
             temp =
                 tempfile::tempdir().map_err(|e| DevFedError::Client(format!("temporary directory: {e}")))?;

@@ -37,4 +37,25 @@ pub enum DevPkiError {
     Key(#[from] crate::jose::JoseError),
     #[error("key store: {0}")]
     KeyStore(#[from] crate::trust::KeyStoreError),
+    #[error("{0} is not empty; refusing to overwrite a federation there (use --force to replace it, or pick a new directory)")]
+    NotEmpty(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// Refuses a directory that already holds anything: writing a new CA, keys
+/// and ports over a running federation would silently replace them (the
+/// gateways hot-reload certificates). A missing directory is fine.
+pub fn ensure_empty(dir: &std::path::Path) -> Result<(), DevPkiError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(DevPkiError::NotEmpty(dir.to_owned())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DevPkiError::Read {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
 }
