@@ -345,3 +345,48 @@ async fn reload_refuses_a_certificate_that_is_not_the_gateway_identity() {
     assert!(!Arc::ptr_eq(&tls.current(), &in_force));
     assert_eq!(*tls.reloads().borrow(), 1);
 }
+
+/// `bashu serve` on a dev federation member whose `[tls]` was edited.
+async fn start_with_tls(
+    edit: impl FnOnce(&mut bashu_gateway::config::TlsConfig, &bashu_gateway::devpki::DevMember),
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = bashu_gateway::devpki::init(dir.path(), &["cq", "sc"]).unwrap();
+    let member = fed.member("cq").unwrap();
+    let mut config = bashu_gateway::config::Config::load(&member.config).unwrap();
+    edit(&mut config.tls, member);
+    match bashu_gateway::app::start(config).await {
+        Ok(gateway) => {
+            gateway.shutdown().await;
+            panic!("the gateway started");
+        }
+        Err(err) => err.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_does_not_start_with_a_foreign_crl_or_a_wrong_certificate() {
+    // The dev CA's name, another key.
+    let impostor = DevCa::generate("Bashu dev federation CA").unwrap();
+    let crl_pem = impostor.crl(&[]).unwrap();
+    let err = start_with_tls(|tls, member| {
+        let crl = member.dir.join("foreign.crl");
+        std::fs::write(&crl, &crl_pem).unwrap();
+        tls.crls = vec![crl];
+    })
+    .await;
+    assert!(
+        err.contains("foreign.crl") && err.contains("CRL signature does not verify"),
+        "{err}"
+    );
+
+    let err = start_with_tls(|tls, member| {
+        tls.cert = member.credit_bank_cert.clone();
+        tls.key = member.credit_bank_key.clone();
+    })
+    .await;
+    assert!(
+        err.contains("credit-bank.crt") && err.contains("not usable as this gateway's certificate"),
+        "{err}"
+    );
+}
