@@ -11,6 +11,7 @@
 mod chain;
 mod error;
 pub mod issuer;
+mod national_id;
 pub mod profile;
 pub mod translation;
 mod verify;

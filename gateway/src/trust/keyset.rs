@@ -356,7 +356,10 @@ mod tests {
     fn key_sets_live_at_most_thirty_days() {
         let iat = 1_767_225_600;
         let month = 30 * 24 * 3600;
-        assert_eq!(KeySet::from_json(&payload(iat, iat + month)).unwrap().exp, iat + month);
+        assert_eq!(
+            KeySet::from_json(&payload(iat, iat + month)).unwrap().exp,
+            iat + month
+        );
         assert!(matches!(
             KeySet::from_json(&payload(iat, iat + month + 1)),
             Err(TrustError::TooLong { lifetime, max }) if lifetime == month + 1 && max == month
