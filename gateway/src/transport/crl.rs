@@ -204,9 +204,18 @@ fn admit(
 const SEQUENCE: u8 = 0x30;
 const BIT_STRING: u8 = 0x03;
 
-/// One DER element at the start of `input`: `(tag, contents, whole element,
-/// rest)`. Low tag numbers and lengths up to 4 bytes only (all a CRL needs).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element.
+#[derive(Clone, Copy)]
+struct Tlv<'a> {
+    tag: u8,
+    contents: &'a [u8],
+    /// Tag, length and contents: what a signature covers.
+    whole: &'a [u8],
+}
+
+/// The DER element at the start of `input`, and what follows it. Low tag
+/// numbers and lengths up to 4 bytes only (all a CRL needs).
+fn tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         return None;
@@ -224,25 +233,29 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
         (len, rest.get(n..)?)
     };
     let header = input.len() - rest.len();
-    let contents = rest.get(..len)?;
-    let whole = input.get(..header + len)?;
-    Some((tag, contents, whole, rest.get(len..)?))
+    let element = Tlv {
+        tag,
+        contents: rest.get(..len)?,
+        whole: input.get(..header.checked_add(len)?)?,
+    };
+    Some((element, rest.get(len..)?))
 }
 
 /// The elements of a DER SEQUENCE that spans all of `der` (at most `max`).
-fn sequence(der: &[u8], max: usize) -> Option<Vec<(u8, &[u8], &[u8])>> {
-    let (tag, mut contents, _, rest) = tlv(der)?;
-    if tag != SEQUENCE || !rest.is_empty() {
+fn sequence(der: &[u8], max: usize) -> Option<Vec<Tlv<'_>>> {
+    let (outer, rest) = tlv(der)?;
+    if outer.tag != SEQUENCE || !rest.is_empty() {
         return None;
     }
     let mut items = Vec::new();
-    while !contents.is_empty() {
+    let mut input = outer.contents;
+    while !input.is_empty() {
         if items.len() == max {
             return None;
         }
-        let (t, c, whole, r) = tlv(contents)?;
-        items.push((t, c, whole));
-        contents = r;
+        let (item, r) = tlv(input)?;
+        items.push(item);
+        input = r;
     }
     Some(items)
 }
@@ -266,17 +279,25 @@ fn verify_signed_data(
     algs: &[&dyn SignatureVerificationAlgorithm],
 ) -> Result<(), String> {
     let items = sequence(signed, 3).ok_or("not a DER-encoded signed structure")?;
-    let [(_, _, tbs), (SEQUENCE, sig_alg, _), (BIT_STRING, sig_bits, _)] = items.as_slice() else {
+    let [tbs, sig_alg, sig_bits] = items.as_slice() else {
         return Err("not a DER-encoded signed structure".into());
     };
-    let signature = bit_string_bytes(sig_bits).ok_or("malformed signature value")?;
+    if (sig_alg.tag, sig_bits.tag) != (SEQUENCE, BIT_STRING) {
+        return Err("not a DER-encoded signed structure".into());
+    }
+    let (tbs, sig_alg) = (tbs.whole, sig_alg.contents);
+    let signature = bit_string_bytes(sig_bits.contents).ok_or("malformed signature value")?;
     let key_items = sequence(spki, 2).ok_or("CA public key does not parse")?;
-    let [(SEQUENCE, key_alg, _), (BIT_STRING, key_bits, _)] = key_items.as_slice() else {
+    let [key_alg, key_bits] = key_items.as_slice() else {
         return Err("CA public key does not parse".into());
     };
-    let public_key = bit_string_bytes(key_bits).ok_or("CA public key does not parse")?;
+    if (key_alg.tag, key_bits.tag) != (SEQUENCE, BIT_STRING) {
+        return Err("CA public key does not parse".into());
+    }
+    let key_alg = key_alg.contents;
+    let public_key = bit_string_bytes(key_bits.contents).ok_or("CA public key does not parse")?;
     let mut usable = algs.iter().filter(|alg| {
-        alg.signature_alg_id().as_ref() == *sig_alg && alg.public_key_alg_id().as_ref() == *key_alg
+        alg.signature_alg_id().as_ref() == sig_alg && alg.public_key_alg_id().as_ref() == key_alg
     });
     let Some(first) = usable.next() else {
         return Err("signature algorithm unsupported or not matching the CA key".into());
