@@ -49,7 +49,13 @@ async fn metrics_listener_serves_metrics_health_and_readiness() {
         let ready = Arc::clone(&ready);
         Arc::new(move || {
             let now = ready.load(Ordering::SeqCst);
-            Box::pin(async move { now })
+            Box::pin(async move {
+                if now {
+                    Ok(())
+                } else {
+                    Err("test says so".to_owned())
+                }
+            })
         })
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -73,6 +79,7 @@ async fn metrics_listener_serves_metrics_health_and_readiness() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ct, "application/problem+json");
     assert!(body.contains("urn:bashu:problem:unavailable"));
+    assert!(body.contains("gateway is not ready: test says so"), "{body}");
     let (status, ct, _) = get(addr, "/v1/exchanges").await;
     assert_eq!(
         (status, ct.as_str()),

@@ -427,6 +427,112 @@ async fn validity_period_with_60s_skew() {
     assert_eq!(kind(&fed, &with(T0, T0 - 10)).await, ProblemType::SchemaViolation);
 }
 
+/// The detail a caller would see for `jws`.
+async fn detail(fed: &Fed, jws: &str) -> (ProblemType, String) {
+    let problem = fed.verifier.verify(jws).await.unwrap_err().problem();
+    (problem.kind, problem.detail)
+}
+
+#[tokio::test]
+async fn valid_until_before_valid_from_is_exact_and_ignores_skew() {
+    let fed = Fed::new();
+    let key = issuer(&fed);
+    let with = |from: &str, until: &str| {
+        let mut p = fed.payload("cq");
+        p["validFrom"] = from.into();
+        p["validUntil"] = until.into();
+        forge(&header_for(&key), &p, &key)
+    };
+    let t = |secs: i64| bashu_gateway::credential::profile::format_time(at(secs));
+    let inverted = (
+        ProblemType::SchemaViolation,
+        "credential violates the profile: validUntil is before validFrom".to_owned(),
+    );
+    // The report: validUntil 50 s before validFrom, both within the 60 s skew
+    // of now. Skew applies to now, never between the two timestamps.
+    assert_eq!(detail(&fed, &with(&t(T0 + 30), &t(T0 - 20))).await, inverted);
+    // One second, and half a second, before: still inverted.
+    assert_eq!(detail(&fed, &with(&t(T0), &t(T0 - 1))).await, inverted);
+    let from = "2026-01-01T00:00:00.500Z";
+    assert_eq!(detail(&fed, &with(from, "2026-01-01T00:00:00Z")).await, inverted);
+    // Equal instants (also across offsets) are a valid, if short, period.
+    fed.verifier.verify(&with(&t(T0), &t(T0))).await.unwrap();
+    fed.verifier
+        .verify(&with("2026-01-01T08:00:00+08:00", "2026-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_national_id_number_anywhere_in_the_learner_id_is_refused() {
+    let fed = Fed::new();
+    let key = issuer(&fed);
+    let refusal = (
+        ProblemType::SchemaViolation,
+        "credential violates the profile: credentialSubject.id contains a national ID number (GB 11643-1999); use an opaque learner id"
+            .to_owned(),
+    );
+    for id in [
+        "urn:bashu:learner:cq:11010519491231002X",
+        "urn:bashu:learner:cq:stu-11010519491231002x",
+        "did:example:11010519491231002X",
+    ] {
+        let mut p = fed.payload("cq");
+        p["credentialSubject"]["id"] = id.into();
+        assert_eq!(
+            detail(&fed, &forge(&header_for(&key), &p, &key)).await,
+            refusal,
+            "{id}"
+        );
+        // The detail never echoes the number.
+        assert!(!refusal.1.contains("11010519491231002"));
+        // And the issuing side refuses to sign it.
+        let err = bashu_gateway::credential::issue_credential(&p, &key).unwrap_err();
+        assert_eq!(err.kind(), ProblemType::SchemaViolation, "{id}");
+    }
+    // An 18-digit opaque id that is not a valid number passes.
+    let mut p = fed.payload("cq");
+    p["credentialSubject"]["id"] = "urn:bashu:learner:cq:110105194912310021".into();
+    fed.verifier
+        .verify(&forge(&header_for(&key), &p, &key))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn problem_details_show_values_not_rust_debug() {
+    let fed = Fed::new();
+    let key = issuer(&fed);
+    let p = fed.payload("cq");
+    let mut h = header_for(&key);
+    h["typ"] = "JWT".into();
+    assert_eq!(
+        detail(&fed, &forge(&h, &p, &key)).await,
+        (
+            ProblemType::SchemaViolation,
+            "typ is JWT, expected vc+jwt".to_owned()
+        )
+    );
+    h["typ"] = "vc+jwt".into();
+    h["alg"] = "HS256".into();
+    assert_eq!(
+        detail(&fed, &forge(&h, &p, &key)).await,
+        (
+            ProblemType::UnsupportedAlgorithm,
+            "algorithm HS256 is not allowed (only ES256 and EdDSA)".to_owned()
+        )
+    );
+    let mut h = header_for(&key);
+    h["kid"] = "nobody-1".into();
+    let (kind, text) = detail(&fed, &forge(&h, &p, &key)).await;
+    assert_eq!(kind, ProblemType::UnknownKey);
+    assert_eq!(text, "key nobody-1 is not in the key set of cq");
+    let mut p = fed.payload("cq");
+    p["issuer"] = "urn:bashu:CQ:credit-bank".into();
+    let (_, text) = detail(&fed, &forge(&header_for(&key), &p, &key)).await;
+    assert!(!text.contains('"') && !text.contains("Some("), "{text}");
+}
+
 #[tokio::test]
 async fn key_status_decides_whether_a_signature_counts() {
     let mut fed = Fed::with_config(TrustCacheConfig {

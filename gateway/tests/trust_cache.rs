@@ -274,7 +274,7 @@ async fn a_peer_serving_another_members_set_is_refused() {
         .unwrap();
     fed.fetcher.put("cq", sc_set);
     let err = fed.cache.refresh("cq").await.unwrap_err();
-    assert!(err.to_string().contains("expected \"cq\""), "{err}");
+    assert!(err.to_string().contains("is for sc, expected cq"), "{err}");
 }
 
 /// A federation of one member, `id`, unique to the calling test so the

@@ -46,9 +46,11 @@ pub fn cases() -> Vec<TestCase> {
         case!("VC-026", Should, "§4", Peer, "Envelope for another destination: unknown-destination", wrong_destination),
         case!("VC-027", Must, "§3", Peer, "Interchange claiming the target's own gateway as issuer: issuer-mismatch", spoofed_gateway),
         case!("VC-028", Must, "§3", Peer, "Chain links in the wrong order: chain-broken", reversed),
-        case!("VC-029", Must, "§3", Peer, "Interchange record that is not the recomputed translation (credits inflated): chain-broken naming the field", inflated),
-        case!("VC-030", Must, "§3", Peer, "Interchange extensions not kept verbatim: chain-broken naming the field", extensions_altered),
-        case!("VC-031", Must, "§3", Peer, "Interchange naming a mapping table version the target does not hold: mapping-version-unknown", unknown_table),
+        case!("VC-029", Should, "§3", CreditBank, "A national id number inside a urn:bashu:learner: id is rejected", national_id_in_urn),
+        case!("VC-030", Must, "§3", CreditBank, "validUntil 50 s before validFrom, both within skew, is rejected", inverted_window),
+        case!("VC-031", Must, "§3", Peer, "Interchange record that is not the recomputed translation (credits inflated): chain-broken naming the field", inflated),
+        case!("VC-032", Must, "§3", Peer, "Interchange extensions not kept verbatim: chain-broken naming the field", extensions_altered),
+        case!("VC-033", Must, "§3", Peer, "Interchange naming a mapping table version the target does not hold: mapping-version-unknown", unknown_table),
     ]
 }
 
@@ -154,6 +156,18 @@ async fn national_id(ctx: &Ctx) -> CheckResult {
         SCHEMA,
     )
     .await
+}
+
+async fn national_id_in_urn(ctx: &Ctx) -> CheckResult {
+    // The same valid number as VC-013, as the opaque part of a Bashu learner id.
+    let id = format!("urn:bashu:learner:{}:11010519491231002X", ctx.member);
+    rejects_edited(ctx, |c| c["credentialSubject"]["id"] = json!(id), SCHEMA).await
+}
+
+async fn inverted_window(ctx: &Ctx) -> CheckResult {
+    // Skew tolerates a clock difference to now, not a period that ends
+    // before it starts.
+    rejects_edited(ctx, |c| set_window(c, Some(30), Some(-20)), SCHEMA).await
 }
 
 async fn no_level(ctx: &Ctx) -> CheckResult {

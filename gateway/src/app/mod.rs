@@ -168,7 +168,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         clock: Arc::new(SystemClock),
     });
 
-    let tls = ReloadableTls::load(TlsPaths::from(&config.tls))?;
+    // Refuses a certificate that is not this member's gateway identity and
+    // CRLs that are out of date or not signed by their CA (naming the file).
+    let tls = ReloadableTls::load_gateway(TlsPaths::from(&config.tls), &config.member)?;
+    let tls_ready = Arc::clone(&tls);
     let api_listener = bind(config.listen.api).await?;
     let metrics_listener = bind(config.listen.metrics).await?;
     let api_addr = local_addr(&api_listener, config.listen.api);
@@ -188,11 +191,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.limits.clone(),
         rx.clone(),
     ));
-    tasks.spawn(crate::metrics::serve(
-        metrics_listener,
-        crate::metrics::ready_probe(pipeline.clone()),
-        rx.clone(),
-    ));
+    let ready = crate::metrics::ready_probe_with(crate::metrics::ready_probe(pipeline.clone()), move || {
+        tls_ready.readiness()
+    });
+    tasks.spawn(crate::metrics::serve(metrics_listener, ready, rx.clone()));
     tasks.spawn(watch_own_keys(local, cache, OWN_KEYS_POLL, rx.clone()));
     tasks.spawn(worker.run(rx));
     tracing::info!(member = %config.member, api = %api_addr, metrics = %metrics_addr, "gateway started");

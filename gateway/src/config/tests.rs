@@ -193,6 +193,11 @@ fn invalid_values_name_their_field() {
             "[trust]\nkeyset_ttl_secs = 60\nrefresh_ahead_secs = 60",
             "trust.refresh_ahead_secs",
         ),
+        (
+            "[trust]",
+            "[trust]\nkeyset_ttl_secs = 2592001",
+            "trust.keyset_ttl_secs",
+        ),
     ];
     std::fs::create_dir(fx.dir.path().join("data")).unwrap();
     for (from, to, field) in cases {

@@ -72,6 +72,12 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
 
     let t = &cfg.trust;
     c.positive("trust.keyset_ttl_secs", t.keyset_ttl_secs)?;
+    if t.keyset_ttl_secs > crate::trust::keyset::MAX_LIFETIME_SECS.unsigned_abs() {
+        return Err(c.fail(
+            "trust.keyset_ttl_secs",
+            "must be at most 2592000 (30 days): longer-lived key sets are refused",
+        ));
+    }
     c.positive("trust.refetch_min_interval_ms", t.refetch_min_interval_ms)?;
     if t.refresh_ahead_secs >= t.keyset_ttl_secs {
         return Err(c.fail(

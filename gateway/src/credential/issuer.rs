@@ -19,7 +19,10 @@ pub struct IssuerId {
 impl IssuerId {
     pub fn new(member: &str, role: KeyRole) -> Result<Self, CredentialError> {
         if !is_member_id(member) {
-            return Err(CredentialError::schema(format!("{member:?} is not a member id")));
+            return Err(CredentialError::schema(format!(
+                "{} is not a member id",
+                crate::jose::plain(member, 32)
+            )));
         }
         Ok(Self {
             member: member.to_owned(),

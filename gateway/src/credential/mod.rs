@@ -12,6 +12,7 @@
 mod chain;
 mod error;
 pub mod issuer;
+mod national_id;
 pub mod profile;
 mod recompute;
 pub mod translation;

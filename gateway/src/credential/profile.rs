@@ -169,6 +169,12 @@ pub(crate) fn check(payload: &Map<String, Value>) -> Result<Profile, CredentialE
             "credentialSubject.id must be a DID or urn:bashu:learner:<member>:<opaque>",
         ));
     }
+    // SPEC §3: no national ID numbers in clear, not even inside the opaque part.
+    if super::national_id::contains_national_id(subject_id) {
+        return Err(CredentialError::schema(
+            "credentialSubject.id contains a national ID number (GB 11643-1999); use an opaque learner id",
+        ));
+    }
     Ok(Profile {
         id: id.to_owned(),
         translation,

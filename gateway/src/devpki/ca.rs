@@ -32,6 +32,9 @@ pub struct LeafSpec {
     pub ips: Vec<IpAddr>,
     /// Adds the serverAuth EKU (gateways are servers and clients).
     pub server: bool,
+    /// Leaves out the EKU extension entirely (only to test that such a
+    /// certificate is refused; every real Bashu certificate names its EKUs).
+    pub omit_eku: bool,
 }
 
 impl LeafSpec {
@@ -53,6 +56,7 @@ impl LeafSpec {
                 Vec::new()
             },
             server,
+            omit_eku: false,
         }
     }
 }
@@ -131,6 +135,9 @@ impl DevCa {
                 .extended_key_usages
                 .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
+        if spec.omit_eku {
+            params.extended_key_usages.clear();
+        }
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(serial.clone());
         params.not_before = now - BACKDATE;
@@ -164,16 +171,28 @@ impl DevCa {
     /// A CRL (PEM) revoking `serials`, valid for a week.
     pub fn crl(&self, serials: &[&[u8]]) -> Result<String, DevPkiError> {
         let now = OffsetDateTime::now_utc();
+        self.crl_valid(serials, now - BACKDATE, now + Duration::days(7))
+    }
+
+    /// A CRL (PEM) revoking `serials` with the given `thisUpdate` and
+    /// `nextUpdate` (tests use past and imminent `nextUpdate`s).
+    pub fn crl_valid(
+        &self,
+        serials: &[&[u8]],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, DevPkiError> {
+        let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - BACKDATE,
-            next_update: now + Duration::days(7),
+            this_update,
+            next_update,
             crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
             issuing_distribution_point: None,
             revoked_certs: serials
                 .iter()
                 .map(|s| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(s),
-                    revocation_time: now - BACKDATE,
+                    revocation_time: this_update,
                     reason_code: None,
                     invalidity_date: None,
                 })

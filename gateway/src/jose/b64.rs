@@ -10,7 +10,7 @@ use base64::Engine;
 /// Why a segment is not canonical base64url.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum B64Error {
-    #[error("character {0:?} outside the base64url alphabet (padding and '+/' are not allowed)")]
+    #[error("character U+{:04X} outside the base64url alphabet (padding and '+/' are not allowed)", u32::from(*.0))]
     Alphabet(char),
     #[error("length {0} cannot be unpadded base64url")]
     Length(usize),

@@ -36,18 +36,19 @@ pub enum JoseError {
     Base64 { segment: Segment, source: B64Error },
     #[error("{segment} is not acceptable JSON: {source}")]
     Json { segment: Segment, source: JsonError },
-    #[error("algorithm {0:?} is not allowed (only ES256 and EdDSA)")]
+    #[error("algorithm {0} is not allowed (only ES256 and EdDSA)")]
     UnsupportedAlgorithm(String),
-    #[error("header parameter {0:?} is not allowed")]
+    #[error("header parameter {0} is not allowed")]
     ForbiddenHeader(String),
     #[error("protected header has no usable kid")]
     MissingKid,
-    #[error("typ {found:?} where {expected:?} is required")]
+    #[error("typ is {}, expected {expected}", .found.as_deref().unwrap_or("missing"))]
     WrongType {
         expected: &'static str,
+        /// The value as sent (a string's text, other JSON as JSON), clipped.
         found: Option<String>,
     },
-    #[error("cty {found:?} is not allowed here")]
+    #[error("cty {found} is not allowed here")]
     WrongContentType { found: String },
     #[error("header alg {header} does not match the key's alg {key}")]
     AlgMismatch { header: &'static str, key: &'static str },
@@ -61,6 +62,16 @@ pub enum JoseError {
     Signing(String),
     #[error("key file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+/// `s` as plain text for an error message (these reach problem `detail`s
+/// and logs): at most `max` characters, control characters replaced by
+/// U+FFFD so a value cannot forge log lines. Never Rust `Debug` quoting.
+pub(crate) fn plain(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 impl JoseError {

@@ -76,18 +76,14 @@ impl Header {
             other => {
                 return Err(JoseError::WrongType {
                     expected: policy.typ,
-                    found: other.map(|v| clip(&v.to_string())),
+                    found: other.map(shown),
                 })
             }
         };
         let cty = match (map.get("cty"), policy.cty) {
             (None, _) => None,
             (Some(Value::String(c)), Some(allowed)) if media_type_eq(c, allowed) => Some(c.clone()),
-            (Some(other), _) => {
-                return Err(JoseError::WrongContentType {
-                    found: clip(&other.to_string()),
-                })
-            }
+            (Some(other), _) => return Err(JoseError::WrongContentType { found: shown(other) }),
         };
         Ok(Header { alg, kid, typ, cty })
     }
@@ -118,7 +114,15 @@ fn media_type_eq(given: &str, expected: &str) -> bool {
 }
 
 fn clip(s: &str) -> String {
-    s.chars().take(32).collect()
+    super::error::plain(s, 32)
+}
+
+/// A header value for a message: a string's own text, other JSON as JSON.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => clip(s),
+        other => clip(&other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -173,5 +177,34 @@ mod tests {
             check(json!({"alg":"ES256","typ":"vc+jwt","cty":"json","kid":"k"})),
             Err(JoseError::WrongContentType { .. })
         ));
+    }
+
+    #[test]
+    fn messages_show_plain_values() {
+        let text = |h: Value| check(h).unwrap_err().to_string();
+        assert_eq!(
+            text(json!({"alg":"ES256","typ":"JWT","kid":"k"})),
+            "typ is JWT, expected vc+jwt"
+        );
+        assert_eq!(
+            text(json!({"alg":"ES256","kid":"k"})),
+            "typ is missing, expected vc+jwt"
+        );
+        assert_eq!(
+            text(json!({"alg":"ES256","typ":7,"kid":"k"})),
+            "typ is 7, expected vc+jwt"
+        );
+        assert_eq!(
+            text(json!({"alg":"ES256","typ":"vc+jwt","cty":"json","kid":"k"})),
+            "cty json is not allowed here"
+        );
+        assert_eq!(
+            text(json!({"alg":"HS256","typ":"vc+jwt","kid":"k"})),
+            "algorithm HS256 is not allowed (only ES256 and EdDSA)"
+        );
+        assert_eq!(
+            text(json!({"alg":"ES256","typ":"vc+jwt","kid":"k","x\ny":1})),
+            "header parameter x\u{fffd}y is not allowed"
+        );
     }
 }

@@ -19,7 +19,7 @@ pub const MAX_DEPTH: usize = 32;
 pub enum JsonError {
     #[error("invalid JSON: {0}")]
     Syntax(String),
-    #[error("duplicate member name {0:?}")]
+    #[error("duplicate member name {0}")]
     DuplicateMember(String),
     #[error("nesting deeper than {MAX_DEPTH}")]
     TooDeep,
@@ -52,7 +52,7 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
 
 /// Shortens attacker-chosen text before it goes into an error message.
 fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
+    super::error::plain(s, 64)
 }
 
 #[derive(Clone, Copy)]

@@ -15,6 +15,7 @@ mod keys;
 mod parse;
 mod sign;
 
+pub(crate) use error::plain;
 pub use error::{JoseError, Segment};
 pub use header::{Header, HeaderPolicy};
 pub use keys::{Alg, SigningKey, VerifyingKey};

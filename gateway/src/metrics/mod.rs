@@ -11,7 +11,7 @@ mod http_metrics;
 mod server;
 
 pub use http_metrics::{observe_http, observe_tls_handshake_failure, set_open_connections};
-pub use server::{ready_probe, serve, ReadyProbe};
+pub use server::{ready_probe, ready_probe_with, serve, ReadyProbe};
 
 use prometheus::core::Collector;
 use prometheus::{

@@ -18,14 +18,33 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Answers `/readyz`: true when the gateway can take traffic.
-pub type ReadyProbe = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+/// Answers `/readyz`: `Ok` when the gateway can take traffic, otherwise why
+/// not (shown in the problem `detail`).
+pub type ReadyProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// A [`ReadyProbe`] asking the service (store reachable, keys loaded).
 pub fn ready_probe(service: Arc<dyn GatewayService>) -> ReadyProbe {
     Arc::new(move || {
         let service = Arc::clone(&service);
-        Box::pin(async move { service.ready().await })
+        Box::pin(async move {
+            if service.ready().await {
+                Ok(())
+            } else {
+                Err("store or signing key unavailable".to_owned())
+            }
+        })
+    })
+}
+
+/// `probe`, after a synchronous `check` that must pass first (e.g. the TLS
+/// listener's CRLs being current).
+pub fn ready_probe_with(
+    probe: ReadyProbe,
+    check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+) -> ReadyProbe {
+    Arc::new(move || match check() {
+        Ok(()) => probe(),
+        Err(why) => Box::pin(async move { Err(why) }),
     })
 }
 
@@ -95,8 +114,13 @@ async fn answer(ready: ReadyProbe, req: Request<Incoming>) -> Result<Response<Bo
             super::render(),
         ),
         "/healthz" => response::json(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" if ready().await => response::json(StatusCode::OK, &json!({"status": "ready"})),
-        "/readyz" => response::problem(&Problem::new(ProblemType::Unavailable, "gateway is not ready")),
+        "/readyz" => match ready().await {
+            Ok(()) => response::json(StatusCode::OK, &json!({"status": "ready"})),
+            Err(why) => response::problem(&Problem::new(
+                ProblemType::Unavailable,
+                format!("gateway is not ready: {why}"),
+            )),
+        },
         _ => response::problem(&Problem::new(ProblemType::NotFound, "no such route")),
     })
 }

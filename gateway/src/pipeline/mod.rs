@@ -227,7 +227,10 @@ impl GatewayService for Pipeline {
             let status = match status {
                 None => None,
                 Some(s) => Some(s.parse::<ExchangeStatus>().map_err(|_| {
-                    Problem::new(ProblemType::MalformedRequest, format!("unknown status {s:?}"))
+                    Problem::new(
+                        ProblemType::MalformedRequest,
+                        format!("unknown status {}", crate::jose::plain(s, 32)),
+                    )
                 })?),
             };
             let list = blocking(&self.store, move |s| s.list_exchanges(status, ADMIN_LIST_LIMIT)).await?;

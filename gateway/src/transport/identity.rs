@@ -66,7 +66,7 @@ pub enum IdentityError {
     NoUri,
     #[error("client certificate has {0} URI SANs, exactly one is allowed")]
     SeveralUris(usize),
-    #[error("URI SAN {uri:?} is not a bashu SPIFFE id: {reason}")]
+    #[error("URI SAN {uri} is not a bashu SPIFFE id: {reason}")]
     NotBashu { uri: String, reason: &'static str },
 }
 
@@ -86,7 +86,7 @@ impl ClientIdentity {
     /// Parses a SPIFFE id; strict: no query, fragment, port, extra segments.
     pub fn from_spiffe_uri(uri: &str) -> Result<Self, IdentityError> {
         let fail = |reason| IdentityError::NotBashu {
-            uri: uri.chars().take(256).collect(),
+            uri: crate::jose::plain(uri, 256),
             reason,
         };
         let rest = uri

@@ -14,10 +14,14 @@
 //! matters.
 
 mod client;
+mod client_eku;
+mod crl;
 mod identity;
+mod own_cert;
 mod peer_identity;
 mod pem;
 mod server;
+mod tls_metrics;
 
 pub use client::{PeerClientOptions, PeerHttpClient, PeerHttpError, PeerResponse};
 pub use identity::{ClientIdentity, IdentityError, Role, TRUST_DOMAIN};
@@ -50,6 +54,51 @@ pub enum TlsError {
     },
     #[error("no trust anchors: neither the federation CA nor system roots yielded a certificate")]
     NoRoots,
+    // CRL checks (see `crl`): a CRL the handshake verifier would reject (or
+    // apply to nobody) is refused when loaded, naming the file.
+    #[error("{path}: CRL does not parse: {reason}")]
+    CrlInvalid { path: PathBuf, reason: String },
+    #[error("{path}: CRL issuer {issuer} is not a certificate of the CA file {ca}")]
+    CrlUnknownIssuer {
+        path: PathBuf,
+        issuer: String,
+        ca: PathBuf,
+    },
+    #[error("{path}: CRL signature does not verify against CA {issuer}: {reason}")]
+    CrlSignature {
+        path: PathBuf,
+        issuer: String,
+        reason: String,
+    },
+    #[error("{path}: CRL of {issuer} has no nextUpdate")]
+    CrlNoNextUpdate { path: PathBuf, issuer: String },
+    #[error("{path}: CRL of {issuer} is out of date: its nextUpdate {next_update} has passed")]
+    CrlExpired {
+        path: PathBuf,
+        issuer: String,
+        next_update: String,
+    },
+    /// The gateway's own certificate cannot serve as its identity.
+    #[error("{path}: not usable as this gateway's certificate: {reason}")]
+    OwnCertificate { path: PathBuf, reason: String },
+}
+
+impl TlsError {
+    /// Short machine-readable cause, the `reason` label of
+    /// `bashu_tls_reload_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TlsError::Read { .. } | TlsError::Pem { .. } => "unreadable_file",
+            TlsError::NoCertificate { .. } | TlsError::NoPrivateKey { .. } => "missing_pem_item",
+            TlsError::BadCa { .. } | TlsError::NoRoots => "ca",
+            TlsError::NoCrl { .. } | TlsError::CrlInvalid { .. } => "crl_invalid",
+            TlsError::CrlUnknownIssuer { .. } => "crl_unknown_issuer",
+            TlsError::CrlSignature { .. } => "crl_signature",
+            TlsError::CrlNoNextUpdate { .. } | TlsError::CrlExpired { .. } => "crl_expired",
+            TlsError::OwnCertificate { .. } => "own_certificate",
+            TlsError::Verifier(_) | TlsError::Rustls { .. } => "tls_config",
+        }
+    }
 }
 
 /// The crypto provider used for every TLS configuration of the gateway.

@@ -1,6 +1,8 @@
 //! Server-side TLS: client-certificate verification and hot reload.
 
-use super::{pem, provider, TlsError, PROTOCOL_VERSIONS};
+use super::client_eku::RequireClientAuth;
+use super::crl::{self, CrlSet};
+use super::{own_cert, pem, provider, tls_metrics, TlsError, PROTOCOL_VERSIONS};
 use crate::config::TlsConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
@@ -16,20 +18,47 @@ const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// required and verified against the federation CA and `crls`.
 ///
 /// With CRLs configured, revocation is checked for the whole chain and an
-/// unknown status is a failure, so every issuing CA needs a CRL.
+/// unknown status is a failure, so every issuing CA needs a CRL. Each CRL
+/// must pass the admission checks of `crl` (signed by its CA, `nextUpdate`
+/// in the future); at handshake time `nextUpdate` is enforced, and the leaf
+/// must carry the clientAuth EKU.
 pub fn server_tls_config(
     ca: &Path,
     cert: &Path,
     key: &Path,
     crls: &[PathBuf],
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    let paths = TlsPaths {
+        ca: ca.to_owned(),
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        crls: crls.to_vec(),
+    };
+    Ok(build(&paths, None)?.config)
+}
+
+/// A built listener configuration and the CRLs it enforces.
+struct Built {
+    config: Arc<ServerConfig>,
+    crls: Arc<CrlSet>,
+}
+
+/// Builds from `paths`; with `own_member`, our certificate must be that
+/// member's gateway certificate (see `own_cert`).
+fn build(paths: &TlsPaths, own_member: Option<&str>) -> Result<Built, TlsError> {
     let provider = provider();
-    let roots = Arc::new(pem::load_roots(ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .with_crls(pem::load_crls(crls)?)
+    let roots = Arc::new(pem::load_roots(&paths.ca)?);
+    let (crl_ders, crls) = crl::load(&paths.ca, &roots, &paths.crls, &provider, unix_now())?;
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(crl_ders)
+        .enforce_revocation_expiration()
         .build()?;
-    let chain = pem::load_certs(cert)?;
-    let key = pem::load_key(key)?;
+    let verifier = Arc::new(RequireClientAuth::new(webpki));
+    let chain = pem::load_certs(&paths.cert)?;
+    if let Some(member) = own_member {
+        own_cert::check(&paths.cert, &chain, member)?;
+    }
+    let key = pem::load_key(&paths.key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(|source| TlsError::Rustls {
@@ -43,7 +72,16 @@ pub fn server_tls_config(
             source,
         })?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(Built {
+        config: Arc::new(config),
+        crls: Arc::new(crls),
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The files a [`ReloadableTls`] is built from.
@@ -90,10 +128,18 @@ impl TlsPaths {
 /// configuration they were accepted with and are never dropped. A reload that
 /// fails (bad PEM, key not matching, CA missing) keeps the previous
 /// configuration: a botched certificate rollout does not take the gateway down.
+/// So does a reload with an out-of-date or foreign-signed CRL, or (for a
+/// gateway, [`ReloadableTls::load_gateway`]) a certificate that is not the
+/// member's gateway identity; each refusal is logged at ERROR and counted in
+/// `bashu_tls_reload_failures_total{reason}`.
 #[derive(Debug)]
 pub struct ReloadableTls {
     paths: TlsPaths,
+    /// Member whose gateway certificate `paths.cert` must be, if checked.
+    own_member: Option<String>,
     current: RwLock<Arc<ServerConfig>>,
+    /// The CRLs enforced by `current` (swapped together with it).
+    crls: RwLock<Arc<CrlSet>>,
     /// Count of successful reloads, observable by [`ReloadableTls::reloads`].
     generation: watch::Sender<u64>,
     /// Newest file modification time seen before the last load attempt; the
@@ -102,17 +148,48 @@ pub struct ReloadableTls {
 }
 
 impl ReloadableTls {
-    /// Loads the initial configuration; fails if it cannot be built.
+    /// Loads the initial configuration; fails if it cannot be built. The
+    /// certificate's identity is not checked (tests, tools); a gateway uses
+    /// [`ReloadableTls::load_gateway`].
     pub fn load(paths: TlsPaths) -> Result<Arc<Self>, TlsError> {
+        Self::load_with(paths, None)
+    }
+
+    /// Like [`ReloadableTls::load`], and the certificate must be `member`'s
+    /// gateway certificate (SPIFFE id, serverAuth and clientAuth EKUs), now
+    /// and on every reload.
+    pub fn load_gateway(paths: TlsPaths, member: &str) -> Result<Arc<Self>, TlsError> {
+        Self::load_with(paths, Some(member.to_owned()))
+    }
+
+    fn load_with(paths: TlsPaths, own_member: Option<String>) -> Result<Arc<Self>, TlsError> {
         // Stamped before reading, so a change racing with the read is seen later.
         let stamp = Mutex::new(paths.newest_mtime());
-        let config = server_tls_config(&paths.ca, &paths.cert, &paths.key, &paths.crls)?;
+        let built = build(&paths, own_member.as_deref())?;
+        tls_metrics::crls_in_force(&built.crls);
         Ok(Arc::new(Self {
             paths,
-            current: RwLock::new(config),
+            own_member,
+            current: RwLock::new(built.config),
+            crls: RwLock::new(built.crls),
             generation: watch::Sender::new(0),
             stamp,
         }))
+    }
+
+    /// `Err` with the reason when client certificates of some CA are refused
+    /// because its CRL passed `nextUpdate` (the handshake fails closed for
+    /// them); used by `/readyz`.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.readiness_at(unix_now())
+    }
+
+    /// [`ReloadableTls::readiness`] at `now` (Unix seconds).
+    pub fn readiness_at(&self, now: i64) -> Result<(), String> {
+        self.crls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check_current(now)
     }
 
     pub fn paths(&self) -> &TlsPaths {
@@ -128,13 +205,32 @@ impl ReloadableTls {
     }
 
     /// Re-reads every file and swaps the configuration in, all or nothing.
+    /// A refusal is logged at ERROR and counted; the previous configuration
+    /// stays.
     pub fn reload(&self) -> Result<(), TlsError> {
+        self.reload_on("request")
+    }
+
+    fn reload_on(&self, trigger: &'static str) -> Result<(), TlsError> {
         let p = &self.paths;
         *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = p.newest_mtime();
-        let fresh = server_tls_config(&p.ca, &p.cert, &p.key, &p.crls)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        let fresh = match build(p, self.own_member.as_deref()) {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tls_metrics::reload_failed(err.reason());
+                tracing::error!(%err, reason = err.reason(), trigger, "TLS reload refused; keeping the previous configuration");
+                return Err(err);
+            }
+        };
+        tls_metrics::crls_in_force(&fresh.crls);
+        {
+            // Both under the config lock, so no reader pairs old and new.
+            let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+            *self.crls.write().unwrap_or_else(PoisonError::into_inner) = fresh.crls;
+            *current = fresh.config;
+        }
         self.generation.send_modify(|g| *g += 1);
-        tracing::info!(cert = %p.cert.display(), "TLS configuration reloaded");
+        tracing::info!(cert = %p.cert.display(), trigger, "TLS configuration reloaded");
         Ok(())
     }
 
@@ -156,11 +252,18 @@ impl ReloadableTls {
             let mut hup = hangup_signal();
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut crls_were_current = true;
             loop {
                 let reason = tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
                     Some(()) = recv_hangup(&mut hup) => "SIGHUP",
                     _ = tick.tick() => {
+                        // Say once, loudly, when a CRL goes out of date.
+                        let current = this.readiness();
+                        if let (true, Err(why)) = (crls_were_current, &current) {
+                            tracing::error!(%why, "a CRL passed its nextUpdate; refusing that CA's client certificates");
+                        }
+                        crls_were_current = current.is_ok();
                         let now = this.paths.newest_mtime();
                         let seen = *this.stamp.lock().unwrap_or_else(PoisonError::into_inner);
                         if now.is_none() || now == seen {
@@ -169,10 +272,9 @@ impl ReloadableTls {
                         "file change"
                     }
                 };
-                // A failed reload is not retried until the files change again.
-                if let Err(err) = this.reload() {
-                    tracing::error!(%err, reason, "TLS reload failed; keeping the previous configuration");
-                }
+                // A failed reload (logged and counted by reload_on) is not
+                // retried until the files change again.
+                let _ = this.reload_on(reason);
             }
         })
     }

@@ -73,9 +73,9 @@ impl From<&TrustConfig> for TrustCacheConfig {
 /// Why no usable key was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
-    #[error("member {0:?} is not in the federation (no pinned federation key)")]
+    #[error("member {0} is not in the federation (no pinned federation key)")]
     UnknownMember(String),
-    #[error("key {kid:?} is not in the key set of {member}")]
+    #[error("key {kid} is not in the key set of {member}")]
     UnknownKey { member: String, kid: String },
     #[error("key {kid} of {member}: {reason}")]
     Unusable {

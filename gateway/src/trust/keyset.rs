@@ -14,6 +14,11 @@ pub const KEYSET_TYP: &str = "bashu-keyset+jwt";
 /// A key set may be issued at most this far in the verifier's future.
 pub const MAX_IAT_SKEW_SECS: i64 = 60;
 
+/// Longest allowed key-set lifetime, `exp - iat` (SPEC §2: 30 days). A
+/// longer-lived set would keep a compromised or retired key trusted for that
+/// long with no way to take it back, so it is refused, never clamped.
+pub const MAX_LIFETIME_SECS: i64 = 30 * 24 * 3600;
+
 /// Upper bound on keys per set; a member never needs more, and a peer must
 /// not be able to make us hold arbitrary amounts of key material.
 pub const MAX_KEYS: usize = 256;
@@ -179,8 +184,10 @@ pub enum TrustError {
     Json(#[from] JsonError),
     #[error("key set: {0}")]
     Invalid(String),
-    #[error("key set is for {found:?}, expected {expected:?}")]
+    #[error("key set is for {found}, expected {expected}")]
     WrongIssuer { expected: String, found: String },
+    #[error("key set lifetime exp - iat = {lifetime} s exceeds the limit of {max} s (30 days)")]
+    TooLong { lifetime: i64, max: i64 },
     #[error("key set expired at {exp}")]
     Expired { exp: i64 },
     #[error("key set issued in the future (iat {iat})")]
@@ -224,6 +231,13 @@ impl KeySet {
             .ok_or_else(|| TrustError::Invalid("seq must be a non-negative integer".into()))?;
         if exp <= iat {
             return Err(TrustError::Invalid("exp must be after iat".into()));
+        }
+        let lifetime = exp.saturating_sub(iat);
+        if lifetime > MAX_LIFETIME_SECS {
+            return Err(TrustError::TooLong {
+                lifetime,
+                max: MAX_LIFETIME_SECS,
+            });
         }
         Self::build(m, iat, exp, seq)
     }
@@ -363,6 +377,52 @@ mod tests {
             future.check_usable(1939, skew),
             Err(KeyUnusable::NotYetValid { nbf: 2000 })
         );
+    }
+
+    fn payload(iat: i64, exp: i64) -> Value {
+        let mut jwk = key(KeyStatus::Active, 0, None).to_json();
+        jwk.insert("kid".into(), "cq-1".into());
+        serde_json::json!({"iss": "cq", "iat": iat, "exp": exp, "seq": 1, "keys": [jwk]})
+    }
+
+    #[test]
+    fn key_sets_live_at_most_thirty_days() {
+        let iat = 1_767_225_600;
+        let month = 30 * 24 * 3600;
+        assert_eq!(
+            KeySet::from_json(&payload(iat, iat + month)).unwrap().exp,
+            iat + month
+        );
+        assert!(matches!(
+            KeySet::from_json(&payload(iat, iat + month + 1)),
+            Err(TrustError::TooLong { lifetime, max }) if lifetime == month + 1 && max == month
+        ));
+        // The report: a set that expires in a hundred years.
+        let century = iat + 100 * 365 * 24 * 3600;
+        assert!(matches!(
+            KeySet::from_json(&payload(iat, century)),
+            Err(TrustError::TooLong { .. })
+        ));
+        // No overflow at the extremes.
+        assert!(matches!(
+            KeySet::from_json(&payload(i64::MIN, i64::MAX)),
+            Err(TrustError::TooLong { .. })
+        ));
+        // Verification refuses it too, and signing never publishes it.
+        let fed = SigningKey::generate(Alg::EdDsa, "fed").unwrap();
+        let mut long = KeySet::from_json(&payload(iat, iat + month)).unwrap();
+        long.exp = century;
+        assert!(matches!(long.sign(&fed), Err(TrustError::TooLong { .. })));
+        let jws = jose::sign_compact(
+            KEYSET_TYP,
+            &serde_json::to_vec(&payload(iat, century)).unwrap(),
+            &fed,
+        )
+        .unwrap();
+        assert!(matches!(
+            KeySet::verify(&jws, fed.verifying_key(), iat),
+            Err(TrustError::TooLong { .. })
+        ));
     }
 
     #[test]
