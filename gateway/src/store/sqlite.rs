@@ -53,7 +53,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            wal_autocheckpoint_pages: 256,
+            wal_autocheckpoint_pages: 200,
             journal_size_limit_bytes: 1024 * 1024,
         }
     }
