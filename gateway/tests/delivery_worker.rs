@@ -676,12 +676,20 @@ async fn a_thousand_items_behind_a_dead_peer_expire_within_one_sweep_interval() 
     tokio::time::timeout(
         deadline.saturating_sub(started.elapsed()),
         h.until("all 1000 dead-lettered", |h| {
-            h.store.list_exchanges(Some(ExchangeStatus::DeadLettered), 2000).unwrap().len() == ids.len()
+            h.store
+                .list_exchanges(Some(ExchangeStatus::DeadLettered), 2000)
+                .unwrap()
+                .len()
+                == ids.len()
         }),
     )
     .await
     .unwrap_or_else(|_| {
-        let done = h.store.list_exchanges(Some(ExchangeStatus::DeadLettered), 2000).unwrap().len();
+        let done = h
+            .store
+            .list_exchanges(Some(ExchangeStatus::DeadLettered), 2000)
+            .unwrap()
+            .len();
         panic!("only {done} of 1000 dead-lettered within {deadline:?} after acceptance")
     });
 
@@ -690,7 +698,10 @@ async fn a_thousand_items_behind_a_dead_peer_expire_within_one_sweep_interval() 
         let ExchangeState::DeadLettered { at } = ex.state else {
             panic!("not dead-lettered: {ex:?}")
         };
-        assert!(at - accepted_at >= time::Duration::seconds(20), "{id} expired early");
+        assert!(
+            at - accepted_at >= time::Duration::seconds(20),
+            "{id} expired early"
+        );
         assert_eq!(ex.next_attempt_at, None, "{id} left the outbox");
     }
     assert!(h.store.outbox_depths().unwrap().is_empty());
@@ -722,7 +733,11 @@ async fn a_failed_settle_backs_off_and_never_resends() {
     // the envelope was not sent again.
     assert_eq!(ids_of(&h.peer.calls_for("full")), ids);
     let settles = h.store.settle_calls.lock().unwrap().clone();
-    assert_eq!(settles.len(), 12 + 3, "one settle per failure plus one per exchange");
+    assert_eq!(
+        settles.len(),
+        12 + 3,
+        "one settle per failure plus one per exchange"
+    );
     // Backed off: the gaps between the head's failing settles grow, from
     // about a second to about a minute, instead of a fixed short retry.
     let gaps: Vec<Duration> = settles.windows(2).take(12).map(|w| w[1] - w[0]).collect();

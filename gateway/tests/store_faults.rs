@@ -80,7 +80,12 @@ fn an_empty_database_under_a_marker_is_refused() {
         let _ = std::fs::remove_file(dir.path().join(format!("bashu.db{suffix}")));
     }
     let err = open(dir.path()).unwrap_err();
-    let StoreError::Identity { marker, db: named, reason } = &err else {
+    let StoreError::Identity {
+        marker,
+        db: named,
+        reason,
+    } = &err
+    else {
         panic!("expected an identity error, got {err}")
     };
     assert_eq!(marker, &dir.path().join(MARKER_FILE));
@@ -88,7 +93,11 @@ fn an_empty_database_under_a_marker_is_refused() {
     assert!(reason.contains("empty"), "{reason}");
     let text = err.to_string();
     assert!(text.contains("store-id") && text.contains("bashu.db"), "{text}");
-    assert_eq!(std::fs::metadata(db(dir.path())).unwrap().len(), 0, "nothing was written");
+    assert_eq!(
+        std::fs::metadata(db(dir.path())).unwrap().len(),
+        0,
+        "nothing was written"
+    );
 }
 
 #[test]
@@ -138,7 +147,11 @@ fn another_members_store_is_refused_and_a_lost_marker_is_rewritten() {
     let before = std::fs::read(&marker).unwrap();
     std::fs::remove_file(&marker).unwrap();
     let store = open(dir.path()).unwrap();
-    assert_eq!(std::fs::read(&marker).unwrap(), before, "rewritten from the database");
+    assert_eq!(
+        std::fs::read(&marker).unwrap(),
+        before,
+        "rewritten from the database"
+    );
     drop(store);
     // Without a marker the member is still checked against the database.
     std::fs::remove_file(&marker).unwrap();
@@ -275,14 +288,24 @@ fn a_read_only_database_file_is_refused_at_start() {
     use std::os::unix::fs::PermissionsExt;
     let dir = used_dir(1);
     std::fs::set_permissions(db(dir.path()), std::fs::Permissions::from_mode(0o444)).unwrap();
-    if std::fs::OpenOptions::new().write(true).open(db(dir.path())).is_ok() {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(db(dir.path()))
+        .is_ok()
+    {
         // Root (CAP_DAC_OVERRIDE) writes through mode 0444: nothing to detect.
         eprintln!("skipped: this process can write a 0444 file");
         return;
     }
     let err = open(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Fault { fault: StoreFault::ReadOnly, .. }),
+        matches!(
+            &err,
+            StoreError::Fault {
+                fault: StoreFault::ReadOnly,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("bashu.db"), "{err}");
@@ -416,7 +439,10 @@ fn serve_under_umask_000_keeps_store_files_private_and_a_second_serve_is_refused
     let err = serve_refused(fed.path(), "cq");
     let lock = data.join(LOCK_FILE);
     assert!(err.contains(&lock.display().to_string()), "{err}");
-    assert!(err.contains(&first.0.id().to_string()), "names the holder pid: {err}");
+    assert!(
+        err.contains(&first.0.id().to_string()),
+        "names the holder pid: {err}"
+    );
     drop(first);
 }
 

@@ -333,7 +333,10 @@ fn dead_letter_sweep_expires_by_age_in_one_transaction_with_audit_entries() {
         assert_eq!(ex.next_attempt_at, None, "{id}");
     }
     let kept = store.exchange("ex-1").unwrap().unwrap();
-    assert_eq!((kept.attempts, kept.last_error.as_deref()), (1, Some("connect refused")));
+    assert_eq!(
+        (kept.attempts, kept.last_error.as_deref()),
+        (1, Some("connect refused"))
+    );
     let outbox: Vec<String> = ["sc", "gz"]
         .iter()
         .flat_map(|d| store.pending_outbox(d, 10).unwrap())

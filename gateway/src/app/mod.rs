@@ -101,9 +101,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     check_private_key_files(&config)?;
     let (data_dir, member) = (config.data_dir.clone(), config.member.clone());
     // Opening runs quick_check, migrations and fsyncs: off the async workers.
-    let opened = tokio::task::spawn_blocking(move || open_data_dir(&data_dir, &member, StoreOptions::default()))
-        .await
-        .map_err(|e| StartError::StoreTask(e.to_string()))?;
+    let opened =
+        tokio::task::spawn_blocking(move || open_data_dir(&data_dir, &member, StoreOptions::default()))
+            .await
+            .map_err(|e| StartError::StoreTask(e.to_string()))?;
     let store: Arc<dyn Store> = Arc::new(opened?);
     // --- end store safety
     let table = load_table(&config)?;

@@ -18,7 +18,11 @@ pub enum KeyFileError {
         "{what} {path} has mode {mode:04o}: a private key must not be accessible to group or others \
          (chmod 600 {path})"
     )]
-    TooOpen { what: &'static str, path: String, mode: u32 },
+    TooOpen {
+        what: &'static str,
+        path: String,
+        mode: u32,
+    },
     #[error("{what} {path}: {source}")]
     Unreadable {
         what: &'static str,
@@ -88,7 +92,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("gateway.key");
         std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----").unwrap();
-        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o644, false), (0o604, false)] {
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, false),
+            (0o644, false),
+            (0o604, false),
+        ] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
             let result = check_private_file("TLS key", &key);
             assert_eq!(result.is_ok(), ok, "mode {mode:o}: {result:?}");

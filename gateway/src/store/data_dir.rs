@@ -129,12 +129,23 @@ enum DbFile {
     Present,
 }
 
+fn file_len(path: &Path) -> Result<Option<u64>, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// A 0-byte database is empty only if no WAL holds its pages either
+/// (SQLite recovers those into the database on open).
 fn db_file(db: &Path) -> Result<DbFile, StoreError> {
-    match std::fs::metadata(db) {
-        Ok(m) if m.len() == 0 => Ok(DbFile::Empty),
-        Ok(_) => Ok(DbFile::Present),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DbFile::Missing),
-        Err(e) => Err(io_error(db)(e)),
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    match file_len(db)? {
+        None => Ok(DbFile::Missing),
+        Some(0) if file_len(Path::new(&wal))?.unwrap_or(0) == 0 => Ok(DbFile::Empty),
+        Some(_) => Ok(DbFile::Present),
     }
 }
 
@@ -144,10 +155,15 @@ fn read_marker(path: &Path) -> Result<Option<Marker>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path)(e)),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::DataDir {
-        path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a store marker: {e}")),
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::DataDir {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a store marker: {e}"),
+            ),
+        })
 }
 
 fn write_marker(path: &Path, marker: &Marker) -> Result<(), StoreError> {
@@ -243,7 +259,13 @@ pub fn open_data_dir(dir: &Path, member: &str, options: StoreOptions) -> Result<
             // rewritten from the database.
             check_member(&owner, member).map_err(identity_error)?;
             tracing::warn!(marker = %marker_path.display(), store_id = %id, "store marker missing; rewriting it from the database");
-            write_marker(&marker_path, &Marker { store_id: id, member: owner })?;
+            write_marker(
+                &marker_path,
+                &Marker {
+                    store_id: id,
+                    member: owner,
+                },
+            )?;
         }
         (None, None) => {
             let id = uuid::Uuid::new_v4().to_string();

@@ -67,11 +67,18 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
     sync: GroupSync,
     /// Last readiness probe: when, and whether it could commit.
-    probe: Mutex<Option<(std::time::Instant, Result<(), (StoreFault, String)>)>>,
+    probe: Mutex<Option<Probe>>,
     /// Commit generations seen by `maintain`, to tell idle from busy.
     checkpoints: Mutex<CheckpointState>,
     /// The data directory lock, held as long as the store is open.
     _lock: Option<super::data_dir::DirLock>,
+}
+
+/// A readiness probe's outcome, reused for [`PROBE_TTL`].
+#[derive(Debug, Clone)]
+struct Probe {
+    at: std::time::Instant,
+    result: Result<(), (StoreFault, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -145,13 +152,24 @@ impl SqliteStore {
             source,
         };
         let mut writer = Connection::open_with_flags(path, flags).map_err(open_error)?;
-        configure(&writer, options)
-            .map_err(|source| classify(path, StoreError::Sqlite { context: "configuring", source }))?;
+        configure(&writer, options).map_err(|source| {
+            classify(
+                path,
+                StoreError::Sqlite {
+                    context: "configuring",
+                    source,
+                },
+            )
+        })?;
         quick_check(&writer, path)?;
         migrations::migrate(&mut writer).map_err(|e| match e {
-            StoreError::Migration { source, .. } if source.sqlite_error_code().is_some() => {
-                classify(path, StoreError::Sqlite { context: "migrating the schema", source })
-            }
+            StoreError::Migration { source, .. } if source.sqlite_error_code().is_some() => classify(
+                path,
+                StoreError::Sqlite {
+                    context: "migrating the schema",
+                    source,
+                },
+            ),
             other => other,
         })?;
         let reader = Connection::open_with_flags(path, flags).map_err(open_error)?;
@@ -179,16 +197,23 @@ impl SqliteStore {
     /// The store's identity `(store id, member)`, if one was recorded.
     pub(super) fn identity(&self) -> Result<Option<(String, String)>, StoreError> {
         self.read(|tx| {
-            tx.query_row("SELECT store_id, member FROM store_identity WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            tx.query_row(
+                "SELECT store_id, member FROM store_identity WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(sqlite("reading the store identity"))
         })
     }
 
     /// Records the store's identity; only ever once.
-    pub(super) fn set_identity(&self, store_id: &str, member: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+    pub(super) fn set_identity(
+        &self,
+        store_id: &str,
+        member: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         let at = nanos(at, "at")?;
         self.write(|tx| {
             tx.execute(
@@ -205,9 +230,11 @@ impl SqliteStore {
     /// [`StoreFault::DiskFull`] while reads go on. Returns the cap in force.
     pub fn set_max_pages(&self, pages: u64) -> Result<u64, StoreError> {
         let conn = lock(&self.writer);
-        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))
-            .map_err(sqlite("setting max_page_count"))
-            .and_then(|n| to_u64(n, "max_page_count"))
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(sqlite("setting max_page_count"))
+        .and_then(|n| to_u64(n, "max_page_count"))
     }
 
     /// Checkpoints the WAL into the database and truncates it to zero
@@ -217,7 +244,15 @@ impl SqliteStore {
         let conn = lock(&self.writer);
         let busy: i64 = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(|source| classify(&self.path, StoreError::Sqlite { context: "checkpointing the WAL", source }))?;
+            .map_err(|source| {
+                classify(
+                    &self.path,
+                    StoreError::Sqlite {
+                        context: "checkpointing the WAL",
+                        source,
+                    },
+                )
+            })?;
         Ok(busy == 0)
     }
 
@@ -277,18 +312,32 @@ impl SqliteStore {
 /// `PRAGMA quick_check` (a few seconds per GiB): a damaged database is
 /// refused when opened instead of failing writes one by one later.
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare("PRAGMA quick_check(5)")
-        .map_err(|source| classify(path, StoreError::Sqlite { context: "checking the database", source }))?;
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(|source| {
+        classify(
+            path,
+            StoreError::Sqlite {
+                context: "checking the database",
+                source,
+            },
+        )
+    })?;
     let lines: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect())
         .map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => StoreError::Damaged {
-                path: path.to_owned(),
-                detail: e.to_string(),
-            },
-            _ => classify(path, StoreError::Sqlite { context: "checking the database", source: e }),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::Damaged {
+                    path: path.to_owned(),
+                    detail: e.to_string(),
+                }
+            }
+            _ => classify(
+                path,
+                StoreError::Sqlite {
+                    context: "checking the database",
+                    source: e,
+                },
+            ),
         })?;
     if lines.len() == 1 && lines[0] == "ok" {
         Ok(())
@@ -315,12 +364,17 @@ fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     // Bound the WAL: checkpoint it back often, and shrink the file when it
     // is reset instead of keeping its largest size forever.
     conn.query_row(
-        &format!("PRAGMA wal_autocheckpoint = {}", options.wal_autocheckpoint_pages.max(1)),
+        &format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            options.wal_autocheckpoint_pages.max(1)
+        ),
         [],
         |r| r.get::<_, i64>(0),
     )?;
     let limit = i64::try_from(options.journal_size_limit_bytes).unwrap_or(i64::MAX);
-    conn.query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| r.get::<_, i64>(0))?;
+    conn.query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     Ok(())
 }
 
@@ -1080,9 +1134,9 @@ impl Store for SqliteStore {
         // After a failed fsync no write can succeed until a restart.
         self.sync.check().map_err(durability)?;
         let mut probe = self.probe.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((when, result)) = probe.as_ref() {
-            if when.elapsed() < PROBE_TTL {
-                return result.clone().map_err(|(fault, detail)| StoreError::Fault {
+        if let Some(last) = probe.as_ref() {
+            if last.at.elapsed() < PROBE_TTL {
+                return last.result.clone().map_err(|(fault, detail)| StoreError::Fault {
                     path: self.path.clone(),
                     fault,
                     detail,
@@ -1094,11 +1148,13 @@ impl Store for SqliteStore {
         if let Err(e) = &result {
             tracing::warn!(store = %self.path.display(), error = %e, "store readiness probe failed");
         }
-        let cached = result.as_ref().map(drop).map_err(|e| match e {
-            StoreError::Fault { fault, detail, .. } => (*fault, detail.clone()),
-            other => (StoreFault::Io, other.to_string()),
+        *probe = Some(Probe {
+            at: std::time::Instant::now(),
+            result: result.as_ref().map(drop).map_err(|e| match e {
+                StoreError::Fault { fault, detail, .. } => (*fault, detail.clone()),
+                other => (StoreFault::Io, other.to_string()),
+            }),
         });
-        *probe = Some((std::time::Instant::now(), cached));
         result
     }
 
