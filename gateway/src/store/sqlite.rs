@@ -242,18 +242,21 @@ impl SqliteStore {
     /// part of the WAL in use (it is then left for the next checkpoint).
     pub fn checkpoint_truncate(&self) -> Result<bool, StoreError> {
         let conn = lock(&self.writer);
-        let busy: i64 = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(|source| {
-                classify(
-                    &self.path,
-                    StoreError::Sqlite {
-                        context: "checkpointing the WAL",
-                        source,
-                    },
-                )
-            })?;
-        Ok(busy == 0)
+        let failed = |source| {
+            classify(
+                &self.path,
+                StoreError::Sqlite {
+                    context: "checkpointing the WAL",
+                    source,
+                },
+            )
+        };
+        // Do not wait for a long reader (e.g. another process) while holding
+        // the writer: a busy checkpoint is simply left for the next round.
+        conn.busy_timeout(Duration::ZERO).map_err(failed)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        Ok(busy.map_err(failed)? == 0)
     }
 
     /// A write that needs a commit and an fsync, touching nothing else.
