@@ -298,17 +298,24 @@ fn a_read_only_database_file_is_refused_at_start() {
         return;
     }
     let err = open(dir.path()).unwrap_err();
+    // SQLite reports a read-only file as read-only, or (without a writable
+    // -shm) as unopenable; either way the start is refused naming the file.
     assert!(
         matches!(
             &err,
             StoreError::Fault {
-                fault: StoreFault::ReadOnly,
+                fault: StoreFault::ReadOnly | StoreFault::Io,
                 ..
-            }
+            } | StoreError::Open { .. }
         ),
         "{err}"
     );
     assert!(err.to_string().contains("bashu.db"), "{err}");
+    assert_eq!(
+        mode(&db(dir.path())),
+        0o400,
+        "not made writable behind the operator's back"
+    );
 }
 
 // --- WAL bound ---------------------------------------------------------------

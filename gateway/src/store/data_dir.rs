@@ -73,6 +73,30 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
     }
 }
 
+/// Takes every permission away from group and others, keeping the
+/// owner's: an existing database the operator made read-only stays
+/// read-only (and is then refused as such), it is not made writable.
+fn restrict(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(io_error(path))?
+            .permissions()
+            .mode();
+        if mode & 0o7077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(io_error(path))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 /// Opens `path` for writing, creating it 0600 if missing (`create_new`
 /// only when `exclusive`).
 fn open_private(path: &Path, exclusive: bool) -> Result<File, StoreError> {
@@ -176,14 +200,15 @@ fn write_marker(path: &Path, marker: &Marker) -> Result<(), StoreError> {
     set_mode(path, FILE_MODE)
 }
 
-/// Makes the database and its SQLite side files 0600 (those that exist).
+/// Closes the database and its SQLite side files (those that exist) to
+/// group and others; a file created here is already exactly 0600.
 fn tighten_db_files(db: &Path) -> Result<(), StoreError> {
     for suffix in ["", "-wal", "-shm"] {
         let mut name = db.as_os_str().to_owned();
         name.push(suffix);
         let path = PathBuf::from(name);
         if path.exists() {
-            set_mode(&path, FILE_MODE)?;
+            restrict(&path)?;
         }
     }
     Ok(())
@@ -193,8 +218,12 @@ fn tighten_db_files(db: &Path) -> Result<(), StoreError> {
 /// missing) with every guard of the module docs. The returned store holds
 /// the directory lock until it is dropped.
 pub fn open_data_dir(dir: &Path, member: &str, options: StoreOptions) -> Result<SqliteStore, StoreError> {
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    set_mode(dir, DIR_MODE)?;
+    if dir.exists() {
+        restrict(dir)?;
+    } else {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        set_mode(dir, DIR_MODE)?;
+    }
     let lock = DirLock::acquire(dir)?;
 
     let db = db_path(dir);
