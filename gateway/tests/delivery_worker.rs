@@ -803,6 +803,10 @@ impl std::io::Write for LogBuffer {
 
 #[tokio::test(start_paused = true)]
 async fn failures_and_breaker_transitions_are_logged_at_warn() {
+    // The process-wide subscriber, not a thread-scoped one: tracing caches
+    // per call site whether anyone listens, and the other tests of this
+    // binary (running in parallel without a subscriber) would otherwise
+    // race that cache. Their lines land here too; only `peer=warn` counts.
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -810,7 +814,7 @@ async fn failures_and_breaker_transitions_are_logged_at_warn() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("only this test installs a subscriber");
 
     let cfg = DeliveryConfig {
         breaker_failure_threshold: 2,
@@ -830,7 +834,7 @@ async fn failures_and_breaker_transitions_are_logged_at_warn() {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let warn_lines = |needle: &str| {
         text.lines()
-            .filter(|l| l.contains(" WARN ") && l.contains(needle) && l.contains("warn"))
+            .filter(|l| l.contains(" WARN ") && l.contains(needle) && l.contains("peer=warn"))
             .count()
     };
     assert!(warn_lines("delivery attempt failed") >= 3, "{text}");
