@@ -6,16 +6,19 @@
 
 use bashu_gateway::config::DeliveryConfig;
 use bashu_gateway::delivery::metrics::{ATTEMPTS, DEAD_LETTERED};
-use bashu_gateway::delivery::{Clock, DeliveryWorker, PeerAnswer, PeerClient, SendError, TokioClock};
+use bashu_gateway::delivery::{
+    Clock, DeliveryWorker, PeerAnswer, PeerClient, SendError, TokioClock, DEAD_LETTER_SWEEP_INTERVAL,
+};
 use bashu_gateway::pipeline::Envelope;
 use bashu_gateway::problem::{Problem, ProblemType};
 use bashu_gateway::store::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
-    OutboxItem, SqliteStore, Store, StoreError,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
+    NewInboxItem, OutboxItem, SqliteStore, Store, StoreError, StoreFault,
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::macros::datetime;
@@ -35,6 +38,10 @@ const PATIENCE: Duration = Duration::from_secs(30 * 24 * 3600);
 struct Observed {
     inner: SqliteStore,
     changes: watch::Sender<u64>,
+    /// The next this many `mark_delivered` calls fail as a full disk would.
+    fail_settles: AtomicU32,
+    /// Every `mark_delivered` call, failed or not, in virtual time.
+    settle_calls: Mutex<Vec<Instant>>,
 }
 
 impl Observed {
@@ -82,6 +89,21 @@ impl Store for Observed {
         )
     }
     fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.settle_calls.lock().unwrap().push(Instant::now());
+        let failing = self
+            .fail_settles
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            let err = StoreError::Fault {
+                path: "bashu.db".into(),
+                fault: StoreFault::DiskFull,
+                detail: "database or disk is full".into(),
+            };
+            // Announce the failure too, so a test can wait for a count.
+            self.changes.send_modify(|n| *n += 1);
+            return Err(err);
+        }
         self.changed(self.inner.mark_delivered(exchange_id, at))
     }
     fn mark_rejected(
@@ -94,6 +116,17 @@ impl Store for Observed {
     }
     fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         self.changed(self.inner.dead_letter(exchange_id, at))
+    }
+    fn dead_letter_expired(
+        &self,
+        queued_before: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<Vec<ExpiredItem>, StoreError> {
+        let r = self.inner.dead_letter_expired(queued_before, at);
+        match &r {
+            Ok(items) if items.is_empty() => r,
+            _ => self.changed(r),
+        }
     }
     fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError> {
         self.changed(self.inner.retry(exchange_id, at))
@@ -266,6 +299,8 @@ impl Harness {
         let store = Arc::new(Observed {
             inner: SqliteStore::open(&dir.path().join("bashu.db")).unwrap(),
             changes: watch::Sender::new(0),
+            fail_settles: AtomicU32::new(0),
+            settle_calls: Mutex::new(Vec::new()),
         });
         let peer = Arc::new(peer);
         let clock = Arc::new(TokioClock::new(datetime!(2026-11-25 03:00 UTC)));
@@ -311,6 +346,44 @@ impl Harness {
         ids
     }
 
+    /// [`accept`](Self::accept) from eight threads at once, so the store's
+    /// group commit shares their fsyncs; ids in acceptance order.
+    fn accept_concurrently(&mut self, destination: &str, count: u32) -> Vec<String> {
+        const THREADS: u32 = 8;
+        let (first, at) = (self.next + 1, self.clock.now());
+        self.next += count;
+        let store = &self.store;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                scope.spawn(move || {
+                    for n in (first..first + count).filter(|n| n % THREADS == t) {
+                        let new = NewExchange {
+                            exchange_id: format!("{destination}-{n:04}"),
+                            credential_id: format!("cred-{n}"),
+                            credential_digest: format!("{n:064x}"),
+                            origin: "cq".into(),
+                            destination: destination.into(),
+                            chain: vec![format!("orig-{n}"), format!("wfs-{n}")],
+                            accepted_at: at,
+                        };
+                        assert!(store.insert_exchange(new).unwrap().is_created());
+                    }
+                });
+            }
+        });
+        self.notify.notify_one();
+        let ids: Vec<String> = self
+            .store
+            .list_exchanges(None, u32::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.destination == destination)
+            .map(|e| e.exchange_id)
+            .collect();
+        assert_eq!(ids.len(), count as usize);
+        ids
+    }
+
     fn exchange(&self, id: &str) -> Exchange {
         self.store.exchange(id).unwrap().unwrap()
     }
@@ -342,6 +415,18 @@ impl Harness {
             ..self
         }
     }
+}
+
+/// Waits (bounded) for a metric the worker updates just after the store
+/// change a test waited for; there is no signal for the metric itself.
+async fn counted(value: impl Fn() -> u64, expected: u64) {
+    for _ in 0..1000 {
+        if value() == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(value(), expected);
 }
 
 fn all_have(h: &Harness, ids: &[String], status: ExchangeStatus) -> bool {
@@ -536,12 +621,18 @@ async fn dead_letters_after_the_configured_age_and_retry_redelivers() {
     };
     assert!(at - accepted_at >= time::Duration::hours(1));
     assert!(head.attempts > 1);
-    // The second item waited its turn, then failed once past the age.
+    // The second item was never attempted (head-of-line), yet expired by
+    // age together with the head.
     let calls = ids_of(&h.peer.calls_for("dl"));
-    let first_of_second = calls.iter().position(|c| c == &ids[1]).unwrap();
-    assert!(calls[..first_of_second].iter().all(|c| c == &ids[0]));
-    assert_eq!(calls[first_of_second..], [ids[1].clone()]);
-    assert_eq!(DEAD_LETTERED.with_label_values(&["dl"]).get(), 2);
+    assert!(calls.iter().all(|c| c == &ids[0]), "only the head was attempted");
+    let second = h.exchange(&ids[1]);
+    assert_eq!(second.attempts, 0);
+    let ExchangeState::DeadLettered { at: second_at } = second.state else {
+        panic!("not dead-lettered: {second:?}")
+    };
+    let sweep = time::Duration::try_from(DEAD_LETTER_SWEEP_INTERVAL).unwrap();
+    assert!(second_at - accepted_at <= time::Duration::hours(1) + sweep);
+    counted(|| DEAD_LETTERED.with_label_values(&["dl"]).get(), 2).await;
 
     // Operator retry after the outage: a fresh delivery window.
     h.peer.set_down("dl", false);
@@ -610,4 +701,154 @@ async fn a_panicking_client_is_a_transient_failure() {
     );
     assert_eq!(h.peer.inbox("pan"), ids);
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_items_behind_a_dead_peer_expire_within_one_sweep_interval() {
+    let limit = Duration::from_secs(20);
+    let cfg = DeliveryConfig {
+        dead_letter_after_secs: limit.as_secs(),
+        ..config(200, 30_000)
+    };
+    let mut h = Harness::start(cfg, &["dl1k"]);
+    h.peer.set_down("dl1k", true);
+    let accepted_at = h.clock.now();
+    let started = Instant::now();
+    let ids = h.accept_concurrently("dl1k", 1000);
+
+    // Before the limit nothing expires, however long the backlog.
+    h.until("the head has failed", |h| h.exchange(&ids[0]).attempts >= 1)
+        .await;
+    assert!(all_have(&h, &ids[1..], ExchangeStatus::Accepted));
+
+    let deadline = limit + DEAD_LETTER_SWEEP_INTERVAL;
+    tokio::time::timeout(
+        deadline.saturating_sub(started.elapsed()),
+        h.until("all 1000 dead-lettered", |h| {
+            h.store
+                .list_exchanges(Some(ExchangeStatus::DeadLettered), 2000)
+                .unwrap()
+                .len()
+                == ids.len()
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let done = h
+            .store
+            .list_exchanges(Some(ExchangeStatus::DeadLettered), 2000)
+            .unwrap()
+            .len();
+        panic!("only {done} of 1000 dead-lettered within {deadline:?} after acceptance")
+    });
+
+    for id in [&ids[0], &ids[1], &ids[500], &ids[999]] {
+        let ex = h.exchange(id);
+        let ExchangeState::DeadLettered { at } = ex.state else {
+            panic!("not dead-lettered: {ex:?}")
+        };
+        assert!(
+            at - accepted_at >= time::Duration::seconds(20),
+            "{id} expired early"
+        );
+        assert_eq!(ex.next_attempt_at, None, "{id} left the outbox");
+    }
+    assert!(h.store.outbox_depths().unwrap().is_empty());
+    counted(|| DEAD_LETTERED.with_label_values(&["dl1k"]).get(), 1000).await;
+    // Head-of-line held: only the head was ever sent.
+    assert!(h.peer.calls_for("dl1k").iter().all(|c| c.exchange_id == ids[0]));
+    // One audit entry per exchange for acceptance and for dead-lettering,
+    // plus the head's failed attempts.
+    let head_attempts = u64::from(h.exchange(&ids[0]).attempts);
+    let report = h.store.audit_verify().unwrap();
+    assert!(
+        report.entries >= 2000 + head_attempts.saturating_sub(1),
+        "{} audit entries",
+        report.entries
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_settle_backs_off_and_never_resends() {
+    let mut h = Harness::start(config(100, 1000), &["full"]);
+    // The peer answers 202, but the store cannot record it for 12 tries.
+    h.store.fail_settles.store(12, Ordering::SeqCst);
+    let ids = h.accept("full", 3);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+
+    // Exactly one send per exchange: the kept answer was recorded later,
+    // the envelope was not sent again.
+    assert_eq!(ids_of(&h.peer.calls_for("full")), ids);
+    let settles = h.store.settle_calls.lock().unwrap().clone();
+    assert_eq!(
+        settles.len(),
+        12 + 3,
+        "one settle per failure plus one per exchange"
+    );
+    // Backed off: the gaps between the head's failing settles grow, from
+    // about a second to about a minute, instead of a fixed short retry.
+    let gaps: Vec<Duration> = settles.windows(2).take(12).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] <= Duration::from_secs(1), "{gaps:?}");
+    assert!(gaps[11] >= Duration::from_secs(30), "{gaps:?}");
+    assert!(gaps.iter().all(|g| *g <= Duration::from_secs(60)), "{gaps:?}");
+    assert_eq!(h.peer.inbox("full"), ids);
+    h.store.audit_verify().unwrap();
+    h.stop().await;
+}
+
+/// Collects formatted log lines from the current thread's subscriber.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_and_breaker_transitions_are_logged_at_warn() {
+    // The process-wide subscriber, not a thread-scoped one: tracing caches
+    // per call site whether anyone listens, and the other tests of this
+    // binary (running in parallel without a subscriber) would otherwise
+    // race that cache. Their lines land here too; only `peer=warn` counts.
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("only this test installs a subscriber");
+
+    let cfg = DeliveryConfig {
+        breaker_failure_threshold: 2,
+        breaker_open_ms: 10_000,
+        ..config(10, 20)
+    };
+    let mut h = Harness::start(cfg, &["warn"]);
+    h.peer.set_down("warn", true);
+    let ids = h.accept("warn", 1);
+    h.until("three failed attempts", |h| h.exchange(&ids[0]).attempts >= 3)
+        .await;
+    h.peer.set_down("warn", false);
+    h.until("delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    h.stop().await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warn_lines = |needle: &str| {
+        text.lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(needle) && l.contains("peer=warn"))
+            .count()
+    };
+    assert!(warn_lines("delivery attempt failed") >= 3, "{text}");
+    assert_eq!(warn_lines("circuit breaker opened"), 1, "{text}");
+    assert_eq!(warn_lines("circuit breaker closed"), 1, "{text}");
 }

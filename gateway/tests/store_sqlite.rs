@@ -288,6 +288,90 @@ fn delivery_transitions_update_status_outbox_and_timestamps() {
 }
 
 #[test]
+fn dead_letter_sweep_expires_by_age_in_one_transaction_with_audit_entries() {
+    let fx = Fixture::new();
+    let store = fx.open();
+    // ex-1..ex-4 accepted at T0+1..4 ms for two destinations; ex-5 much later.
+    for n in 1..=4 {
+        let dest = if n % 2 == 0 { "gz" } else { "sc" };
+        created(store.insert_exchange(new_exchange(n, dest)).unwrap());
+    }
+    let late = NewExchange {
+        accepted_at: T0 + Duration::hours(1),
+        ..new_exchange(5, "sc")
+    };
+    created(store.insert_exchange(late).unwrap());
+    let t1 = T0 + Duration::seconds(10);
+    store
+        .record_attempt_failure("ex-1", "connect refused", t1, t1 + Duration::seconds(30))
+        .unwrap();
+    let pending = store.exchange("ex-1").unwrap().unwrap();
+    assert_eq!(pending.next_attempt_at, Some(t1 + Duration::seconds(30)));
+    assert_eq!(
+        store.exchange("ex-2").unwrap().unwrap().next_attempt_at,
+        Some(T0 + Duration::milliseconds(2)),
+        "due at acceptance"
+    );
+    let audit_before = store.audit_verify().unwrap().entries;
+
+    // Nothing is old enough yet: no write at all.
+    assert!(store.dead_letter_expired(T0, t1).unwrap().is_empty());
+    assert_eq!(store.audit_verify().unwrap().entries, audit_before);
+
+    // Items queued at or before the cutoff expire, attempted or not.
+    let at = T0 + Duration::minutes(5);
+    let expired = store
+        .dead_letter_expired(T0 + Duration::milliseconds(3), at)
+        .unwrap();
+    let got: Vec<(&str, &str)> = expired
+        .iter()
+        .map(|e| (e.exchange_id.as_str(), e.destination.as_str()))
+        .collect();
+    assert_eq!(got, [("ex-1", "sc"), ("ex-2", "gz"), ("ex-3", "sc")]);
+    for id in ["ex-1", "ex-2", "ex-3"] {
+        let ex = store.exchange(id).unwrap().unwrap();
+        assert_eq!(ex.state, ExchangeState::DeadLettered { at }, "{id}");
+        assert_eq!(ex.next_attempt_at, None, "{id}");
+    }
+    let kept = store.exchange("ex-1").unwrap().unwrap();
+    assert_eq!(
+        (kept.attempts, kept.last_error.as_deref()),
+        (1, Some("connect refused"))
+    );
+    let outbox: Vec<String> = ["sc", "gz"]
+        .iter()
+        .flat_map(|d| store.pending_outbox(d, 10).unwrap())
+        .map(|i| i.exchange_id)
+        .collect();
+    assert_eq!(outbox, ["ex-5", "ex-4"]);
+    assert_eq!(store.audit_verify().unwrap().entries, audit_before + 3);
+    let events: Vec<(String, String)> = {
+        let raw = fx.raw();
+        let mut stmt = raw
+            .prepare("SELECT exchange_id, event FROM audit ORDER BY seq DESC LIMIT 3")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    assert!(events.iter().all(|(_, e)| e == "dead-lettered"), "{events:?}");
+
+    // Settling an item the sweep took is an invalid transition, not a resurrection.
+    assert!(matches!(
+        store.mark_delivered("ex-2", at),
+        Err(StoreError::InvalidTransition {
+            from: ExchangeStatus::DeadLettered,
+            ..
+        })
+    ));
+    // The operator retry gives a fresh window: not expired by the same cutoff.
+    store.retry("ex-2", at).unwrap();
+    assert!(store
+        .dead_letter_expired(T0 + Duration::milliseconds(3), at)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
 fn inbox_cursor_paging_and_ack_are_monotone() {
     let fx = Fixture::new();
     let store = fx.open();
@@ -447,7 +531,7 @@ fn concurrent_inserts_store_each_exchange_exactly_once() {
 #[test]
 fn reopen_keeps_everything_and_migrations_are_idempotent() {
     let fx = Fixture::new();
-    let (exchanges, inbox, report) = {
+    let (exchanges, inbox, report, version) = {
         let store = fx.open();
         for n in 1..=4 {
             created(store.insert_exchange(new_exchange(n, "sc")).unwrap());
@@ -463,14 +547,13 @@ fn reopen_keeps_everything_and_migrations_are_idempotent() {
             store.list_exchanges(None, 100).unwrap(),
             store.inbox_page(Some(0), 100).unwrap(),
             store.audit_verify().unwrap(),
+            store.schema_version().unwrap(),
         )
     };
+    assert!(version >= 2, "every migration applied: {version}");
     for _ in 0..2 {
         let store = fx.open();
-        assert_eq!(
-            store.schema_version().unwrap(),
-            i64::try_from(SqliteStore::SCHEMA_VERSION).unwrap()
-        );
+        assert_eq!(store.schema_version().unwrap(), version);
         assert_eq!(store.list_exchanges(None, 100).unwrap(), exchanges);
         assert_eq!(store.inbox_page(Some(0), 100).unwrap(), inbox);
         assert_eq!(store.acked_up_to().unwrap(), 2);

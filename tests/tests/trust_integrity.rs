@@ -333,6 +333,19 @@ async fn an_original_enters_the_inbox_once_whatever_its_exchange_id() {
     cluster.shutdown().await;
 }
 
+/// Waits until cq's published key set lists `kid`.
+async fn wait_until_published(bank: &CreditBank, fed: &DevFederation, kid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let set = bank.keyset(&fed.member("cq").unwrap().url()).await.unwrap();
+        let payload = bashu_gateway::jose::b64::decode(set.split('.').nth(1).unwrap()).unwrap();
+        if String::from_utf8_lossy(&payload).contains(kid) || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn edit_keystore<T>(fed: &DevFederation, member: &str, f: impl FnOnce(&mut KeyStore, i64) -> T) -> T {
     let path = &fed.member(member).unwrap().keystore;
     let mut store = KeyStore::load(path).unwrap();
@@ -392,6 +405,18 @@ async fn rotation_and_an_unrelated_revocation_under_load_fail_nothing() {
         )
         .unwrap()
     });
+    // The documented procedure promotes only after one cache lifetime, when
+    // every peer holds the set listing the new key as `next`; sc's operator
+    // refresh stands in for waiting out `keyset_ttl_secs`.
+    wait_until_published(&cq, &fed, &new_kid).await;
+    let m = fed.member("sc").unwrap();
+    let (cert, key) = m.identity(Role::Operator);
+    let sc_operator = mtls_client(&fed.ca_cert, cert, key).unwrap();
+    let r = sc_operator
+        .post_json(&format!("{}/v1/admin/trust/refresh", m.url()), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 200);
     progress.wait_for(|n| *n >= TOTAL / 2).await.unwrap();
     edit_keystore(&fed, "cq", |s, now| s.promote(&new_kid, now, 3600).unwrap());
     progress.wait_for(|n| *n >= 3 * TOTAL / 4).await.unwrap();

@@ -6,8 +6,10 @@
 //! tests, the conformance suite's `--spawn` mode and the benchmark.
 
 mod peers;
+mod secrets;
 
 pub use peers::{MtlsPeers, Peer};
+pub use secrets::{check_private_file, check_private_key_files, KeyFileError};
 
 use crate::config::Config;
 use crate::credential::Verifier;
@@ -15,7 +17,7 @@ use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::jose::VerifyingKey;
 use crate::mapping::MappingTables;
 use crate::pipeline::{GatewayService, Pipeline};
-use crate::store::{db_path, SqliteStore, Store};
+use crate::store::{open_data_dir, Store, StoreOptions};
 use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
 use crate::trust::local::{sync_own_keys, watch_own_keys, OWN_KEYS_POLL};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
@@ -31,6 +33,9 @@ use tokio::task::JoinSet;
 /// How often certificate files are checked for changes (SIGHUP is immediate).
 const TLS_POLL: Duration = Duration::from_secs(5);
 
+/// How often the store's housekeeping (WAL checkpoint when idle) runs.
+const STORE_MAINTENANCE: Duration = Duration::from_secs(10);
+
 /// Why a gateway could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,6 +45,8 @@ pub enum StartError {
     StoreTask(String),
     #[error("cannot open store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    KeyFile(#[from] KeyFileError),
     #[error(transparent)]
     MappingTable(#[from] crate::mapping::TablesError),
     #[error("home framework {framework:?} is not covered by mapping table {table}")]
@@ -91,17 +98,18 @@ impl RunningGateway {
 /// the API server, the metrics server, the delivery worker and the TLS
 /// reload watcher. Must be called inside a tokio runtime.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let db = db_path(&config.data_dir);
-    // Opening runs migrations and fsyncs: keep it off the async workers.
-    let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
-        .await
-        .map_err(|e| StartError::StoreTask(e.to_string()))?;
+    // --- store safety (resil-store): key file modes, then the data
+    // directory's lock, identity marker, permissions and health checks.
+    check_private_key_files(&config)?;
+    let (data_dir, member) = (config.data_dir.clone(), config.member.clone());
+    // Opening runs quick_check, migrations and fsyncs: off the async workers.
+    let opened =
+        tokio::task::spawn_blocking(move || open_data_dir(&data_dir, &member, StoreOptions::default()))
+            .await
+            .map_err(|e| StartError::StoreTask(e.to_string()))?;
     let store: Arc<dyn Store> = Arc::new(opened?);
     raise_cursor_floor(&store).await?;
+    // --- end store safety
     let (table, tables) = load_tables(&config)?;
 
     let local = Arc::new(LocalKeys::open(
@@ -149,6 +157,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     sync_own_keys(&config.member, &local, &cache).await;
     let verifier = Verifier::new(cache.clone(), config.trust.clock_skew_secs).with_tables(Arc::new(tables));
 
+    let store_for_maintenance = store.clone();
     let worker = DeliveryWorker::new(
         store.clone(),
         peers,
@@ -196,6 +205,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     });
     tasks.spawn(crate::metrics::serve(metrics_listener, ready, rx.clone()));
     tasks.spawn(watch_own_keys(local, cache, OWN_KEYS_POLL, rx.clone()));
+    tasks.spawn(crate::store::maintain_periodically(
+        store_for_maintenance,
+        STORE_MAINTENANCE,
+        rx.clone(),
+    ));
     tasks.spawn(worker.run(rx));
     tracing::info!(member = %config.member, api = %api_addr, metrics = %metrics_addr, "gateway started");
     Ok(RunningGateway {

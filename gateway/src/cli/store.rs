@@ -137,6 +137,9 @@ pub fn verify(file: &Path) -> Result<BackupSummary, StoreCliError> {
 /// since the backup was taken is ever handed out again. Returns what the
 /// backup holds and where the replaced store went.
 pub fn restore(db: &Path, from: &Path) -> Result<(BackupSummary, Option<PathBuf>), StoreCliError> {
+    // A running gateway holds this lock: never swap its database under it.
+    let dir = db.parent().unwrap_or_else(|| Path::new("."));
+    let _lock = store::DirLock::acquire(dir).map_err(store_err(dir))?;
     let summary = verify(from)?;
     let io = |path: &Path| {
         let path = path.to_owned();

@@ -5,7 +5,9 @@
 //! when the peer returns. A 202 settles an item as delivered, a 422 as
 //! rejected (terminal; the worker moves on); anything else is transient and
 //! retried with exponential backoff and jitter behind a per-peer circuit
-//! breaker, until the item is older than the dead-letter age.
+//! breaker. Separately, a sweep dead-letters every item older than the
+//! dead-letter age in one store transaction, whatever its attempts: a
+//! backlog behind a dead peer expires together, not one item per attempt.
 
 mod backoff;
 mod breaker;
@@ -16,7 +18,7 @@ mod worker;
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use worker::DeliveryWorker;
+pub use worker::{DeliveryWorker, DEAD_LETTER_SWEEP_INTERVAL};
 
 use crate::pipeline::Envelope;
 use crate::problem::Problem;

@@ -7,7 +7,7 @@
 //! item before every earlier one has settled.
 
 use super::backoff::Backoff;
-use super::breaker::CircuitBreaker;
+use super::breaker::{BreakerState, CircuitBreaker};
 use super::metrics::{ATTEMPTS, BREAKER_STATE, DEAD_LETTERED, OUTBOX_DEPTH, RETRIES};
 use super::{Clock, PeerAnswer, PeerClient, SendError};
 use crate::config::DeliveryConfig;
@@ -16,10 +16,12 @@ use crate::store::{blocking, OutboxItem, Store, StoreError};
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+use time::OffsetDateTime;
 use tokio::sync::{watch, Notify};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
@@ -29,8 +31,17 @@ use tokio::time::Instant;
 /// notification), not the normal path.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Pause after a store failure before a peer task tries again.
-const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often the dead-letter sweep runs (it also runs whenever the worker
+/// wakes). An item is dead-lettered at most this long after it reaches the
+/// configured age, however many items are queued and whatever the breaker
+/// is doing: age alone decides, not delivery attempts.
+pub const DEAD_LETTER_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Backoff of a peer task after store failures (a full disk, a read-only
+/// or damaged database): the first retry after about a second, then
+/// doubling up to a minute, so a failing store is not hammered.
+const STORE_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Forwards outbox items to peer gateways until shut down.
 pub struct DeliveryWorker {
@@ -111,14 +122,26 @@ impl DeliveryWorker {
         for peer in self.peers {
             supervisor.spawn(peer);
         }
+        let mut tick = tokio::time::interval(DEAD_LETTER_SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_scan: Option<Instant> = None;
+        let mut woken = true;
         loop {
-            supervisor.sweep().await;
-            tokio::select! {
-                () = self.notify.notified() => {}
-                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
-                Some(ended) = supervisor.tasks.join_next_with_id() => supervisor.task_ended(ended),
-                () = shutdown_signalled(&mut shutdown) => break,
+            let expired = supervisor.expire().await;
+            let scan_due = last_scan.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL);
+            if woken || expired || scan_due {
+                supervisor.sweep().await;
+                last_scan = Some(Instant::now());
             }
+            woken = tokio::select! {
+                () = self.notify.notified() => true,
+                _ = tick.tick() => false,
+                Some(ended) = supervisor.tasks.join_next_with_id() => {
+                    supervisor.task_ended(ended);
+                    true
+                }
+                () = shutdown_signalled(&mut shutdown) => break,
+            };
         }
         while let Some(ended) = supervisor.tasks.join_next_with_id().await {
             if let Err(e) = ended {
@@ -145,7 +168,10 @@ impl Supervisor {
         let wake = Arc::new(Notify::new());
         let task = PeerTask {
             breaker: CircuitBreaker::new(self.shared.breaker_threshold, self.shared.breaker_open),
+            breaker_seen: BreakerState::Closed,
             rng: StdRng::from_entropy(),
+            unsettled: None,
+            store_failures: 0,
             shared: Arc::clone(&self.shared),
             peer: peer.clone(),
             wake: Arc::clone(&wake),
@@ -154,6 +180,50 @@ impl Supervisor {
         let handle = self.tasks.spawn(task.run());
         self.task_peers.insert(handle.id(), peer.clone());
         self.wakers.insert(peer, wake);
+    }
+
+    /// The dead-letter sweep: one store transaction dead-letters every
+    /// outbox item older than the configured age. True if it took any.
+    async fn expire(&mut self) -> bool {
+        let now = self.shared.clock.now();
+        let cutoff = time::Duration::try_from(self.shared.dead_letter_after)
+            .ok()
+            .and_then(|age| now.checked_sub(age));
+        let Some(cutoff) = cutoff else {
+            return false; // an age reaching before the calendar: nothing is that old
+        };
+        let store = Arc::clone(&self.shared.store);
+        let expired = match blocking(store, move |s| s.dead_letter_expired(cutoff, now)).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "dead-letter sweep failed");
+                return false;
+            }
+        };
+        if expired.is_empty() {
+            return false;
+        }
+        let mut per_peer: HashMap<&str, Vec<&str>> = HashMap::new();
+        for item in &expired {
+            per_peer
+                .entry(item.destination.as_str())
+                .or_default()
+                .push(item.exchange_id.as_str());
+        }
+        for (peer, ids) in per_peer {
+            DEAD_LETTERED
+                .with_label_values(&[peer])
+                .inc_by(u64::try_from(ids.len()).unwrap_or(u64::MAX));
+            tracing::warn!(
+                peer = %peer,
+                count = ids.len(),
+                first = ids.first().copied().unwrap_or_default(),
+                last = ids.last().copied().unwrap_or_default(),
+                max_age_secs = self.shared.dead_letter_after.as_secs(),
+                "dead-lettered exchanges older than the configured age"
+            );
+        }
+        true
     }
 
     /// Starts tasks for new destinations, refreshes the depth gauges and
@@ -213,6 +283,26 @@ fn shutdown_requested(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow() || shutdown.has_changed().is_err()
 }
 
+/// The peer answered but recording its answer failed: kept until the
+/// store takes it, so the item is not sent again meanwhile.
+#[derive(Debug, Clone)]
+struct Unsettled {
+    exchange_id: String,
+    /// `None` for a 202; the problem+json of a 422.
+    rejection: Option<Value>,
+    at: OffsetDateTime,
+}
+
+/// The item already left the outbox by another path (the dead-letter
+/// sweep, or an operator): there is nothing left to record.
+fn settled_elsewhere(e: &StoreError) -> bool {
+    match e {
+        StoreError::NotFound { .. } => true,
+        StoreError::InvalidTransition { from, .. } => !from.is_pending(),
+        _ => false,
+    }
+}
+
 /// What a single delivery attempt led to.
 enum Attempt {
     /// The item left the outbox (delivered, rejected or dead-lettered):
@@ -238,35 +328,85 @@ struct PeerTask {
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
     breaker: CircuitBreaker,
+    /// The breaker state last published, to log its transitions.
+    breaker_seen: BreakerState,
     rng: StdRng,
+    /// An answer still to be recorded (see [`Unsettled`]).
+    unsettled: Option<Unsettled>,
+    /// Consecutive store failures; drives the store backoff.
+    store_failures: u32,
 }
 
 impl PeerTask {
     async fn run(mut self) {
+        let store_backoff = Backoff::new(STORE_BACKOFF_INITIAL, STORE_BACKOFF_MAX);
         while !shutdown_requested(&self.shutdown) {
             let pause = match self.drain_batch().await {
-                Ok(Next::Now) => continue,
-                Ok(Next::After(wait)) => Some(wait),
-                Ok(Next::WhenWoken) => None,
+                Ok(next) => {
+                    self.store_failures = 0;
+                    match next {
+                        Next::Now => continue,
+                        Next::After(wait) => Some(wait),
+                        Next::WhenWoken => None,
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(peer = %self.peer, error = %e, "delivery store failure");
-                    Some(STORE_RETRY_DELAY)
+                    self.store_failures = self.store_failures.saturating_add(1);
+                    let delay = store_backoff.delay(self.store_failures, None, &mut self.rng);
+                    tracing::error!(
+                        peer = %self.peer,
+                        error = %e,
+                        failures = self.store_failures,
+                        ?delay,
+                        unsettled = self.unsettled.as_ref().map(|u| u.exchange_id.as_str()),
+                        "delivery store failure; backing off"
+                    );
+                    Some(delay)
                 }
             };
             // Wait for the head to become due, for new work, or to stop.
             // New work never jumps the queue: it only makes us look again.
+            // While the store is failing, new work does not cut the backoff short.
+            let listen = self.store_failures == 0;
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
-                () = self.wake.notified() => {}
+                () = self.wake.notified(), if listen => {}
                 () = sleep_opt(pause) => {}
                 () = shutdown_signalled(&mut shutdown) => return,
             }
         }
     }
 
+    /// Records the answer kept in `unsettled`, if any. An answer for an
+    /// item that already left the outbox otherwise is dropped.
+    async fn settle_pending(&mut self) -> Result<(), TaskError> {
+        let Some(u) = self.unsettled.clone() else {
+            return Ok(());
+        };
+        let store = Arc::clone(&self.shared.store);
+        let (id, at) = (u.exchange_id.clone(), u.at);
+        let written = match u.rejection {
+            None => blocking(store, move |s| s.mark_delivered(&id, at)).await,
+            Some(problem) => blocking(store, move |s| s.mark_rejected(&id, &problem, at)).await,
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if settled_elsewhere(&e) => {
+                tracing::warn!(peer = %self.peer, exchange = %u.exchange_id, error = %e,
+                    "peer answered for an exchange that already left the outbox");
+            }
+            Err(e) => return Err(e),
+        }
+        self.unsettled = None;
+        Ok(())
+    }
+
     /// Sends the due items of one batch, in order, stopping at the first
     /// that is not due or fails.
     async fn drain_batch(&mut self) -> Result<Next, TaskError> {
+        // First record an answer we already have: re-reading the outbox
+        // before that would send the same item again.
+        self.settle_pending().await?;
         let (peer, limit) = (self.peer.clone(), self.shared.batch_size);
         let batch = blocking(Arc::clone(&self.shared.store), move |s| {
             s.pending_outbox(&peer, limit)
@@ -326,30 +466,35 @@ impl PeerTask {
         };
         let at = self.shared.clock.now();
         let id = item.exchange_id.clone();
-        let store = Arc::clone(&self.shared.store);
-        let outcome = match sent {
+        let answered = match sent {
             Ok(PeerAnswer::Accepted) => {
                 self.count("delivered");
                 self.breaker.on_success();
-                blocking(store, move |s| s.mark_delivered(&id, at)).await?;
-                Attempt::Settled
+                Some(None)
             }
             Ok(PeerAnswer::Rejected(problem)) => {
                 self.count("rejected");
                 self.breaker.on_success();
                 tracing::warn!(peer = %self.peer, exchange = %id, problem = %problem, "peer rejected exchange");
-                let body = problem.to_json();
-                blocking(store, move |s| s.mark_rejected(&id, &body, at)).await?;
-                Attempt::Settled
+                Some(Some(problem.to_json()))
             }
             Err(error) => {
                 self.count("transient");
                 self.breaker.on_failure(Instant::now());
-                self.record_failure(item, error, at).await?
+                self.publish_breaker();
+                return self.record_failure(item, error, at).await;
             }
         };
         self.publish_breaker();
-        Ok(outcome)
+        if let Some(rejection) = answered {
+            self.unsettled = Some(Unsettled {
+                exchange_id: id,
+                rejection,
+                at,
+            });
+            self.settle_pending().await?;
+        }
+        Ok(Attempt::Settled)
     }
 
     /// A transient failure: schedule the next attempt, or dead-letter the
@@ -365,8 +510,11 @@ impl PeerTask {
         let queued_for = Duration::try_from(at - item.queued_at).unwrap_or_default();
         if queued_for >= self.shared.dead_letter_after {
             tracing::warn!(peer = %self.peer, exchange = %id, %error, "dead-lettering undeliverable exchange");
-            DEAD_LETTERED.with_label_values(&[&self.peer]).inc();
-            blocking(store, move |s| s.dead_letter(&id, at)).await?;
+            match blocking(store, move |s| s.dead_letter(&id, at)).await {
+                Ok(()) => DEAD_LETTERED.with_label_values(&[&self.peer]).inc(),
+                Err(e) if settled_elsewhere(&e) => {}
+                Err(e) => return Err(e),
+            }
             return Ok(Attempt::Settled);
         }
         let retry_after = match error {
@@ -377,23 +525,51 @@ impl PeerTask {
             .shared
             .backoff
             .delay(item.attempts.saturating_add(1), retry_after, &mut self.rng);
-        tracing::debug!(peer = %self.peer, exchange = %id, %error, ?delay, "delivery attempt failed");
+        tracing::warn!(
+            peer = %self.peer,
+            exchange = %id,
+            %error,
+            attempt = item.attempts.saturating_add(1),
+            ?delay,
+            "delivery attempt failed"
+        );
         let message = error.to_string();
-        blocking(store, move |s| {
+        match blocking(store, move |s| {
             s.record_attempt_failure(&id, &message, at, at + delay)
         })
-        .await?;
-        Ok(Attempt::Retry)
+        .await
+        {
+            Ok(()) => Ok(Attempt::Retry),
+            // Dead-lettered by the sweep while we were sending: move on.
+            Err(e) if settled_elsewhere(&e) => Ok(Attempt::Settled),
+            Err(e) => Err(e),
+        }
     }
 
     fn count(&self, outcome: &str) {
         ATTEMPTS.with_label_values(&[&self.peer, outcome]).inc();
     }
 
-    fn publish_breaker(&self) {
-        BREAKER_STATE
-            .with_label_values(&[&self.peer])
-            .set(self.breaker.state().gauge());
+    /// Publishes the breaker gauge and logs opening and closing at WARN
+    /// (a failed half-open probe that re-opens it only at debug).
+    fn publish_breaker(&mut self) {
+        let state = self.breaker.state();
+        BREAKER_STATE.with_label_values(&[&self.peer]).set(state.gauge());
+        let before = std::mem::replace(&mut self.breaker_seen, state);
+        match (before, state) {
+            (BreakerState::Closed, BreakerState::Open { until }) => tracing::warn!(
+                peer = %self.peer,
+                hold = ?until.saturating_duration_since(Instant::now()),
+                "circuit breaker opened: deliveries to this peer are held"
+            ),
+            (BreakerState::HalfOpen, BreakerState::Open { .. }) => {
+                tracing::debug!(peer = %self.peer, "half-open probe failed; circuit breaker open again")
+            }
+            (BreakerState::Open { .. } | BreakerState::HalfOpen, BreakerState::Closed) => {
+                tracing::warn!(peer = %self.peer, "circuit breaker closed: peer is answering again")
+            }
+            _ => {}
+        }
     }
 }
 

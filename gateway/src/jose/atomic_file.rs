@@ -42,6 +42,12 @@ fn write_synced(tmp: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = mode;
     let mut f = opts.open(tmp)?;
+    // The umask may have narrowed `mode` at creation; set it exactly.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     f.write_all(bytes)?;
     f.sync_all()
 }

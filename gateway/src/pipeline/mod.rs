@@ -101,7 +101,7 @@ pub trait GatewayService: Send + Sync + 'static {
     /// Operator: drop cached peer key sets and refetch them.
     fn admin_trust_refresh(&self) -> ServiceFuture<'_, Value>;
 
-    /// Readiness: store reachable and signing keys loaded.
+    /// Readiness: the store can commit (see `Store::ping`) and signing keys are loaded.
     fn ready(&self) -> futures::future::BoxFuture<'_, bool>;
 }
 

@@ -32,6 +32,9 @@ pub fn exchange_status(ex: &Exchange) -> Value {
     if let Some(err) = &ex.last_error {
         doc.insert("lastError".into(), json!(err));
     }
+    if let Some(at) = ex.next_attempt_at {
+        doc.insert("nextAttemptAt".into(), json!(format_time(at)));
+    }
     if let Some(problem) = ex.problem() {
         doc.insert("problem".into(), problem.clone());
     }
@@ -80,6 +83,48 @@ mod tests {
             received_at: OffsetDateTime::UNIX_EPOCH,
             chain: vec!["a".into(), "b".into(), format!("home-{cursor}")],
         }
+    }
+
+    fn forwarded() -> Exchange {
+        Exchange {
+            seq: 3,
+            exchange_id: "ex-3".into(),
+            credential_id: "urn:uuid:c".into(),
+            credential_digest: "0".repeat(64),
+            origin: "cq".into(),
+            destination: "sc".into(),
+            chain: vec!["a".into(), "b".into()],
+            state: crate::store::ExchangeState::Forwarded,
+            accepted_at: OffsetDateTime::UNIX_EPOCH,
+            forwarded_at: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1)),
+            updated_at: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1),
+            attempts: 4,
+            last_error: Some("cannot connect to peer: connection refused".into()),
+            next_attempt_at: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(9)),
+        }
+    }
+
+    #[test]
+    fn status_shows_attempts_last_error_and_next_attempt() {
+        let doc = exchange_status(&forwarded());
+        assert_eq!(doc["status"], "forwarded");
+        assert_eq!(doc["attempts"], 4);
+        assert_eq!(doc["lastError"], "cannot connect to peer: connection refused");
+        assert_eq!(doc["nextAttemptAt"], "1970-01-01T00:00:09Z");
+
+        // Out of the outbox: no next attempt is announced.
+        let settled = Exchange {
+            state: crate::store::ExchangeState::DeadLettered {
+                at: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(20),
+            },
+            next_attempt_at: None,
+            ..forwarded()
+        };
+        let doc = exchange_status(&settled);
+        assert_eq!(doc["status"], "dead-lettered");
+        assert!(doc.get("nextAttemptAt").is_none());
+        assert_eq!(doc["deadLetteredAt"], "1970-01-01T00:00:20Z");
+        assert_eq!(doc["lastError"], "cannot connect to peer: connection refused");
     }
 
     #[test]

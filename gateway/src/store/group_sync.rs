@@ -65,6 +65,11 @@ impl GroupSync {
         }
     }
 
+    /// Generation of the newest commit (0 before any).
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().committed
+    }
+
     /// Records a commit; call it while still holding the writer lock so
     /// generations follow commit order. Returns the commit's generation.
     pub(super) fn committed(&self) -> u64 {

@@ -86,6 +86,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE inbox ADD COLUMN credential_id TEXT;
     CREATE UNIQUE INDEX inbox_by_original ON inbox (origin, credential_id);
     "#,
+    // 3: the dead-letter sweep finds expired outbox items by
+    // age; readiness probes write to `health`; the data directory's
+    // identity marker is checked against `store_identity`.
+    r#"
+    CREATE INDEX outbox_by_queued_at ON outbox (queued_at);
+
+    CREATE TABLE health (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        probed_at INTEGER NOT NULL
+    );
+    INSERT INTO health (id, probed_at) VALUES (1, 0);
+
+    CREATE TABLE store_identity (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        store_id   TEXT    NOT NULL,
+        member     TEXT    NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Applies every migration the database has not seen yet. Safe to call on

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 mod audit;
+mod data_dir;
 mod group_sync;
 mod migrations;
 mod sqlite;
@@ -46,9 +47,33 @@ where
         })?
 }
 
+/// Runs [`Store::maintain`] every `interval` until `shutdown` turns true
+/// (or its sender is dropped). Failures are logged; the next round retries.
+pub async fn maintain_periodically(
+    store: std::sync::Arc<dyn Store>,
+    interval: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; nothing to do at start
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(e) = blocking(std::sync::Arc::clone(&store), |s| s.maintain()).await {
+            tracing::warn!(error = %e, "store maintenance failed");
+        }
+    }
+}
+
+pub(crate) use data_dir::DirLock;
+pub use data_dir::{open_data_dir, LOCK_FILE, MARKER_FILE};
+pub use sqlite::StoreOptions;
 pub use types::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
-    OutboxItem, UnknownStatus,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
+    NewInboxItem, OutboxItem, UnknownStatus,
 };
 
 /// Everything the gateway keeps durably. See the module docs for the
@@ -102,6 +127,18 @@ pub trait Store: Send + Sync {
 
     /// Undeliverable for too long: leaves the outbox as `dead-lettered`.
     fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// The dead-letter sweep: every outbox item queued at or before
+    /// `queued_before` leaves the outbox as `dead-lettered` at `at`, with one
+    /// audit entry each, all in one transaction. Age alone decides, not
+    /// delivery attempts, so a backlog behind a dead peer expires at once
+    /// rather than one item per failed attempt. Returns the items in
+    /// acceptance order (empty, without writing, if none has expired).
+    fn dead_letter_expired(
+        &self,
+        queued_before: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<Vec<ExpiredItem>, StoreError>;
 
     /// Operator retry: a `rejected` or `dead-lettered` exchange goes back to
     /// the outbox as `accepted`, due immediately, keeping its place in
@@ -158,8 +195,15 @@ pub trait Store: Send + Sync {
     /// Recomputes the whole audit chain; `AuditBroken` names the first bad entry.
     fn audit_verify(&self) -> Result<AuditReport, StoreError>;
 
-    /// Readiness probe: the database answers a query.
+    /// Readiness probe: the store can commit (a durable write succeeded
+    /// recently and no fsync has failed), not merely answer a query.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Housekeeping run periodically by the gateway (SQLite: checkpoint and
+    /// truncate the WAL when idle, so it cannot grow without bound).
+    fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Store failures. Idempotency conflicts are not errors (see [`Inserted`]).
@@ -205,4 +249,77 @@ pub enum StoreError {
     Durability { reason: String },
     #[error("audit chain broken at seq {seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
+    /// The database cannot take writes: read-only, full, damaged or failing
+    /// I/O. Readiness turns false; writes fail with this until fixed.
+    #[error("store {path} cannot commit ({fault}): {detail}")]
+    Fault {
+        path: PathBuf,
+        fault: StoreFault,
+        detail: String,
+    },
+    /// `PRAGMA quick_check` found damage when the store was opened.
+    #[error("store {path} is damaged (PRAGMA quick_check: {detail}); restore it from a backup")]
+    Damaged { path: PathBuf, detail: String },
+    /// Another process (normally a second `bashu serve`) holds the data
+    /// directory's lock.
+    #[error("data directory is in use: {lock} is locked by {}", holder_text(*.holder))]
+    Locked { lock: PathBuf, holder: Option<u32> },
+    /// The data directory's identity marker and its database disagree: the
+    /// database is missing, empty, or another store's.
+    #[error("refusing to open the store: {reason} (marker {marker}, database {db})")]
+    Identity {
+        marker: PathBuf,
+        db: PathBuf,
+        reason: String,
+    },
+    /// A file or directory of the data directory could not be created,
+    /// read or given its permissions.
+    #[error("data directory file {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn holder_text(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("process {pid}"),
+        None => "another process".to_owned(),
+    }
+}
+
+/// Why a store cannot commit, from SQLite's result code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// Read-only file, directory or mount.
+    ReadOnly,
+    /// No space left (or the configured size cap reached).
+    DiskFull,
+    /// The file is not a database or its pages are corrupt.
+    Corrupt,
+    /// The operating system reported an I/O error.
+    Io,
+}
+
+impl std::fmt::Display for StoreFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ReadOnly => "read-only",
+            Self::DiskFull => "disk full",
+            Self::Corrupt => "corrupt",
+            Self::Io => "I/O error",
+        })
+    }
+}
+
+impl StoreError {
+    /// The store as a whole is failing (as opposed to one bad request):
+    /// callers back off instead of retrying at once.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Fault { .. } | Self::Durability { .. } | Self::Task { .. } | Self::Sqlite { .. }
+        )
+    }
 }

@@ -12,8 +12,8 @@ use super::audit::{self, AuditEvent};
 use super::group_sync::GroupSync;
 use super::migrations;
 use super::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
-    OutboxItem, Store, StoreError,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
+    NewInboxItem, OutboxItem, Store, StoreError, StoreFault,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{json, Value};
@@ -29,6 +29,36 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest `last_error` kept; peer error texts are for operators, not archives.
 const MAX_ERROR_LEN: usize = 1000;
 
+/// How long a readiness write probe's result is reused: `/readyz` may be
+/// polled often, a probe costs a commit and an fsync.
+const PROBE_TTL: Duration = Duration::from_secs(1);
+
+/// After this many `maintain` calls with writes in between, the WAL is
+/// checkpointed and truncated even though the store never went idle.
+const BUSY_CHECKPOINT_EVERY: u32 = 6;
+
+/// How the WAL is kept bounded. The defaults keep it near 1 MiB in normal
+/// operation, so a small disk is not filled by the log while the database
+/// itself stays tiny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// `PRAGMA wal_autocheckpoint`: after a commit leaves the WAL at least
+    /// this many pages long, SQLite copies it back into the database.
+    pub wal_autocheckpoint_pages: u32,
+    /// `PRAGMA journal_size_limit`: when the WAL is reset after a
+    /// checkpoint, it is truncated to at most this many bytes.
+    pub journal_size_limit_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            wal_autocheckpoint_pages: 200,
+            journal_size_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
 /// The SQLite store. Cheap to share: wrap it in an `Arc`.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -36,6 +66,49 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     sync: GroupSync,
+    /// Last readiness probe: when, and whether it could commit.
+    probe: Mutex<Option<Probe>>,
+    /// Commit generations seen by `maintain`, to tell idle from busy.
+    checkpoints: Mutex<CheckpointState>,
+    /// The data directory lock, held as long as the store is open.
+    _lock: Option<super::data_dir::DirLock>,
+}
+
+/// A readiness probe's outcome, reused for [`PROBE_TTL`].
+#[derive(Debug, Clone)]
+struct Probe {
+    at: std::time::Instant,
+    result: Result<(), (StoreFault, String)>,
+}
+
+#[derive(Debug, Default)]
+struct CheckpointState {
+    /// Commit generation at the previous `maintain` call.
+    seen: u64,
+    /// Commit generation covered by the last truncating checkpoint.
+    done: u64,
+    /// `maintain` calls since the last checkpoint.
+    calls: u32,
+}
+
+/// Maps SQLite result codes that mean "this store cannot commit" to a
+/// typed [`StoreError::Fault`]; other errors are returned unchanged.
+pub(super) fn classify(path: &Path, err: StoreError) -> StoreError {
+    let StoreError::Sqlite { context, source } = err else {
+        return err;
+    };
+    let fault = match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ReadOnly) => StoreFault::ReadOnly,
+        Some(rusqlite::ErrorCode::DiskFull) => StoreFault::DiskFull,
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => StoreFault::Corrupt,
+        Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen) => StoreFault::Io,
+        _ => return StoreError::Sqlite { context, source },
+    };
+    StoreError::Fault {
+        path: path.to_owned(),
+        fault,
+        detail: format!("{context}: {source}"),
+    }
 }
 
 fn durability(reason: String) -> StoreError {
@@ -54,8 +127,15 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
+    /// A gateway opens its store with [`super::open_data_dir`] instead,
+    /// which adds the data directory's lock, identity and permissions.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with(path, OpenFlags::default())
+        Self::open_with(path, OpenFlags::default(), StoreOptions::default())
+    }
+
+    /// [`open`](Self::open) with explicit WAL bounds.
+    pub fn open_with_options(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_with(path, OpenFlags::default(), options)
     }
 
     /// Opens an existing database only: for tools such as `bashu audit
@@ -63,19 +143,37 @@ impl SqliteStore {
     pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
         let mut flags = OpenFlags::default();
         flags.remove(OpenFlags::SQLITE_OPEN_CREATE);
-        Self::open_with(path, flags)
+        Self::open_with(path, flags, StoreOptions::default())
     }
 
-    fn open_with(path: &Path, flags: OpenFlags) -> Result<Self, StoreError> {
+    fn open_with(path: &Path, flags: OpenFlags, options: StoreOptions) -> Result<Self, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
         };
         let mut writer = Connection::open_with_flags(path, flags).map_err(open_error)?;
-        configure(&writer).map_err(open_error)?;
-        migrations::migrate(&mut writer)?;
+        configure(&writer, options).map_err(|source| {
+            classify(
+                path,
+                StoreError::Sqlite {
+                    context: "configuring",
+                    source,
+                },
+            )
+        })?;
+        quick_check(&writer, path)?;
+        migrations::migrate(&mut writer).map_err(|e| match e {
+            StoreError::Migration { source, .. } if source.sqlite_error_code().is_some() => classify(
+                path,
+                StoreError::Sqlite {
+                    context: "migrating the schema",
+                    source,
+                },
+            ),
+            other => other,
+        })?;
         let reader = Connection::open_with_flags(path, flags).map_err(open_error)?;
-        configure(&reader).map_err(open_error)?;
+        configure(&reader, options).map_err(open_error)?;
         reader
             .pragma_update(None, "query_only", true)
             .map_err(open_error)?;
@@ -84,6 +182,90 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             sync: GroupSync::new(path),
+            probe: Mutex::new(None),
+            checkpoints: Mutex::new(CheckpointState::default()),
+            _lock: None,
+        })
+    }
+
+    /// Keeps the data directory lock for as long as the store is open.
+    pub(super) fn with_lock(mut self, lock: super::data_dir::DirLock) -> Self {
+        self._lock = Some(lock);
+        self
+    }
+
+    /// The store's identity `(store id, member)`, if one was recorded.
+    pub(super) fn identity(&self) -> Result<Option<(String, String)>, StoreError> {
+        self.read(|tx| {
+            tx.query_row(
+                "SELECT store_id, member FROM store_identity WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sqlite("reading the store identity"))
+        })
+    }
+
+    /// Records the store's identity; only ever once.
+    pub(super) fn set_identity(
+        &self,
+        store_id: &str,
+        member: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let at = nanos(at, "at")?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO store_identity (id, store_id, member, created_at) VALUES (1, ?1, ?2, ?3)",
+                params![store_id, member, at],
+            )
+            .map_err(sqlite("recording the store identity"))
+            .map(drop)
+        })
+    }
+
+    /// Caps the database at `pages` pages (`PRAGMA max_page_count`): a
+    /// quota below the disk's size, after which writes fail as
+    /// [`StoreFault::DiskFull`] while reads go on. Returns the cap in force.
+    pub fn set_max_pages(&self, pages: u64) -> Result<u64, StoreError> {
+        let conn = lock(&self.writer);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(sqlite("setting max_page_count"))
+        .and_then(|n| to_u64(n, "max_page_count"))
+    }
+
+    /// Checkpoints the WAL into the database and truncates it to zero
+    /// bytes. Blocks writers while it runs; returns false if a reader kept
+    /// part of the WAL in use (it is then left for the next checkpoint).
+    pub fn checkpoint_truncate(&self) -> Result<bool, StoreError> {
+        let conn = lock(&self.writer);
+        let failed = |source| {
+            classify(
+                &self.path,
+                StoreError::Sqlite {
+                    context: "checkpointing the WAL",
+                    source,
+                },
+            )
+        };
+        // Do not wait for a long reader (e.g. another process) while holding
+        // the writer: a busy checkpoint is simply left for the next round.
+        conn.busy_timeout(Duration::ZERO).map_err(failed)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        Ok(busy.map_err(failed)? == 0)
+    }
+
+    /// A write that needs a commit and an fsync, touching nothing else.
+    fn probe_write(&self) -> Result<(), StoreError> {
+        let at = nanos(OffsetDateTime::now_utc(), "probed_at")?;
+        self.write(|tx| {
+            tx.execute("UPDATE health SET probed_at = ?1 WHERE id = 1", params![at])
+                .map_err(sqlite("writing the health probe"))
+                .map(drop)
         })
     }
 
@@ -108,11 +290,15 @@ impl SqliteStore {
         self.sync.check().map_err(durability)?;
         let (generation, value) = {
             let mut conn = lock(&self.writer);
-            let tx = conn
+            let committed = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite("starting a write transaction"))?;
-            let value = f(&tx)?;
-            tx.commit().map_err(sqlite("committing"))?;
+                .map_err(sqlite("starting a write transaction"))
+                .and_then(|tx| {
+                    let value = f(&tx)?;
+                    tx.commit().map_err(sqlite("committing"))?;
+                    Ok(value)
+                });
+            let value = committed.map_err(|e| classify(&self.path, e))?;
             (self.sync.committed(), value)
         };
         self.sync.wait_durable(generation).map_err(durability)?;
@@ -180,7 +366,47 @@ impl SqliteStore {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// `PRAGMA quick_check` (a few seconds per GiB): a damaged database is
+/// refused when opened instead of failing writes one by one later.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(|source| {
+        classify(
+            path,
+            StoreError::Sqlite {
+                context: "checking the database",
+                source,
+            },
+        )
+    })?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::Damaged {
+                    path: path.to_owned(),
+                    detail: e.to_string(),
+                }
+            }
+            _ => classify(
+                path,
+                StoreError::Sqlite {
+                    context: "checking the database",
+                    source: e,
+                },
+            ),
+        })?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Damaged {
+            path: path.to_owned(),
+            detail: lines.join("; "),
+        })
+    }
+}
+
+fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -192,6 +418,20 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // write returns, sharing one fsync among concurrent writers.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Bound the WAL: checkpoint it back often, and shrink the file when it
+    // is reset instead of keeping its largest size forever.
+    conn.query_row(
+        &format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            options.wal_autocheckpoint_pages.max(1)
+        ),
+        [],
+        |r| r.get::<_, i64>(0),
+    )?;
+    let limit = i64::try_from(options.journal_size_limit_bytes).unwrap_or(i64::MAX);
+    conn.query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     Ok(())
 }
 
@@ -293,7 +533,8 @@ fn validate_exchange(new: &NewExchange) -> Result<(), StoreError> {
 macro_rules! select_exchange {
     () => {
         "SELECT seq, exchange_id, credential_id, credential_digest, origin, destination, chain, status,
-                accepted_at, forwarded_at, settled_at, updated_at, attempts, last_error, problem
+                accepted_at, forwarded_at, settled_at, updated_at, attempts, last_error, problem,
+                (SELECT o.next_attempt_at FROM outbox o WHERE o.exchange_seq = exchanges.seq)
          FROM exchanges "
     };
 }
@@ -315,6 +556,7 @@ struct ExchangeRow {
     attempts: i64,
     last_error: Option<String>,
     problem: Option<String>,
+    next_attempt_at: Option<i64>,
 }
 
 impl ExchangeRow {
@@ -335,6 +577,7 @@ impl ExchangeRow {
             attempts: r.get(12)?,
             last_error: r.get(13)?,
             problem: r.get(14)?,
+            next_attempt_at: r.get(15)?,
         })
     }
 
@@ -372,6 +615,7 @@ impl ExchangeRow {
             forwarded_at: opt_from_nanos(self.forwarded_at, CTX)?,
             updated_at: from_nanos(self.updated_at, CTX)?,
             attempts: to_u32(self.attempts, CTX)?,
+            next_attempt_at: opt_from_nanos(self.next_attempt_at, CTX)?,
             exchange_id: self.exchange_id,
             credential_id: self.credential_id,
             credential_digest: self.credential_digest,
@@ -735,6 +979,70 @@ impl Store for SqliteStore {
         self.write(|tx| settle(tx, exchange_id, ExchangeStatus::DeadLettered, None, at).map(drop))
     }
 
+    fn dead_letter_expired(
+        &self,
+        queued_before: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<Vec<ExpiredItem>, StoreError> {
+        let cutoff = nanos(queued_before, "queued_before")?;
+        let at_n = nanos(at, "at")?;
+        // Nearly every sweep finds nothing: answer that from the reader
+        // (an index lookup) without a write transaction and its fsync.
+        let any = self.read(|tx| {
+            tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE queued_at <= ?1)",
+                params![cutoff],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(sqlite("looking for expired outbox items"))
+        })?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| {
+            let expired: Vec<(String, String, String)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT e.exchange_id, e.status, o.destination
+                         FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
+                         WHERE o.queued_at <= ?1
+                         ORDER BY o.exchange_seq",
+                    )
+                    .map_err(sqlite("reading expired outbox items"))?;
+                let rows = stmt
+                    .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(sqlite("reading expired outbox items"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(sqlite("reading expired outbox items"))?
+            };
+            tx.execute(
+                "UPDATE exchanges
+                 SET status = 'dead-lettered', settled_at = ?2, updated_at = ?2, problem = NULL
+                 WHERE seq IN (SELECT exchange_seq FROM outbox WHERE queued_at <= ?1)",
+                params![cutoff, at_n],
+            )
+            .map_err(sqlite("dead-lettering expired exchanges"))?;
+            tx.execute("DELETE FROM outbox WHERE queued_at <= ?1", params![cutoff])
+                .map_err(sqlite("removing expired outbox items"))?;
+            expired
+                .into_iter()
+                .map(|(exchange_id, from, destination)| {
+                    audit::append(
+                        tx,
+                        at_n,
+                        Some(&exchange_id),
+                        AuditEvent::DeadLettered,
+                        &json!({ "from": from, "sweep": true }),
+                    )?;
+                    Ok(ExpiredItem {
+                        exchange_id,
+                        destination,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError> {
         let at_n = nanos(at, "at")?;
         self.write(|tx| {
@@ -993,9 +1301,51 @@ impl Store for SqliteStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        let conn = lock(&self.reader);
-        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .map_err(sqlite("pinging the database"))?;
+        // After a failed fsync no write can succeed until a restart.
+        self.sync.check().map_err(durability)?;
+        let mut probe = self.probe.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(last) = probe.as_ref() {
+            if last.at.elapsed() < PROBE_TTL {
+                return last.result.clone().map_err(|(fault, detail)| StoreError::Fault {
+                    path: self.path.clone(),
+                    fault,
+                    detail,
+                });
+            }
+        }
+        // Held across the probe: concurrent `/readyz` calls share one.
+        let result = self.probe_write();
+        if let Err(e) = &result {
+            tracing::warn!(store = %self.path.display(), error = %e, "store readiness probe failed");
+        }
+        *probe = Some(Probe {
+            at: std::time::Instant::now(),
+            result: result.as_ref().map(drop).map_err(|e| match e {
+                StoreError::Fault { fault, detail, .. } => (*fault, detail.clone()),
+                other => (StoreFault::Io, other.to_string()),
+            }),
+        });
+        result
+    }
+
+    fn maintain(&self) -> Result<(), StoreError> {
+        let generation = self.sync.generation();
+        let run = {
+            let mut st = self.checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = generation == st.seen;
+            st.seen = generation;
+            st.calls = st.calls.saturating_add(1);
+            generation != st.done && (idle || st.calls >= BUSY_CHECKPOINT_EVERY)
+        };
+        if !run {
+            return Ok(());
+        }
+        let complete = self.checkpoint_truncate()?;
+        if complete {
+            let mut st = self.checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
+            st.done = generation;
+            st.calls = 0;
+        }
         Ok(())
     }
 }

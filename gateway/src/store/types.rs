@@ -153,6 +153,9 @@ pub struct Exchange {
     pub attempts: u32,
     /// Error of the last failed attempt, for operators.
     pub last_error: Option<String>,
+    /// When the delivery worker may next try, while the exchange is in the
+    /// outbox (`None` once it has left it).
+    pub next_attempt_at: Option<OffsetDateTime>,
 }
 
 impl Exchange {
@@ -192,6 +195,13 @@ pub struct OutboxItem {
     pub next_attempt_at: OffsetDateTime,
     /// Failed attempts since `queued_at`; drives the backoff.
     pub attempts: u32,
+}
+
+/// An outbox item the dead-letter sweep took out of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredItem {
+    pub exchange_id: String,
+    pub destination: String,
 }
 
 /// An envelope received from a peer gateway, to be stored in the inbox.
