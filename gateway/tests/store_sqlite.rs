@@ -423,7 +423,7 @@ fn reopen_keeps_everything_and_migrations_are_idempotent() {
     };
     for _ in 0..2 {
         let store = fx.open();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         assert_eq!(store.list_exchanges(None, 100).unwrap(), exchanges);
         assert_eq!(store.inbox_page(Some(0), 100).unwrap(), inbox);
         assert_eq!(store.acked_up_to().unwrap(), 2);

@@ -101,7 +101,10 @@ impl SqliteStore {
     ///
     /// Readers may see a commit a moment before it is durable; nothing is
     /// acknowledged to a client before it is.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(super) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.sync.check().map_err(durability)?;
         let (generation, value) = {
             let mut conn = lock(&self.writer);
@@ -117,7 +120,10 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a read transaction: one consistent snapshot.
-    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn
             .transaction()
@@ -830,5 +836,9 @@ impl Store for SqliteStore {
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
             .map_err(sqlite("pinging the database"))?;
         Ok(())
+    }
+
+    fn checkpoint_store(&self) -> Option<&dyn super::CheckpointStore> {
+        Some(self)
     }
 }
