@@ -9,12 +9,13 @@ mod peers;
 
 pub use peers::{MtlsPeers, Peer};
 
+use crate::checkpoint::{Checkpointer, Witness};
 use crate::config::Config;
 use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::jose::VerifyingKey;
 use crate::pipeline::{GatewayService, Pipeline};
-use crate::store::{db_path, SqliteStore, Store};
+use crate::store::{db_path, CheckpointStore, SqliteStore, Store};
 use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
@@ -69,6 +70,7 @@ pub struct RunningGateway {
     pub service: Arc<dyn GatewayService>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl RunningGateway {
@@ -77,6 +79,16 @@ impl RunningGateway {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // Every writer has stopped: this checkpoint covers the whole log.
+        let _ = self.checkpointer.sign_now().await;
+    }
+
+    /// Signs a checkpoint of the audit head now if it moved (the periodic
+    /// task does this every `audit.checkpoint_interval_secs`).
+    pub async fn checkpoint_now(
+        &self,
+    ) -> Result<Option<crate::store::StoredCheckpoint>, crate::checkpoint::CheckpointError> {
+        self.checkpointer.sign_now().await
     }
 
     /// Waits until a task ends on its own (it should not) or shutdown is asked.
@@ -98,7 +110,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&db))
         .await
         .map_err(|e| StartError::StoreTask(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(opened?);
+    let sqlite = Arc::new(opened?);
+    let checkpoints: Arc<dyn CheckpointStore> = sqlite.clone();
+    let store: Arc<dyn Store> = sqlite;
     let table = load_table(&config)?;
 
     let local = Arc::new(LocalKeys::open(
@@ -142,6 +156,19 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         TrustCache::new(TrustCacheConfig::from(&config.trust), pinned, Arc::new(fetcher))
             .with_seq_marks(marks)?,
     );
+    let witness = Arc::new(Witness::new(
+        config.peers.keys().cloned().collect(),
+        peers.clone(),
+        cache.clone(),
+        checkpoints.clone(),
+        Arc::new(crate::trust::SystemClock),
+    ));
+    let checkpointer = Arc::new(Checkpointer::new(
+        config.member.clone(),
+        checkpoints,
+        local.clone(),
+        Arc::new(crate::trust::SystemClock),
+    ));
     let verifier = Verifier::new(cache, config.trust.clock_skew_secs);
 
     let worker = DeliveryWorker::new(
@@ -188,6 +215,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         crate::metrics::ready_probe(pipeline.clone()),
         rx.clone(),
     ));
+    tasks.spawn(checkpointer.clone().run(
+        Duration::from_secs(config.audit.checkpoint_interval_secs),
+        rx.clone(),
+    ));
+    tasks.spawn(witness.run(
+        Duration::from_secs(config.audit.witness_interval_secs),
+        rx.clone(),
+    ));
     tasks.spawn(worker.run(rx));
     tracing::info!(member = %config.member, api = %api_addr, metrics = %metrics_addr, "gateway started");
     Ok(RunningGateway {
@@ -197,6 +232,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         service: pipeline,
         shutdown,
         tasks,
+        checkpointer,
     })
 }
 
