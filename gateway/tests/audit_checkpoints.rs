@@ -139,9 +139,7 @@ fn populate(m: &Member) {
         assert!(store.insert_exchange(new_exchange(n)).unwrap().is_created());
     }
     store.mark_delivered("ex-1", T0).unwrap();
-    store
-        .record_attempt_failure("ex-2", "peer down", T0, T0)
-        .unwrap();
+    store.record_attempt_failure("ex-2", "peer down", T0, T0).unwrap();
     assert!(store.insert_inbox(new_inbox(1)).unwrap().is_created());
     store.ack(1, T0).unwrap();
     assert_eq!(m.sign(1_800_000_000).unwrap().seq, 7);
@@ -157,7 +155,9 @@ fn recompute_chain(conn: &Connection) {
     let rows: Vec<(i64, i64, Option<String>, String, String)> = conn
         .prepare("SELECT seq, at, exchange_id, event, detail FROM audit ORDER BY seq")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
@@ -194,7 +194,10 @@ fn truncated_tail_with_moved_head_fails_citing_the_checkpoint() {
     populate(&cq);
     let (code, out) = cq.verify(&[]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("consistent with 2 own checkpoints up to seq 9"), "{out}");
+    assert!(
+        out.contains("consistent with 2 own checkpoints up to seq 9"),
+        "{out}"
+    );
 
     // Roll back the last two changes completely: entries 8 and 9, the inbox
     // row they describe and the ack point, and move the head to entry 7.
@@ -258,7 +261,10 @@ fn changed_entry_with_recomputed_hashes_fails_on_the_signed_head() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("attests entry 7 with hash"), "{out}");
     assert!(out.contains("attests entry 9 with hash"), "{out}");
-    assert!(out.contains("the log was rewritten and its hashes recomputed"), "{out}");
+    assert!(
+        out.contains("the log was rewritten and its hashes recomputed"),
+        "{out}"
+    );
 }
 
 // (c') a checkpoint forged without the gateway key does not verify.
@@ -269,7 +275,11 @@ fn forged_checkpoint_signature_fails() {
     populate(&cq);
     let raw = cq.raw();
     let jws: String = raw
-        .query_row("SELECT jws FROM audit_checkpoints ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT jws FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     let mut parts: Vec<String> = jws.split('.').map(str::to_owned).collect();
     let other = bashu_gateway::jose::SigningKey::generate(bashu_gateway::jose::Alg::Es256, "x").unwrap();

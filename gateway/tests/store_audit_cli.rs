@@ -42,7 +42,11 @@ fn verify_reports_intact_and_broken_logs() {
     let ok = bashu(&["audit", "verify", "--db", db_arg]);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     assert!(stdout(&ok).contains("intact: 3 entries"), "{}", stdout(&ok));
-    assert!(stdout(&ok).contains("checkpoints: NOT checked"), "{}", stdout(&ok));
+    assert!(
+        stdout(&ok).contains("checkpoints: NOT checked"),
+        "{}",
+        stdout(&ok)
+    );
 
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -86,7 +90,10 @@ fn verify_finds_the_store_and_keys_through_the_config() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = stdout(&out);
     assert!(text.contains("intact: 2 entries"), "{text}");
-    assert!(text.contains("consistent with 1 own checkpoints up to seq 2"), "{text}");
+    assert!(
+        text.contains("consistent with 1 own checkpoints up to seq 2"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@
 
 mod task;
 
-pub use task::{Checkpointer, CheckpointFetcher, Witness};
+pub use task::{CheckpointFetcher, Checkpointer, Witness};
 
 use crate::jose::{self, json_strict, HeaderPolicy, JoseError, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
@@ -119,7 +119,9 @@ impl Checkpoint {
 }
 
 fn is_hash_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A checkpoint whose signature verified, with the key id and the JWS.
@@ -180,7 +182,12 @@ pub fn verify_with_keys(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inconsistency {
     /// The chain is shorter than a signed checkpoint: truncated or deleted.
-    BeyondEnd { seq: u64, at: i64, kid: String, entries: u64 },
+    BeyondEnd {
+        seq: u64,
+        at: i64,
+        kid: String,
+        entries: u64,
+    },
     /// Entry `seq` exists but is not the one that was signed: rewritten.
     HeadMismatch {
         seq: u64,
@@ -289,8 +296,12 @@ mod tests {
             Err(CheckpointError::Jose(JoseError::BadSignature))
         ));
         // A key set is not a checkpoint, even when signed by the right key.
-        let wrong_typ = jose::sign_compact("bashu-keyset+jwt", cp(7, &h).to_json().to_string().as_bytes(), &key)
-            .unwrap();
+        let wrong_typ = jose::sign_compact(
+            "bashu-keyset+jwt",
+            cp(7, &h).to_json().to_string().as_bytes(),
+            &key,
+        )
+        .unwrap();
         assert!(matches!(
             verify(&wrong_typ, "cq", key.verifying_key()),
             Err(CheckpointError::Jose(JoseError::WrongType { .. }))
@@ -308,13 +319,19 @@ mod tests {
         for payload in [
             r#"{"iss":"cq","seq":1,"head":"00","at":1}"#.to_owned(),
             format!(r#"{{"iss":"cq","seq":-1,"head":"{}","at":1}}"#, "0".repeat(64)),
-            format!(r#"{{"iss":"cq","seq":1,"head":"{}","at":1,"x":1}}"#, "0".repeat(64)),
+            format!(
+                r#"{{"iss":"cq","seq":1,"head":"{}","at":1,"x":1}}"#,
+                "0".repeat(64)
+            ),
             format!(r#"{{"iss":"cq","seq":1,"head":"{}"}}"#, "0".repeat(64)),
             format!(r#"{{"iss":"cq","seq":1,"head":"{}","at":1}}"#, "A".repeat(64)),
         ] {
             let jws = jose::sign_compact(CHECKPOINT_TYP, payload.as_bytes(), &key).unwrap();
             assert!(
-                matches!(verify(&jws, "cq", key.verifying_key()), Err(CheckpointError::Payload(_))),
+                matches!(
+                    verify(&jws, "cq", key.verifying_key()),
+                    Err(CheckpointError::Payload(_))
+                ),
                 "{payload}"
             );
         }
@@ -330,7 +347,11 @@ mod tests {
         assert_eq!(check_consistency(&signed, 9, &good), Ok(()));
         assert!(matches!(
             check_consistency(&signed, 4, &BTreeMap::new()),
-            Err(Inconsistency::BeyondEnd { seq: 5, entries: 4, .. })
+            Err(Inconsistency::BeyondEnd {
+                seq: 5,
+                entries: 4,
+                ..
+            })
         ));
         let other = BTreeMap::from([(5, "cd".repeat(32))]);
         let err = check_consistency(&signed, 5, &other).unwrap_err();

@@ -182,7 +182,9 @@ impl Witness {
             .await
             .map_err(|e| WitnessError::Key(e.to_string()))?;
         if key.role != KeyRole::Gateway {
-            return Err(WitnessError::Key(format!("kid {kid} is not a gateway key of {member}")));
+            return Err(WitnessError::Key(format!(
+                "kid {kid} is not a gateway key of {member}"
+            )));
         }
         let signed = verify(&jws, member, &key.key)?;
         let store = Arc::clone(&self.store);

@@ -144,7 +144,9 @@ struct Source {
 
 impl Source {
     fn latest(&self) -> Option<&SignedCheckpoint> {
-        self.checkpoints.iter().max_by_key(|c| (c.checkpoint.seq, c.checkpoint.at))
+        self.checkpoints
+            .iter()
+            .max_by_key(|c| (c.checkpoint.seq, c.checkpoint.at))
     }
 
     fn kids(&self) -> String {
@@ -285,7 +287,13 @@ fn verify(args: VerifyArgs) -> ExitCode {
         ));
     }
     println!("{rows}");
-    let mut proved = vec![format!("chain of {} entries intact", report.entries)];
+    let mut proved = vec![
+        format!("chain of {} entries intact", report.entries),
+        format!(
+            "{} exchange and {} inbox rows match it",
+            report.exchanges, report.inbox_items
+        ),
+    ];
     let mut covered = 0;
     match &own {
         None => println!(
@@ -293,16 +301,16 @@ fn verify(args: VerifyArgs) -> ExitCode {
              truncation or recomputation of the chain cannot be ruled out"
         ),
         Some(source) => {
-            let line = describe(source, "own checkpoints");
-            println!("own checkpoints: {line}");
-            proved.push(line);
+            let (short, long) = describe(source, "own checkpoints");
+            println!("own checkpoints: {long}");
+            proved.push(short);
             covered = covered.max(source.latest().map_or(0, |c| c.checkpoint.seq));
         }
     }
     for source in &witnesses {
-        let line = describe(source, &format!("checkpoints witnessed by {}", source.name));
-        println!("witness {}: {line}", source.name);
-        proved.push(line);
+        let (short, long) = describe(source, &format!("checkpoints witnessed by {}", source.name));
+        println!("witness {}: {long}", source.name);
+        proved.push(short);
         covered = covered.max(source.latest().map_or(0, |c| c.checkpoint.seq));
     }
     println!("proved: {}", proved.join("; "));
@@ -316,17 +324,28 @@ fn verify(args: VerifyArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn describe(source: &Source, what: &str) -> String {
+/// `(short, long)` descriptions of what `source` proved: the short one for
+/// the summary line, the long one with the latest signing time.
+fn describe(source: &Source, what: &str) -> (String, String) {
     match source.latest() {
-        None => format!("consistent with 0 {what}"),
-        Some(latest) => format!(
-            "consistent with {} {what} up to seq {} (latest signed {} by kid {}; kids used: {})",
-            source.checkpoints.len(),
-            latest.checkpoint.seq,
-            checkpoint::format_unix(latest.checkpoint.at),
-            latest.kid,
-            source.kids()
-        ),
+        None => {
+            let s = format!("consistent with 0 {what}");
+            (s.clone(), s)
+        }
+        Some(latest) => {
+            let short = format!(
+                "consistent with {} {what} up to seq {} signed by kid {}",
+                source.checkpoints.len(),
+                latest.checkpoint.seq,
+                source.kids()
+            );
+            let long = format!(
+                "{short} (latest signed {} by kid {})",
+                checkpoint::format_unix(latest.checkpoint.at),
+                latest.kid
+            );
+            (short, long)
+        }
     }
 }
 

@@ -142,7 +142,11 @@ fn current_row_digest(
 ) -> Result<Option<String>, StoreError> {
     let (sql, name, columns) = match table {
         RowTable::Exchanges => (
-            concat!("SELECT ", exchange_columns!(), " FROM exchanges WHERE exchange_id = ?1"),
+            concat!(
+                "SELECT ",
+                exchange_columns!(),
+                " FROM exchanges WHERE exchange_id = ?1"
+            ),
             "exchanges",
             EXCHANGE_COLUMN_COUNT,
         ),
@@ -326,7 +330,9 @@ fn check_rows(conn: &Connection, mut expected: Expected, head_seq: i64) -> Resul
     for (what, table, sql, columns, mut latest) in tables {
         let mut stmt = conn.prepare(sql).map_err(sqlite("reading rows to audit"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(1)?, row_digest(table, r, columns)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(1)?, row_digest(table, r, columns)?))
+            })
             .map_err(sqlite("reading rows to audit"))?;
         let mut count = 0_u64;
         for row in rows {
@@ -519,7 +525,9 @@ pub(super) fn entry_hash_at(conn: &Connection, seq: u64) -> Result<Option<String
         return Ok(Some(GENESIS_HASH.to_owned()));
     }
     let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-    conn.query_row("SELECT hash FROM audit WHERE seq = ?1", params![seq], |r| r.get(0))
-        .optional()
-        .map_err(sqlite("reading an audit entry"))
+    conn.query_row("SELECT hash FROM audit WHERE seq = ?1", params![seq], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(sqlite("reading an audit entry"))
 }

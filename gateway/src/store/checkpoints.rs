@@ -45,7 +45,9 @@ fn witness_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WitnessRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn witnessed((member, seq, head, at, fetched_at, jws): WitnessRow) -> Result<WitnessedCheckpoint, StoreError> {
+fn witnessed(
+    (member, seq, head, at, fetched_at, jws): WitnessRow,
+) -> Result<WitnessedCheckpoint, StoreError> {
     Ok(WitnessedCheckpoint {
         member,
         seq: seq_out(seq, "witnessed checkpoint")?,

@@ -47,11 +47,11 @@ where
         })?
 }
 
+pub use types::{AuditHead, StoredCheckpoint, WitnessedCheckpoint};
 pub use types::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, NewExchange, NewInboxItem,
     OutboxItem, UnknownStatus,
 };
-pub use types::{AuditHead, StoredCheckpoint, WitnessedCheckpoint};
 
 /// Everything the gateway keeps durably. See the module docs for the
 /// durability and atomicity guarantees every implementation must give.
