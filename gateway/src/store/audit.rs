@@ -113,25 +113,28 @@ macro_rules! inbox_columns {
 }
 const INBOX_COLUMN_COUNT: usize = 5;
 
-/// SHA-256 (hex) of a row: a JSON array of the table name and every
-/// covered column, each value tagged by its SQLite type so that changing a
-/// column's type changes the digest too.
+/// SHA-256 (hex) of a row: the table name and every covered column, each
+/// value encoded as a one-byte SQLite type tag, an 8-byte length and its
+/// bytes (unambiguous, and changing a column's type changes the digest).
+/// Streamed into the hasher: this runs under the write lock on every write.
 fn row_digest(table: &str, row: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<String> {
-    let mut values = Vec::with_capacity(columns + 1);
-    values.push(Value::from(table));
-    for i in 0..columns {
-        values.push(match row.get_ref(i)? {
-            ValueRef::Null => Value::Null,
-            ValueRef::Integer(n) => Value::from(n),
-            ValueRef::Real(f) => serde_json::json!({ "real": f.to_string() }),
-            ValueRef::Text(t) => match std::str::from_utf8(t) {
-                Ok(text) => Value::from(text),
-                Err(_) => serde_json::json!({ "textBytes": hex(t) }),
-            },
-            ValueRef::Blob(b) => serde_json::json!({ "blob": hex(b) }),
-        });
+    fn put(h: &mut Sha256, tag: u8, bytes: &[u8]) {
+        h.update([tag]);
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
     }
-    Ok(hex(&Sha256::digest(Value::Array(values).to_string().as_bytes())))
+    let mut h = Sha256::new();
+    put(&mut h, b't', table.as_bytes());
+    for i in 0..columns {
+        match row.get_ref(i)? {
+            ValueRef::Null => put(&mut h, b'n', &[]),
+            ValueRef::Integer(n) => put(&mut h, b'i', &n.to_be_bytes()),
+            ValueRef::Real(f) => put(&mut h, b'r', &f.to_be_bytes()),
+            ValueRef::Text(t) => put(&mut h, b's', t),
+            ValueRef::Blob(b) => put(&mut h, b'b', b),
+        }
+    }
+    Ok(hex(&h.finalize()))
 }
 
 /// The digest of the row `exchange_id` of `table`, if the row exists.
