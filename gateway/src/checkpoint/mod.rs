@@ -15,6 +15,7 @@
 //! contain entry `seq` with hash `head`, which a truncated, deleted or
 //! recomputed chain does not.
 
+pub mod metrics;
 mod task;
 
 pub use task::{CheckpointFetcher, Checkpointer, Witness};

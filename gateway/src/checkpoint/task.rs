@@ -1,6 +1,6 @@
 //! The two background duties: signing own checkpoints, witnessing peers'.
 
-use super::{peek, verify, Checkpoint, CheckpointError, Inconsistency};
+use super::{metrics, peek, verify, Checkpoint, CheckpointError, Inconsistency};
 use crate::store::{CheckpointStore, StoredCheckpoint, WitnessedCheckpoint};
 use crate::trust::{Clock, KeyRole, LocalKeys, TrustCache};
 use futures::future::BoxFuture;
@@ -93,12 +93,20 @@ impl Checkpointer {
             .await
             .map_err(|e| CheckpointError::Task(e.to_string()))?;
         match &out {
-            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "signed audit checkpoint"),
+            Ok(Some(cp)) => {
+                tracing::debug!(seq = cp.seq, "signed audit checkpoint");
+                metrics::CHECKPOINTS.with_label_values(&["signed"]).inc();
+                metrics::CHECKPOINT_SEQ.set(metrics::seq_value(cp.seq));
+            }
             Ok(None) => {}
             Err(CheckpointError::Inconsistent(i)) => {
                 tracing::error!(problem = %i, "audit chain contradicts its last signed checkpoint; not signing");
+                metrics::CHECKPOINTS.with_label_values(&["refused"]).inc();
             }
-            Err(e) => tracing::warn!(error = %e, "cannot sign audit checkpoint"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sign audit checkpoint");
+                metrics::CHECKPOINTS.with_label_values(&["failed"]).inc();
+            }
         }
         out
     }
@@ -199,7 +207,12 @@ impl Witness {
         tokio::task::spawn_blocking(move || {
             let previous = store.latest_witnessed(&cp.member)?;
             if let Some(p) = &previous {
-                if p.jws == cp.jws {
+                // The same head again (a peer re-signs only when it moved,
+                // but a restart may re-sign it): nothing new to keep.
+                if p.jws == cp.jws || (p.seq == cp.seq && p.head == cp.head) {
+                    metrics::WITNESS
+                        .with_label_values(&[cp.member.as_str(), "unchanged"])
+                        .inc();
                     return Ok(false);
                 }
                 if cp.seq < p.seq || (cp.seq == p.seq && cp.head != p.head) {
@@ -209,9 +222,21 @@ impl Witness {
                         previous_seq = p.seq,
                         "peer's audit checkpoint contradicts one witnessed earlier; keeping both as evidence"
                     );
+                    metrics::WITNESS
+                        .with_label_values(&[cp.member.as_str(), "contradiction"])
+                        .inc();
                 }
             }
-            store.save_witnessed(&cp)
+            let new = store.save_witnessed(&cp)?;
+            if new {
+                metrics::WITNESS
+                    .with_label_values(&[cp.member.as_str(), "new"])
+                    .inc();
+                metrics::WITNESSED_SEQ
+                    .with_label_values(&[cp.member.as_str()])
+                    .set(metrics::seq_value(cp.seq));
+            }
+            Ok(new)
         })
         .await
         .map_err(|e| WitnessError::Task(e.to_string()))?
@@ -229,7 +254,10 @@ impl Witness {
                         match self.witness(member).await {
                             Ok(true) => tracing::debug!(%member, "witnessed audit checkpoint"),
                             Ok(false) => {}
-                            Err(e) => tracing::warn!(%member, error = %e, "cannot witness audit checkpoint"),
+                            Err(e) => {
+                                tracing::warn!(%member, error = %e, "cannot witness audit checkpoint");
+                                metrics::WITNESS.with_label_values(&[member.as_str(), "failed"]).inc();
+                            }
                         }
                     }
                 }
@@ -256,4 +284,91 @@ pub enum WitnessError {
     Store(crate::store::StoreError),
     #[error("the task storing the checkpoint failed: {0}")]
     Task(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::{Alg, SigningKey};
+    use crate::store::SqliteStore;
+    use crate::trust::{KeyStore, ManualClock, TrustCacheConfig};
+    use std::sync::Mutex;
+
+    /// Answers with the queued JWS texts, one per fetch.
+    struct Queue(Mutex<Vec<String>>);
+
+    impl CheckpointFetcher for Queue {
+        fn fetch_checkpoint<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+            let next = self.0.lock().unwrap().pop();
+            Box::pin(async move { Ok(next) })
+        }
+    }
+
+    fn signed(key: &SigningKey, seq: u64, head: char) -> String {
+        Checkpoint {
+            iss: "cq".into(),
+            seq,
+            head: head.to_string().repeat(64),
+            at: 1_800_000_000,
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn witness_keeps_new_and_contradicting_checkpoints_and_refuses_forgeries() {
+        let now = 1_800_000_000;
+        let mut keys = KeyStore::create("cq").unwrap();
+        let kid = keys.generate(KeyRole::Gateway, Alg::Es256, now - 10).unwrap();
+        let key = keys.get(&kid).map(|k| match k.material() {
+            crate::trust::keystore::KeyMaterial::Gateway(s) => s.clone(),
+            _ => unreachable!(),
+        });
+        let key = key.unwrap();
+        let clock = Arc::new(ManualClock::at_secs(now));
+        let cache = TrustCache::preloaded(
+            TrustCacheConfig::default(),
+            vec![keys.keyset(now - 10, 3600)],
+            clock.clone(),
+        )
+        .await;
+        let forger = SigningKey::generate(Alg::Es256, &kid).unwrap();
+        // Popped from the end: 5, 5 again, 3 (rollback), a forgery, 6 signed
+        // by a kid the member never published.
+        let queue = vec![
+            signed(&SigningKey::generate(Alg::Es256, "nobody").unwrap(), 6, 'd'),
+            signed(&forger, 7, 'c'),
+            signed(&key, 3, 'b'),
+            signed(&key, 5, 'a'),
+            signed(&key, 5, 'a'),
+        ];
+        // The two signatures over seq 5 differ (ECDSA is randomised); the
+        // witness still keeps seq 5 once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("w.db")).unwrap());
+        let witness = Witness::new(
+            vec!["cq".into()],
+            Arc::new(Queue(Mutex::new(queue))),
+            Arc::new(cache),
+            store.clone(),
+            clock,
+        );
+        assert!(witness.witness("cq").await.unwrap(), "new");
+        assert!(!witness.witness("cq").await.unwrap(), "unchanged");
+        assert!(
+            witness.witness("cq").await.unwrap(),
+            "a rollback is kept as evidence"
+        );
+        assert!(matches!(
+            witness.witness("cq").await,
+            Err(WitnessError::Checkpoint(CheckpointError::Jose(
+                crate::jose::JoseError::BadSignature
+            )))
+        ));
+        assert!(matches!(witness.witness("cq").await, Err(WitnessError::Key(_))));
+        assert!(!witness.witness("cq").await.unwrap(), "nothing served");
+        let kept: Vec<u64> = store.witnessed("cq").unwrap().iter().map(|c| c.seq).collect();
+        assert_eq!(kept, vec![5, 3]);
+        assert_eq!(store.latest_witnessed("cq").unwrap().unwrap().seq, 3);
+    }
 }
