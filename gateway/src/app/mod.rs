@@ -83,14 +83,6 @@ impl RunningGateway {
         let _ = self.checkpointer.sign_now().await;
     }
 
-    /// Signs a checkpoint of the audit head now if it moved (the periodic
-    /// task does this every `audit.checkpoint_interval_secs`).
-    pub async fn checkpoint_now(
-        &self,
-    ) -> Result<Option<crate::store::StoredCheckpoint>, crate::checkpoint::CheckpointError> {
-        self.checkpointer.sign_now().await
-    }
-
     /// Waits until a task ends on its own (it should not) or shutdown is asked.
     pub async fn wait(&mut self) {
         let _ = self.tasks.join_next().await;
