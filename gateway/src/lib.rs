@@ -10,6 +10,7 @@
 //! - [`transport`]: mTLS server and client, client identity from SPIFFE SAN URIs.
 //! - [`api`]: the HTTP routes of SPEC §4 and problem+json rendering.
 //! - [`store`]: the durable store trait and its SQLite implementation, audit log.
+//! - [`checkpoint`]: signed checkpoints of the audit head, and witnessing peers'.
 //! - [`delivery`]: the outbox worker that forwards envelopes to peers.
 //! - [`pipeline`]: accept → verify → map → sign, and the receiving side.
 //! - [`metrics`]: Prometheus registry and the loopback metrics listener.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod credential;

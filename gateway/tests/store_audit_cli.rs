@@ -43,6 +43,11 @@ fn verify_reports_intact_and_broken_logs() {
     let ok = bashu(&["audit", "verify", "--db", db_arg]);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     assert!(stdout(&ok).contains("intact: 3 entries"), "{}", stdout(&ok));
+    assert!(
+        stdout(&ok).contains("checkpoints: NOT checked"),
+        "{}",
+        stdout(&ok)
+    );
 
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -54,33 +59,42 @@ fn verify_reports_intact_and_broken_logs() {
 }
 
 #[test]
-fn verify_finds_the_store_through_the_config() {
+fn verify_finds_the_store_and_keys_through_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    populate(&store::db_path(&data), 2);
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        r#"
-member = "cq"
-framework = "cqf"
-data_dir = "data"
-[listen]
-api = "127.0.0.1:7443"
-[tls]
-ca = "ca.pem"
-cert = "gateway.crt"
-key = "gateway.key"
-[trust]
-keystore = "keys.json"
-federation_key = "federation.jwk"
-"#,
+    let fed = bashu_gateway::devpki::init(dir.path(), &["cq", "sc"]).unwrap();
+    let config = fed.member("cq").unwrap().config.clone();
+    let cfg = bashu_gateway::config::Config::load(&config).unwrap();
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let db = store::db_path(&cfg.data_dir);
+    populate(&db, 2);
+    let config_arg = config.to_str().unwrap();
+
+    // Entries but no signed checkpoint: nothing rules out a rewrite.
+    let out = bashu(&["audit", "verify", "--config", config_arg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("no signed checkpoint"), "{}", stdout(&out));
+
+    let keys = bashu_gateway::trust::LocalKeys::open(
+        &cfg.trust.keystore,
+        &cfg.trust.federation_key,
+        cfg.trust.keyset_ttl_secs,
     )
     .unwrap();
-    let out = bashu(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    let signer = bashu_gateway::checkpoint::Checkpointer::new(
+        "cq".into(),
+        std::sync::Arc::new(SqliteStore::open(&db).unwrap()),
+        std::sync::Arc::new(keys),
+        std::sync::Arc::new(bashu_gateway::trust::SystemClock),
+    );
+    assert_eq!(signer.sign_if_moved().unwrap().unwrap().seq, 2);
+    let out = bashu(&["audit", "verify", "--config", config_arg]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(stdout(&out).contains("intact: 2 entries"));
+    let text = stdout(&out);
+    assert!(text.contains("intact: 2 entries"), "{text}");
+    assert!(
+        text.contains("consistent with 1 own checkpoints up to seq 2"),
+        "{text}"
+    );
 }
 
 #[test]

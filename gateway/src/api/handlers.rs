@@ -122,6 +122,7 @@ where
             Ok(response::json(created_or_replayed(out.created), &body))
         }
         Handler::KeySet => Ok(response::jwt(svc.keyset().await?)),
+        Handler::AuditCheckpoint => Ok(response::jwt(svc.audit_checkpoint().await?)),
         Handler::AdminExchanges => {
             let status = admin_status_param(call.query)?;
             Ok(response::json(

@@ -31,6 +31,7 @@ pub enum Handler {
     InboxAck,
     ReceiveEnvelope,
     KeySet,
+    AuditCheckpoint,
     AdminExchanges,
     AdminRetry,
     AdminRedeliver,
@@ -90,6 +91,12 @@ pub static ROUTES: &[Route] = &[
         "/v1/federation/keys",
         Access::Authenticated,
         Handler::KeySet,
+    ),
+    route(
+        Method::GET,
+        "/v1/federation/audit/checkpoint",
+        Access::Authenticated,
+        Handler::AuditCheckpoint,
     ),
     route(
         Method::GET,

@@ -11,13 +11,14 @@ mod secrets;
 pub use peers::{MtlsPeers, Peer};
 pub use secrets::{check_private_file, check_private_key_files, KeyFileError};
 
+use crate::checkpoint::{Checkpointer, Witness};
 use crate::config::Config;
 use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::jose::VerifyingKey;
 use crate::mapping::MappingTables;
 use crate::pipeline::{GatewayService, Pipeline};
-use crate::store::{open_data_dir, Store, StoreOptions};
+use crate::store::{open_data_dir, CheckpointStore, Store, StoreOptions};
 use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
 use crate::trust::local::{sync_own_keys, watch_own_keys, OWN_KEYS_POLL};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
@@ -78,6 +79,7 @@ pub struct RunningGateway {
     pub service: Arc<dyn GatewayService>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl RunningGateway {
@@ -86,6 +88,8 @@ impl RunningGateway {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // Every writer has stopped: this checkpoint covers the whole log.
+        let _ = self.checkpointer.sign_now().await;
     }
 
     /// Waits until a task ends on its own (it should not) or shutdown is asked.
@@ -107,7 +111,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         tokio::task::spawn_blocking(move || open_data_dir(&data_dir, &member, StoreOptions::default()))
             .await
             .map_err(|e| StartError::StoreTask(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(opened?);
+    let sqlite = Arc::new(opened?);
+    let checkpoints: Arc<dyn CheckpointStore> = sqlite.clone();
+    let store: Arc<dyn Store> = sqlite;
     raise_cursor_floor(&store).await?;
     // --- end store safety
     let (table, tables) = load_tables(&config)?;
@@ -153,6 +159,19 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         TrustCache::new(TrustCacheConfig::from(&config.trust), pinned, Arc::new(fetcher))
             .with_seq_marks(marks)?,
     );
+    let witness = Arc::new(Witness::new(
+        config.peers.keys().cloned().collect(),
+        peers.clone(),
+        cache.clone(),
+        checkpoints.clone(),
+        Arc::new(crate::trust::SystemClock),
+    ));
+    let checkpointer = Arc::new(Checkpointer::new(
+        config.member.clone(),
+        checkpoints,
+        local.clone(),
+        Arc::new(crate::trust::SystemClock),
+    ));
     // Own revocations apply before the first request is served.
     sync_own_keys(&config.member, &local, &cache).await;
     let verifier = Verifier::new(cache.clone(), config.trust.clock_skew_secs).with_tables(Arc::new(tables));
@@ -210,6 +229,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         STORE_MAINTENANCE,
         rx.clone(),
     ));
+    tasks.spawn(checkpointer.clone().run(
+        Duration::from_secs(config.audit.checkpoint_interval_secs),
+        rx.clone(),
+    ));
+    tasks.spawn(witness.run(
+        Duration::from_secs(config.audit.witness_interval_secs),
+        rx.clone(),
+    ));
     tasks.spawn(worker.run(rx));
     tracing::info!(member = %config.member, api = %api_addr, metrics = %metrics_addr, "gateway started");
     Ok(RunningGateway {
@@ -219,6 +246,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         service: pipeline,
         shutdown,
         tasks,
+        checkpointer,
     })
 }
 

@@ -3,6 +3,7 @@
 //! the peer's pooled [`PeerHttpClient`], so one connection serves both, and
 //! each peer's client accepts only that peer's gateway identity.
 
+use crate::checkpoint::CheckpointFetcher;
 use crate::delivery::{PeerAnswer, PeerClient, SendError};
 use crate::pipeline::Envelope;
 use crate::problem::{Problem, ProblemType};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub const ENVELOPES_PATH: &str = "/v1/federation/envelopes";
 pub const KEYS_PATH: &str = "/v1/federation/keys";
+pub const CHECKPOINT_PATH: &str = "/v1/federation/audit/checkpoint";
 
 /// One peer: its base URL and a client pinned to its gateway identity.
 #[derive(Clone)]
@@ -88,6 +90,25 @@ impl KeySetFetcher for MtlsPeers {
             String::from_utf8(response.body.to_vec())
                 .map(|s| s.trim().to_owned())
                 .map_err(|_| FetchError::unreachable(member, "key set is not UTF-8"))
+        })
+    }
+}
+
+impl CheckpointFetcher for MtlsPeers {
+    fn fetch_checkpoint<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let (client, url) = self
+                .route(member, CHECKPOINT_PATH)
+                .ok_or_else(|| format!("no URL configured for peer {member}"))?;
+            let response = client.get(&url).await.map_err(|e| e.to_string())?;
+            match response.status {
+                StatusCode::OK => String::from_utf8(response.body.to_vec())
+                    .map(|s| Some(s.trim().to_owned()))
+                    .map_err(|_| "checkpoint is not UTF-8".to_owned()),
+                // The peer has not signed one yet (an empty audit log).
+                StatusCode::NOT_FOUND => Ok(None),
+                other => Err(format!("HTTP {other}")),
+            }
         })
     }
 }

@@ -58,11 +58,15 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("delivery", "breaker_open_ms", Kind::Int),
     ("delivery", "batch_size", Kind::Int),
     ("delivery", "request_timeout_ms", Kind::Int),
+    ("audit", "checkpoint_interval_secs", Kind::Int),
+    ("audit", "witness_interval_secs", Kind::Int),
     ("peers", "url", Kind::Str),
     ("peers", "federation_key", Kind::Str),
 ];
 
-const SECTIONS: &[&str] = &["listen", "tls", "limits", "trust", "mapping", "delivery", "peers"];
+const SECTIONS: &[&str] = &[
+    "listen", "tls", "limits", "trust", "mapping", "delivery", "audit", "peers",
+];
 
 /// Applies every relevant variable of `vars` to `doc`; returns the names applied.
 pub fn apply<I>(doc: &mut Table, vars: I) -> Result<Vec<String>, ConfigError>

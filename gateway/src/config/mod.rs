@@ -35,6 +35,8 @@ pub struct Config {
     pub mapping: MappingConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Peer gateways by member id. Any number: nothing assumes two members.
     #[serde(default)]
     pub peers: BTreeMap<MemberId, PeerConfig>,
@@ -155,6 +157,26 @@ impl Default for DeliveryConfig {
             breaker_open_ms: 5_000,
             batch_size: 64,
             request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Signed audit checkpoints (SPEC §5, docs/trust.md "Audit checkpoints").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint of the audit head this often while it moves
+    /// (1..=60: the contract requires at least one a minute).
+    pub checkpoint_interval_secs: u64,
+    /// Fetch and keep every peer's latest checkpoint this often.
+    pub witness_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: 60,
+            witness_interval_secs: 60,
         }
     }
 }

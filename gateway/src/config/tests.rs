@@ -185,6 +185,16 @@ fn invalid_values_name_their_field() {
         ),
         (
             "[tls]",
+            "[audit]\ncheckpoint_interval_secs = 61\n\n[tls]",
+            "audit.checkpoint_interval_secs",
+        ),
+        (
+            "[tls]",
+            "[audit]\nwitness_interval_secs = 0\n\n[tls]",
+            "audit.witness_interval_secs",
+        ),
+        (
+            "[tls]",
             "[mapping]\ntable = \"no-table.toml\"\n\n[tls]",
             "mapping.table",
         ),

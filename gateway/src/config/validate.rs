@@ -102,6 +102,15 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
         ));
     }
 
+    let a = &cfg.audit;
+    if !(1..=60).contains(&a.checkpoint_interval_secs) {
+        return Err(c.fail(
+            "audit.checkpoint_interval_secs",
+            "must be between 1 and 60 (SPEC §5: a checkpoint at least every 60 s)",
+        ));
+    }
+    c.positive("audit.witness_interval_secs", a.witness_interval_secs)?;
+
     for (id, peer) in &cfg.peers {
         if !is_member_id(id) || id == &cfg.member {
             return Err(c.fail("peers", format!("{id:?} is not a valid peer member id")));

@@ -103,6 +103,16 @@ pub trait GatewayService: Send + Sync + 'static {
 
     /// Readiness: the store can commit (see `Store::ping`) and signing keys are loaded.
     fn ready(&self) -> futures::future::BoxFuture<'_, bool>;
+
+    /// The latest signed checkpoint of this gateway's audit head (compact
+    /// JWS, SPEC §5). The default has none: doubles need not implement it.
+    fn audit_checkpoint(&self) -> ServiceFuture<'_, String> {
+        Box::pin(async { Err(no_checkpoint()) })
+    }
+}
+
+fn no_checkpoint() -> Problem {
+    Problem::new(ProblemType::NotFound, "no audit checkpoint has been signed yet")
 }
 
 /// A service that answers `unavailable` to everything: lets the API layer
@@ -279,6 +289,17 @@ impl GatewayService for Pipeline {
                 })
                 .collect();
             Ok(json!({ "members": members }))
+        })
+    }
+
+    fn audit_checkpoint(&self) -> ServiceFuture<'_, String> {
+        Box::pin(async move {
+            let latest = blocking(&self.store, |s| match s.checkpoint_store() {
+                Some(c) => c.latest_checkpoint(),
+                None => Ok(None),
+            })
+            .await?;
+            latest.map(|c| c.jws).ok_or_else(no_checkpoint)
         })
     }
 

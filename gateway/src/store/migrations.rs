@@ -105,6 +105,30 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 4: signed checkpoints of the audit head (own, and peers' as witnessed).
+    // The JWS is the evidence; the other columns are copies of its payload
+    // for ordering and lookup, never trusted by `bashu audit verify`.
+    r#"
+    CREATE TABLE audit_checkpoints (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq  INTEGER NOT NULL CHECK (seq >= 0),
+        head TEXT    NOT NULL,
+        at   INTEGER NOT NULL,
+        jws  TEXT    NOT NULL
+    );
+
+    CREATE TABLE witnessed_checkpoints (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        member     TEXT    NOT NULL,
+        seq        INTEGER NOT NULL CHECK (seq >= 0),
+        head       TEXT    NOT NULL,
+        at         INTEGER NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        jws        TEXT    NOT NULL,
+        UNIQUE (member, jws)
+    );
+    CREATE INDEX witnessed_by_member ON witnessed_checkpoints (member, id);
+    "#,
 ];
 
 /// Applies every migration the database has not seen yet. Safe to call on

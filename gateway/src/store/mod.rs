@@ -11,11 +11,12 @@
 //! which keeps tests deterministic and the delivery worker's clock injectable.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 mod audit;
+mod checkpoints;
 mod data_dir;
 mod group_sync;
 mod migrations;
@@ -71,6 +72,7 @@ pub async fn maintain_periodically(
 pub(crate) use data_dir::DirLock;
 pub use data_dir::{open_data_dir, LOCK_FILE, MARKER_FILE};
 pub use sqlite::StoreOptions;
+pub use types::{AuditHead, StoredCheckpoint, WitnessedCheckpoint};
 pub use types::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
     NewInboxItem, OutboxItem, UnknownStatus,
@@ -204,6 +206,48 @@ pub trait Store: Send + Sync {
     fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Where this store keeps signed audit checkpoints, if it does. A
+    /// default method so wrappers and doubles need not care; the gateway
+    /// serves and signs checkpoints only through a store that has them.
+    fn checkpoint_store(&self) -> Option<&dyn CheckpointStore> {
+        None
+    }
+}
+
+/// Signed checkpoints of the audit head (SPEC §5): this gateway's own, and
+/// its peers' as witnessed. Writes are durable like every store write.
+pub trait CheckpointStore: Send + Sync {
+    /// The current end of the audit chain.
+    fn audit_head(&self) -> Result<AuditHead, StoreError>;
+
+    /// The stored hash of entry `seq` (the genesis hash for 0), `None` if
+    /// the log has no such entry.
+    fn audit_entry_hash(&self, seq: u64) -> Result<Option<String>, StoreError>;
+
+    /// [`Store::audit_verify`], also returning the hash of each entry in
+    /// `seqs` that exists: one snapshot, one pass.
+    fn audit_verify_at(
+        &self,
+        seqs: &BTreeSet<u64>,
+    ) -> Result<(AuditReport, BTreeMap<u64, String>), StoreError>;
+
+    fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+
+    /// The checkpoint signed last.
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Every own checkpoint, oldest first.
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
+
+    /// Keeps a peer's checkpoint; `false` if this exact JWS was kept before.
+    fn save_witnessed(&self, checkpoint: &WitnessedCheckpoint) -> Result<bool, StoreError>;
+
+    /// The checkpoint of `member` fetched last.
+    fn latest_witnessed(&self, member: &str) -> Result<Option<WitnessedCheckpoint>, StoreError>;
+
+    /// Every kept checkpoint of `member`, oldest first.
+    fn witnessed(&self, member: &str) -> Result<Vec<WitnessedCheckpoint>, StoreError>;
 }
 
 /// Store failures. Idempotency conflicts are not errors (see [`Inserted`]).

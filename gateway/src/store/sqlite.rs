@@ -286,7 +286,10 @@ impl SqliteStore {
     ///
     /// Readers may see a commit a moment before it is durable; nothing is
     /// acknowledged to a client before it is.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(super) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.sync.check().map_err(durability)?;
         let (generation, value) = {
             let mut conn = lock(&self.writer);
@@ -357,7 +360,10 @@ impl SqliteStore {
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn
             .transaction()
@@ -1347,5 +1353,9 @@ impl Store for SqliteStore {
             st.calls = 0;
         }
         Ok(())
+    }
+
+    fn checkpoint_store(&self) -> Option<&dyn super::CheckpointStore> {
+        Some(self)
     }
 }

@@ -268,6 +268,48 @@ pub struct AuditReport {
     pub entries: u64,
     /// Hex hash of the last entry (all zeros for an empty log).
     pub head_hash: String,
+    /// Exchange rows found to match their latest audit entry.
+    pub exchanges: u64,
+    /// Inbox rows found to match their latest audit entry.
+    pub inbox_items: u64,
+    /// Rows (of both tables) whose latest audit entry was written before
+    /// entries recorded row digests: present in the log, content unchecked.
+    pub rows_predating_digests: u64,
+}
+
+/// The current end of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Number of entries (0 for an empty log).
+    pub seq: u64,
+    /// Hex hash of entry `seq` (all zeros for an empty log).
+    pub hash: String,
+}
+
+/// A checkpoint JWS this gateway signed, as kept in the store. `seq`,
+/// `head` and `at` copy the payload for ordering; verification reads the
+/// JWS, never these columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub seq: u64,
+    pub head: String,
+    /// Unix seconds, as signed.
+    pub at: i64,
+    pub jws: String,
+}
+
+/// A peer's checkpoint JWS this gateway fetched and kept (witnessing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedCheckpoint {
+    /// The peer whose chain head the checkpoint attests.
+    pub member: String,
+    pub seq: u64,
+    pub head: String,
+    /// Unix seconds, as signed by the peer.
+    pub at: i64,
+    /// Unix seconds, when this gateway fetched it.
+    pub fetched_at: i64,
+    pub jws: String,
 }
 
 #[cfg(test)]
