@@ -383,6 +383,86 @@ async fn ack_answers_the_clamped_point() {
     server.stop().await;
 }
 
+/// Problem titles (and fixed details) follow `Accept-Language`; `type`
+/// never changes; `Content-Language` names the language used.
+#[tokio::test]
+async fn problems_follow_accept_language() {
+    let pki = Pki::new();
+    let server = Server::start(&pki, "cq", Fake::new(), limits()).await;
+    let bank = Client::new(
+        &server,
+        &pki,
+        Some(pki.identity("cq", Role::CreditBank)),
+        Version::HTTP_2,
+    );
+    let cases = [
+        (None, "en", "No such resource", "no such exchange"),
+        (Some("zh-CN"), "zh-CN", "资源不存在", "没有这个交换"),
+        (Some("zh"), "zh-CN", "资源不存在", "没有这个交换"),
+        (
+            Some("en-US,zh;q=0.5"),
+            "en",
+            "No such resource",
+            "no such exchange",
+        ),
+        (
+            Some("en;q=0.3, zh-CN;q=0.8"),
+            "zh-CN",
+            "资源不存在",
+            "没有这个交换",
+        ),
+        (Some("fr"), "en", "No such resource", "no such exchange"),
+    ];
+    for (accept, content_lang, title, detail) in cases {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept-language", a)).into_iter().collect();
+        let resp = bank
+            .send(Method::GET, "/v1/exchanges/ex-unknown", None, &headers)
+            .await;
+        let body = resp.assert_problem(ProblemType::NotFound);
+        assert_eq!(body["title"], title, "{accept:?}");
+        assert_eq!(body["detail"], detail, "{accept:?}");
+        assert_eq!(body["exchangeId"], "ex-unknown");
+        assert_eq!(
+            resp.headers.get("content-language").unwrap(),
+            content_lang,
+            "{accept:?}"
+        );
+    }
+    // Free-text details stay English; problems raised before routing and
+    // 405s are localized too.
+    let zh = [("accept-language", "zh-CN")];
+    let resp = bank
+        .send(
+            Method::POST,
+            "/v1/exchanges",
+            Some(Bytes::from("{\"credential\":1}")),
+            &[("content-type", "application/json"), zh[0]],
+        )
+        .await;
+    let body = resp.assert_problem(ProblemType::MalformedRequest);
+    assert_eq!(body["title"], "请求格式不正确");
+    assert!(body["detail"].as_str().unwrap().starts_with("request body: "));
+    let resp = bank.send(Method::DELETE, "/v1/inbox", None, &zh).await;
+    assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.json()["title"], "请求格式不正确");
+    assert_eq!(resp.headers.get("content-language").unwrap(), "zh-CN");
+    let cert = pki.custom(
+        "no-uri",
+        &LeafSpec {
+            common_name: "no-uri".into(),
+            ..LeafSpec::default()
+        },
+    );
+    let stranger = Client::new(&server, &pki, Some(cert), Version::HTTP_11);
+    let resp = stranger.send(Method::GET, "/v1/inbox", None, &zh).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.assert_problem(ProblemType::Unauthenticated)["title"],
+        "客户端证书缺失或不受信任"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn exchange_status_found_and_not_found() {
     let pki = Pki::new();
