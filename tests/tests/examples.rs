@@ -8,8 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use bashu_e2e::start_cluster;
+use bashu_e2e::init_federation;
+use bashu_gateway::devfed::DevCluster;
 use bashu_gateway::devpki::DevFederation;
+use bashu_gateway::jose::{Alg, SigningKey};
+use bashu_gateway::trust::KeyStore;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -116,8 +119,9 @@ async fn node() -> Option<PathBuf> {
     Some(PathBuf::from("node"))
 }
 
-/// The example's flags for `from`'s credit bank sending a fixture to `to`.
-fn args(fed: &DevFederation, from: &str, to: &str, fixture: &str) -> Vec<String> {
+/// The example's flags for `from`'s credit bank sending a fixture to `to`,
+/// signing with `issuer_key`.
+fn args(fed: &DevFederation, from: &str, to: &str, fixture: &str, issuer_key: &Path) -> Vec<String> {
     let (f, t) = (fed.member(from).unwrap(), fed.member(to).unwrap());
     let p = |path: &Path| path.to_str().unwrap().to_owned();
     let mut a = vec![
@@ -130,7 +134,7 @@ fn args(fed: &DevFederation, from: &str, to: &str, fixture: &str) -> Vec<String>
         "--key".into(),
         p(&f.credit_bank_key),
         "--issuer-key".into(),
-        p(&f.issuer_key),
+        p(issuer_key),
         "--issuer".into(),
         format!("urn:bashu:{from}:credit-bank"),
         "--subject".into(),
@@ -156,14 +160,38 @@ fn args(fed: &DevFederation, from: &str, to: &str, fixture: &str) -> Vec<String>
 }
 
 /// Runs one example from `from` to `to` and checks its report and the
-/// gateways' state afterwards.
-async fn exercise(program: PathBuf, script: &str, from: &str, to: &str, fixture: &str) {
+/// gateways' state afterwards. With `fresh_key`, the sending credit bank
+/// signs with a new key of that algorithm that its operator imported, as
+/// docs/integration.md §2 describes; otherwise with the dev `issuer.jwk`.
+async fn exercise(
+    program: PathBuf,
+    script: &str,
+    from: &str,
+    to: &str,
+    fixture: &str,
+    fresh_key: Option<Alg>,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path(), &["cq", "sc"]).await.unwrap();
+    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+    let sender = fed.member(from).unwrap();
+    let issuer_key = match fresh_key {
+        None => sender.issuer_key.clone(),
+        Some(alg) => {
+            let key = SigningKey::generate(alg, &format!("{from}-cb-example")).unwrap();
+            let path = dir.path().join("example-issuer.jwk");
+            key.save_private(&path).unwrap();
+            let mut store = KeyStore::load(&sender.keystore).unwrap();
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            store.import_issuer(&key.public_jwk(), now).unwrap();
+            store.save(&sender.keystore).unwrap();
+            path
+        }
+    };
+    let cluster = DevCluster::start(fed).await.unwrap();
     let out = run(
         Command::new(&program)
             .arg(repo().join(script))
-            .args(args(&cluster.federation, from, to, fixture))
+            .args(args(&cluster.federation, from, to, fixture, &issuer_key))
             .current_dir(repo()),
         EXAMPLE_TIMEOUT,
     )
@@ -203,6 +231,7 @@ async fn python_example_round_trip() {
         "cq",
         "sc",
         "micro-credential",
+        None,
     )
     .await;
 }
@@ -212,5 +241,14 @@ async fn node_example_round_trip() {
     let Some(node) = node().await else {
         return;
     };
-    exercise(node, "examples/node/client.mjs", "sc", "cq", "degree-course").await;
+    // A fresh EdDSA key, imported by the operator: the documented key flow.
+    exercise(
+        node,
+        "examples/node/client.mjs",
+        "sc",
+        "cq",
+        "degree-course",
+        Some(Alg::EdDsa),
+    )
+    .await;
 }
