@@ -433,3 +433,29 @@ async fn retry_after_on_429_is_honoured() {
         "did not wait"
     );
 }
+
+/// A TLS-only run (`--target --ca`, no client identity) still gets past the
+/// preflight: the server certificate is checked, /healthz cannot be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_without_an_identity_checks_the_certificate_only() {
+    let fixture = start_double(FIXED).await;
+    let ca = fixture.path("ca.pem").display().to_string();
+    let argv = [
+        "bashu-conformance",
+        "run",
+        "--target",
+        &fixture.url,
+        "--ca",
+        &ca,
+        "--only",
+        "TLS-001",
+        "--no-progress",
+        "--timeout",
+        "5",
+    ];
+    let Command::Run(args) = Cli::parse_from(argv).command else {
+        panic!("not a run command")
+    };
+    let report = cli::run(&args).await.unwrap();
+    assert_eq!(outcome(&report, "TLS-001"), Outcome::Pass, "{:?}", report.results);
+}
