@@ -161,6 +161,8 @@ pub enum CliError {
     DevDir(#[from] devdir::DevDirError),
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
+    #[error("preflight failed, no test was run: {0}")]
+    Preflight(#[from] crate::preflight::PreflightError),
     #[error("cannot write report {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -262,6 +264,94 @@ fn setup_from_flags(args: &RunArgs) -> Result<Setup, CliError> {
     Ok(setup)
 }
 
+/// Explicit material flags override what `--dev-dir` (or `--spawn`) found:
+/// a flag the user typed always wins over a file the suite guessed.
+fn override_from_flags(setup: &mut Setup, args: &RunArgs) {
+    if let Some(ca) = &args.ca {
+        setup.ca = ca.clone();
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let identity = IdentityFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        match args.role {
+            PrimaryRole::CreditBank => setup.credit_bank = Some(identity),
+            PrimaryRole::Operator => setup.operator = Some(identity),
+            PrimaryRole::Peer => {
+                let member = args
+                    .peer_member
+                    .clone()
+                    .unwrap_or_else(|| args.destination.clone());
+                let old = setup.peer.take();
+                setup.peer = Some(PeerSetup {
+                    member,
+                    identity,
+                    gateway_key: old.as_ref().and_then(|p| p.gateway_key.clone()),
+                    issuer_key: old.and_then(|p| p.issuer_key),
+                });
+            }
+        }
+    }
+    if let Some(key) = &args.issuer_key {
+        match (args.role, setup.peer.as_mut()) {
+            (PrimaryRole::Peer, Some(peer)) => peer.issuer_key = Some(key.clone()),
+            _ => setup.issuer_key = Some(key.clone()),
+        }
+    }
+    if let (Some(key), Some(peer)) = (&args.gateway_key, setup.peer.as_mut()) {
+        peer.gateway_key = Some(key.clone());
+    }
+    if let Some(member) = &args.peer_member {
+        if let Some(peer) = setup.peer.as_mut() {
+            peer.member = member.clone();
+        }
+    }
+    if let (Some(cert), Some(key)) = (&args.operator_cert, &args.operator_key) {
+        setup.operator = Some(IdentityFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    if let (Some(target), Some(cert), Some(key)) = (&args.dest_target, &args.dest_cert, &args.dest_key) {
+        let federation_key = args
+            .dest_federation_key
+            .clone()
+            .or_else(|| setup.dest.as_ref().and_then(|d| d.federation_key.clone()));
+        setup.dest = Some(DestinationSetup {
+            target: target.clone(),
+            identity: IdentityFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            federation_key,
+        });
+    } else if let (Some(fk), Some(dest)) = (&args.dest_federation_key, setup.dest.as_mut()) {
+        dest.federation_key = Some(fk.clone());
+    }
+    if args.federation_key.is_some() {
+        setup.federation_key = args.federation_key.clone();
+    }
+    if args.ca_key.is_some() {
+        setup.ca_key = args.ca_key.clone();
+    }
+    if args.revoked_issuer_key.is_some() {
+        setup.revoked_issuer_key = args.revoked_issuer_key.clone();
+    }
+}
+
+/// The setup the flags describe, before refinement (not `--spawn`).
+pub fn setup_for(args: &RunArgs) -> Result<Setup, CliError> {
+    match &args.dev_dir {
+        Some(dir) => {
+            let mut setup = devdir::setup(dir, &args.member, &args.destination)?;
+            override_from_flags(&mut setup, args);
+            Ok(setup)
+        }
+        None => setup_from_flags(args),
+    }
+}
+
 /// Flags that refine any setup, whichever way it was made.
 fn refine(setup: &mut Setup, args: &RunArgs) {
     if args.framework.is_some() {
@@ -293,21 +383,41 @@ pub async fn run(args: &RunArgs) -> Result<RunReport, CliError> {
         let setup = s.setup.clone();
         spawned = Some(s);
         setup
-    } else if let Some(dir) = &args.dev_dir {
-        devdir::setup(dir, &args.member, &args.destination)?
     } else {
-        setup_from_flags(args)?
+        setup_for(args)?
     };
     refine(&mut setup, args);
     let mut ctx = Ctx::from_setup(&setup)?;
     if let Some(control) = spawned.as_ref().and_then(|s| s.control.clone()) {
         ctx = ctx.with_control(control);
     }
+    if let Err(e) = crate::preflight::check(&ctx).await {
+        drop(ctx);
+        if let Some(s) = spawned {
+            s.shutdown().await;
+        }
+        return Err(e.into());
+    }
     let options = RunOptions {
         test_timeout: Duration::from_secs(args.test_timeout.max(1)),
         progress: !args.no_progress,
     };
     let report = runner::run(&ctx, &cases, &options).await;
+    for summary in crate::cleanup::ack_test_items(&ctx).await {
+        match summary {
+            Ok(s) => eprintln!(
+                "acknowledged {} test item(s) in the {} inbox{}",
+                s.acknowledged,
+                s.inbox,
+                if s.stopped_at_foreign_item {
+                    "; stopped at an item the suite did not send (left unacknowledged)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => eprintln!("could not acknowledge test items: {e}"),
+        }
+    }
     drop(ctx);
     if let Some(s) = spawned {
         s.shutdown().await;

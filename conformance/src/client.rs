@@ -20,6 +20,31 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// Longest `Retry-After` the client waits out on a `429`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How often one request is re-sent after a `429`.
+pub const RATE_LIMIT_RETRIES: u32 = 3;
+
+/// The wait a `429` asks for: `Retry-After` in seconds (0 counts as 1),
+/// `None` for other statuses, a missing or non-numeric header, or a wait
+/// above [`MAX_RETRY_AFTER`].
+pub fn retry_after(resp: &Response) -> Option<Duration> {
+    if resp.status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let secs: u64 = resp
+        .headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let wait = Duration::from_secs(secs.max(1));
+    (wait <= MAX_RETRY_AFTER).then_some(wait)
+}
+
 /// Responses larger than this are a target fault, not something to buffer.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -287,6 +312,22 @@ impl Client {
         })
     }
 
+    /// Connects, completes the handshake and returns the server's
+    /// certificate chain (leaf first).
+    pub async fn server_certificates(&self) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+        let stream = self.deadline(self.connect()).await?;
+        let (_, conn) = stream.get_ref();
+        Ok(conn
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default())
+    }
+
+    /// The name the target's certificate is checked against.
+    pub fn server_name(&self) -> String {
+        self.server_name.to_str().into_owned()
+    }
+
     pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
         self.send(Method::GET, path, None, Bytes::new()).await
     }
@@ -297,8 +338,34 @@ impl Client {
             .await
     }
 
-    /// Sends one request over a fresh HTTP/1.1 connection.
+    /// Sends one request over a fresh HTTP/1.1 connection. A `429` with a
+    /// `Retry-After` of at most [`MAX_RETRY_AFTER`] is waited out and the
+    /// request sent again (at most [`RATE_LIMIT_RETRIES`] times), so the
+    /// suite's own pace never fails a test; the last answer is returned.
     pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let resp = self
+                .send_once(method.clone(), path, content_type, body.clone())
+                .await?;
+            match retry_after(&resp) {
+                Some(wait) if attempt < RATE_LIMIT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(resp),
+            }
+        }
+    }
+
+    /// [`Client::send`] without waiting out a `429`.
+    pub async fn send_once(
         &self,
         method: Method,
         path: &str,

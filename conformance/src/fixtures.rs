@@ -37,7 +37,21 @@ pub fn learner_id(member: &str) -> String {
     format!("urn:bashu:learner:{member}:{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A valid credential: fresh URN UUID id, valid from a minute ago for a year.
+/// The `credentialSubject.extensions` key that marks every credential the
+/// suite sends as a test credential, so a receiving credit bank can drop it
+/// and the suite can acknowledge its own inbox items (docs/conformance.md).
+pub const TEST_MARKER: &str = "x-bashu-conformance";
+
+/// Whether a credential payload carries [`TEST_MARKER`] = `true`.
+pub fn is_test_credential(payload: &Value) -> bool {
+    payload
+        .pointer("/credentialSubject/extensions")
+        .and_then(|e| e.get(TEST_MARKER))
+        == Some(&Value::Bool(true))
+}
+
+/// A valid credential: fresh URN UUID id, valid from a minute ago for a
+/// year, marked as a test credential ([`TEST_MARKER`]).
 pub fn credential(issuer: &str, learner_member: &str, record: &Value) -> Value {
     let now = OffsetDateTime::now_utc();
     let mut subject = json!({ "id": learner_id(learner_member) });
@@ -47,6 +61,10 @@ pub fn credential(issuer: &str, learner_member: &str, record: &Value) -> Value {
                 .filter(|(k, _)| !k.starts_with('_'))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        let extensions = s.entry("extensions").or_insert_with(|| json!({}));
+        if let Some(ext) = extensions.as_object_mut() {
+            ext.insert(TEST_MARKER.into(), Value::Bool(true));
+        }
     }
     json!({
         "@context": ["https://www.w3.org/ns/credentials/v2"],
@@ -75,6 +93,22 @@ pub fn set_window(credential: &mut Value, from: Option<i64>, until: Option<i64>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_credential_is_marked_as_a_test_credential() {
+        let plain = credential("urn:bashu:cq:credit-bank", "cq", &json!({"framework": "cqf"}));
+        assert!(is_test_credential(&plain), "{plain}");
+        let with_ext = credential(
+            "urn:bashu:cq:credit-bank",
+            "cq",
+            &json!({"framework": "cqf", "extensions": {"cq:courseCode": "X"}}),
+        );
+        assert_eq!(with_ext["credentialSubject"]["extensions"]["cq:courseCode"], "X");
+        assert!(is_test_credential(&with_ext));
+        assert!(!is_test_credential(
+            &json!({"credentialSubject": {"extensions": {}}})
+        ));
+    }
 
     #[test]
     fn default_records_cover_the_reference_frameworks() {

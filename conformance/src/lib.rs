@@ -17,6 +17,7 @@
 
 pub mod catalogue;
 pub mod chain;
+pub mod cleanup;
 pub mod cli;
 pub mod client;
 pub mod context;
@@ -25,6 +26,7 @@ pub mod devdir;
 pub mod fixtures;
 pub mod keyset;
 pub mod pki;
+pub mod preflight;
 pub mod report;
 pub mod runner;
 pub mod setup;

@@ -33,10 +33,21 @@ struct Faults {
     seq_backwards: bool,
     /// Let any identity (here: the credit bank) post federation envelopes.
     ignores_roles: bool,
+    /// Answer the first submission `429` with `Retry-After: 1` (a client
+    /// that does not wait sees a failure).
+    rate_limits_first_submit: bool,
 }
+
+const FIXED: Faults = Faults {
+    accepts_alg_none: false,
+    seq_backwards: false,
+    ignores_roles: false,
+    rate_limits_first_submit: false,
+};
 
 struct Double {
     faults: Faults,
+    submits: std::sync::atomic::AtomicUsize,
     federation_key: SigningKey,
     issuer_public: Value,
     seq: AtomicI64,
@@ -110,6 +121,16 @@ impl Double {
         let body = body.collect().await?.to_bytes();
         Ok(match (parts.method.as_str(), parts.uri.path()) {
             ("GET", "/v1/federation/keys") => self.keyset(),
+            ("GET", "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            ("POST", "/v1/exchanges")
+                if self.faults.rate_limits_first_submit
+                    && self.submits.fetch_add(1, Ordering::SeqCst) == 0 =>
+            {
+                let mut resp = problem(StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+                resp.headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static("1"));
+                resp
+            }
             ("POST", "/v1/exchanges") => self.submit(&body),
             // The only client identity of the double is a credit bank.
             ("POST", "/v1/federation/envelopes") if self.faults.ignores_roles => {
@@ -192,6 +213,7 @@ async fn start_double(faults: Faults) -> Fixture {
     let url = format!("https://{}", listener.local_addr().unwrap());
     let double = Arc::new(Double {
         faults,
+        submits: std::sync::atomic::AtomicUsize::new(0),
         federation_key,
         issuer_public,
         seq: AtomicI64::new(10),
@@ -219,6 +241,15 @@ async fn start_double(faults: Faults) -> Fixture {
 }
 
 async fn run(fixture: &Fixture, only: &str, report_file: &Path) -> RunReport {
+    try_run(fixture, only, report_file, "ca.pem").await.unwrap()
+}
+
+async fn try_run(
+    fixture: &Fixture,
+    only: &str,
+    report_file: &Path,
+    ca: &str,
+) -> Result<RunReport, cli::CliError> {
     let p = |n: &str| fixture.path(n).display().to_string();
     let argv = [
         "bashu-conformance",
@@ -226,7 +257,7 @@ async fn run(fixture: &Fixture, only: &str, report_file: &Path) -> RunReport {
         "--target",
         &fixture.url,
         "--ca",
-        &p("ca.pem"),
+        &p(ca),
         "--cert",
         &p("bank.crt"),
         "--key",
@@ -248,7 +279,7 @@ async fn run(fixture: &Fixture, only: &str, report_file: &Path) -> RunReport {
     let Command::Run(args) = Cli::parse_from(argv).command else {
         panic!("not a run command")
     };
-    cli::run(&args).await.unwrap()
+    cli::run(&args).await
 }
 
 fn outcome(report: &RunReport, id: &str) -> Outcome {
@@ -268,6 +299,7 @@ async fn broken_gateway_fails_the_matching_tests() {
         accepts_alg_none: true,
         seq_backwards: true,
         ignores_roles: true,
+        rate_limits_first_submit: false,
     })
     .await;
     let junit_path = fixture.path("report.xml");
@@ -312,12 +344,7 @@ async fn broken_gateway_fails_the_matching_tests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_gateway_passes_the_same_tests() {
-    let fixture = start_double(Faults {
-        accepts_alg_none: false,
-        seq_backwards: false,
-        ignores_roles: false,
-    })
-    .await;
+    let fixture = start_double(FIXED).await;
     let report = run(&fixture, SELECTION, &fixture.path("report.xml")).await;
     for r in &report.results {
         assert_eq!(r.outcome, Outcome::Pass, "{} {:?}", r.id, r.reason);
@@ -327,12 +354,7 @@ async fn fixed_gateway_passes_the_same_tests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_material_is_a_skip_not_a_pass() {
-    let fixture = start_double(Faults {
-        accepts_alg_none: false,
-        seq_backwards: false,
-        ignores_roles: false,
-    })
-    .await;
+    let fixture = start_double(FIXED).await;
     // TLS-003 needs the CA key, VC-020 a peer identity, DELIVERY-002 a destination.
     let report = run(&fixture, "TLS-003,VC-020,DELIVERY-002", &fixture.path("r.xml")).await;
     for r in &report.results {
@@ -346,21 +368,94 @@ async fn missing_material_is_a_skip_not_a_pass() {
     assert_eq!(report.exit_code(true), 0);
 }
 
+/// An unreachable target is one root cause, named before any test runs:
+/// "no HTTP answer" must not count as a refusal either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_target_fails_the_refusal_tests() {
-    let mut fixture = start_double(Faults {
-        accepts_alg_none: false,
-        seq_backwards: false,
-        ignores_roles: false,
-    })
-    .await;
-    // A port nobody listens on: "no HTTP answer" must not count as a refusal.
+async fn unreachable_target_stops_at_the_preflight() {
+    let mut fixture = start_double(FIXED).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     fixture.url = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
-    let report = run(&fixture, "TLS-001,TLS-002,TLS-004", &fixture.path("r.xml")).await;
-    for r in &report.results {
-        assert_eq!(r.outcome, Outcome::Fail, "{}", r.id);
-    }
-    assert_eq!(report.exit_code(false), 1);
+    let err = try_run(
+        &fixture,
+        "TLS-001,TLS-002,TLS-004",
+        &fixture.path("r.xml"),
+        "ca.pem",
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, cli::CliError::Preflight(_)), "{msg}");
+    assert!(msg.contains("not reachable"), "{msg}");
+    assert!(!fixture.path("r.xml").exists(), "tests ran anyway");
+}
+
+/// With a CA that did not sign the target, TLS-001/002/004 used to pass
+/// (every handshake fails) and the rest fail with BadSignature; now the
+/// preflight names the wrong --ca and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_ca_stops_at_the_preflight_with_one_cause() {
+    let fixture = start_double(FIXED).await;
+    let other = CaSigner::generate("some other CA").unwrap();
+    write(fixture.dir.path(), "other-ca.pem", &other.cert_pem());
+    let err = try_run(
+        &fixture,
+        "TLS-001,TLS-002,TLS-004,JOSE-003",
+        &fixture.path("r.xml"),
+        "other-ca.pem",
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, cli::CliError::Preflight(_)), "{msg}");
+    assert!(msg.contains("does not chain to --ca"), "{msg}");
+    assert!(!fixture.path("r.xml").exists(), "tests ran anyway");
+}
+
+/// A 429 with Retry-After is waited out, not reported as the target's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_is_honoured() {
+    let fixture = start_double(Faults {
+        rate_limits_first_submit: true,
+        ..FIXED
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let report = run(&fixture, "JOSE-003", &fixture.path("r.xml")).await;
+    assert_eq!(
+        outcome(&report, "JOSE-003"),
+        Outcome::Pass,
+        "{:?}",
+        report.results
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "did not wait"
+    );
+}
+
+/// A TLS-only run (`--target --ca`, no client identity) still gets past the
+/// preflight: the server certificate is checked, /healthz cannot be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_without_an_identity_checks_the_certificate_only() {
+    let fixture = start_double(FIXED).await;
+    let ca = fixture.path("ca.pem").display().to_string();
+    let argv = [
+        "bashu-conformance",
+        "run",
+        "--target",
+        &fixture.url,
+        "--ca",
+        &ca,
+        "--only",
+        "TLS-001",
+        "--no-progress",
+        "--timeout",
+        "5",
+    ];
+    let Command::Run(args) = Cli::parse_from(argv).command else {
+        panic!("not a run command")
+    };
+    let report = cli::run(&args).await.unwrap();
+    assert_eq!(outcome(&report, "TLS-001"), Outcome::Pass, "{:?}", report.results);
 }

@@ -231,18 +231,18 @@ async fn malformed_requests_are_rejected_before_the_service() {
         ("{\"credential\": ", &json_ct),
         ("[1,2]", &json_ct),
         (
-            "{\"credential\":\"new\",\"destination\":\"sc\",\"extra\":1}",
+            "{\"credential\":\"s3cr3t\",\"destination\":\"sc\",\"extra\":1}",
             &json_ct,
         ),
         (
-            "{\"credential\":\"new\",\"credential\":\"x\",\"destination\":\"sc\"}",
+            "{\"credential\":\"s3cr3t\",\"credential\":\"x\",\"destination\":\"sc\"}",
             &json_ct,
         ),
         (
-            "{\"credential\":\"new\",\"destination\":\"sc\"}",
+            "{\"credential\":\"s3cr3t\",\"destination\":\"sc\"}",
             &[("content-type", "text/plain")],
         ),
-        ("{\"credential\":\"new\",\"destination\":\"sc\"}", &[]),
+        ("{\"credential\":\"s3cr3t\",\"destination\":\"sc\"}", &[]),
     ];
     for (body, headers) in cases {
         let resp = bank
@@ -251,7 +251,7 @@ async fn malformed_requests_are_rejected_before_the_service() {
         assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{body}");
         let problem = resp.assert_problem(ProblemType::MalformedRequest);
         assert!(
-            !problem["detail"].as_str().unwrap().contains("extra"),
+            !problem["detail"].as_str().unwrap().contains("s3cr3t"),
             "payload echoed: {problem}"
         );
     }
@@ -266,14 +266,199 @@ async fn malformed_requests_are_rejected_before_the_service() {
     assert_eq!(resp.status, StatusCode::OK);
     let resp = bank.get("/v1/inbox").await;
     assert_eq!(resp.status, StatusCode::OK);
-    let resp = bank.post_json("/v1/inbox/ack", &json!({"upTo": 41})).await;
-    assert_eq!(resp.json(), json!({"upTo": 41}));
+    let resp = bank.post_json("/v1/inbox/ack", &json!({"upTo": 40})).await;
+    assert_eq!(resp.json(), json!({"upTo": 40}));
     let resp = bank.post_json("/v1/inbox/ack", &json!({"upTo": "41"})).await;
     resp.assert_problem(ProblemType::MalformedRequest);
 
     assert_eq!(
         fake.calls(),
-        vec!["inbox Some(41) 500", "inbox None 100", "ack 41"]
+        vec!["inbox Some(41) 500", "inbox None 100", "ack 40"]
+    );
+    server.stop().await;
+}
+
+/// A 400 for a body says which field is wrong (issue 13 item 2), yet never
+/// quotes a value from the body.
+#[tokio::test]
+async fn body_errors_name_the_field_but_never_a_value() {
+    let pki = Pki::new();
+    let fake = Fake::new();
+    let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
+    let bank = Client::new(
+        &server,
+        &pki,
+        Some(pki.identity("cq", Role::CreditBank)),
+        Version::HTTP_2,
+    );
+    let long = "y".repeat(300);
+    let cases = [
+        (
+            "/v1/exchanges",
+            json!({"credential": "s3cr3t", "destnation": "sc"}),
+            "unknown field `destnation`, expected `credential` or `destination`".to_owned(),
+        ),
+        (
+            "/v1/exchanges",
+            json!({"credential": "s3cr3t"}),
+            "missing field `destination`".to_owned(),
+        ),
+        (
+            "/v1/exchanges",
+            json!({"credential": {"jws": "s3cr3t"}, "destination": "sc"}),
+            "invalid type: map, expected a string".to_owned(),
+        ),
+        (
+            "/v1/exchanges",
+            json!({"credential": "s3cr3t", "destination": "sc", long.clone(): 1}),
+            format!("unknown field `{}`,", "y".repeat(64)),
+        ),
+        (
+            "/v1/federation/envelopes",
+            json!({"exchangeId": "ex-new", "origin": "cq", "destination": "sc"}),
+            "missing field `chain`".to_owned(),
+        ),
+        (
+            "/v1/inbox/ack",
+            json!({"upto": 4}),
+            "unknown field `upto`, expected `upTo`".to_owned(),
+        ),
+        (
+            "/v1/inbox/ack",
+            json!({"upTo": "s3cr3t"}),
+            "invalid type: string, expected u64".to_owned(),
+        ),
+        (
+            "/v1/inbox/ack",
+            json!({"upTo": -3}),
+            "invalid value: integer, expected u64".to_owned(),
+        ),
+    ];
+    for (path, body, want) in cases {
+        let caller = if path.starts_with("/v1/federation") {
+            Client::new(
+                &server,
+                &pki,
+                Some(pki.identity("sc", Role::Gateway)),
+                Version::HTTP_2,
+            )
+        } else {
+            bank.clone()
+        };
+        let resp = caller.post_json(path, &body).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{path} {body}");
+        let problem = resp.assert_problem(ProblemType::MalformedRequest);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with("request body: "), "{detail}");
+        assert!(detail.contains(&want), "{path}: {detail:?} lacks {want:?}");
+        assert!(!detail.contains("s3cr3t"), "value echoed: {detail}");
+        assert!(
+            !detail.contains(&"y".repeat(65)),
+            "long name echoed whole: {detail}"
+        );
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    server.stop().await;
+}
+
+/// The ack answers with the point actually acknowledged, not the request.
+#[tokio::test]
+async fn ack_answers_the_clamped_point() {
+    let pki = Pki::new();
+    let fake = Fake::new();
+    let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
+    let bank = Client::new(
+        &server,
+        &pki,
+        Some(pki.identity("cq", Role::CreditBank)),
+        Version::HTTP_11,
+    );
+    let resp = bank
+        .post_json("/v1/inbox/ack", &json!({"upTo": 1_000_000_000u64}))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    // The fake's highest cursor is 41.
+    assert_eq!(resp.json(), json!({"upTo": 41}));
+    assert_eq!(fake.calls(), vec!["ack 1000000000"]);
+    server.stop().await;
+}
+
+/// Problem titles (and fixed details) follow `Accept-Language`; `type`
+/// never changes; `Content-Language` names the language used.
+#[tokio::test]
+async fn problems_follow_accept_language() {
+    let pki = Pki::new();
+    let server = Server::start(&pki, "cq", Fake::new(), limits()).await;
+    let bank = Client::new(
+        &server,
+        &pki,
+        Some(pki.identity("cq", Role::CreditBank)),
+        Version::HTTP_2,
+    );
+    let cases = [
+        (None, "en", "No such resource", "no such exchange"),
+        (Some("zh-CN"), "zh-CN", "资源不存在", "没有这个交换"),
+        (Some("zh"), "zh-CN", "资源不存在", "没有这个交换"),
+        (
+            Some("en-US,zh;q=0.5"),
+            "en",
+            "No such resource",
+            "no such exchange",
+        ),
+        (
+            Some("en;q=0.3, zh-CN;q=0.8"),
+            "zh-CN",
+            "资源不存在",
+            "没有这个交换",
+        ),
+        (Some("fr"), "en", "No such resource", "no such exchange"),
+    ];
+    for (accept, content_lang, title, detail) in cases {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept-language", a)).into_iter().collect();
+        let resp = bank
+            .send(Method::GET, "/v1/exchanges/ex-unknown", None, &headers)
+            .await;
+        let body = resp.assert_problem(ProblemType::NotFound);
+        assert_eq!(body["title"], title, "{accept:?}");
+        assert_eq!(body["detail"], detail, "{accept:?}");
+        assert_eq!(body["exchangeId"], "ex-unknown");
+        assert_eq!(
+            resp.headers.get("content-language").unwrap(),
+            content_lang,
+            "{accept:?}"
+        );
+    }
+    // Free-text details stay English; problems raised before routing and
+    // 405s are localized too.
+    let zh = [("accept-language", "zh-CN")];
+    let resp = bank
+        .send(
+            Method::POST,
+            "/v1/exchanges",
+            Some(Bytes::from("{\"credential\":1}")),
+            &[("content-type", "application/json"), zh[0]],
+        )
+        .await;
+    let body = resp.assert_problem(ProblemType::MalformedRequest);
+    assert_eq!(body["title"], "请求格式不正确");
+    assert!(body["detail"].as_str().unwrap().starts_with("request body: "));
+    let resp = bank.send(Method::DELETE, "/v1/inbox", None, &zh).await;
+    assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.json()["title"], "请求格式不正确");
+    assert_eq!(resp.headers.get("content-language").unwrap(), "zh-CN");
+    let cert = pki.custom(
+        "no-uri",
+        &LeafSpec {
+            common_name: "no-uri".into(),
+            ..LeafSpec::default()
+        },
+    );
+    let stranger = Client::new(&server, &pki, Some(cert), Version::HTTP_11);
+    let resp = stranger.send(Method::GET, "/v1/inbox", None, &zh).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.assert_problem(ProblemType::Unauthenticated)["title"],
+        "客户端证书缺失或不受信任"
     );
     server.stop().await;
 }

@@ -310,3 +310,47 @@ fn issue_checks_the_record_against_the_profile_and_framework() {
         3
     );
 }
+
+/// `--lang` and LANG choose the language of the printed problem's title;
+/// `type` stays the same.
+#[test]
+fn verify_problems_are_localized_by_flag_or_lang() {
+    let env = Env::new();
+    let run = |extra: &[&str], lang_env: Option<&str>| -> Value {
+        let mut args = vec!["credential", "verify", "--jwks"];
+        let keys = env.p("keys.json");
+        args.push(&keys);
+        args.extend_from_slice(extra);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bashu"));
+        cmd.args(&args)
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES")
+            .env_remove("LANG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(l) = lang_env {
+            cmd.env("LANG", l);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"not a jws\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let en = run(&[], None);
+    assert_eq!(en["title"], "Request is not well-formed");
+    let zh = run(&["--lang", "zh"], None);
+    assert_eq!(zh["title"], "请求格式不正确");
+    assert_eq!(zh["type"], en["type"]);
+    assert_eq!(run(&[], Some("zh_CN.UTF-8"))["title"], "请求格式不正确");
+    assert_eq!(
+        run(&["--lang", "en"], Some("zh_CN.UTF-8"))["title"],
+        "Request is not well-formed"
+    );
+}

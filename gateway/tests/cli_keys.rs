@@ -207,3 +207,59 @@ fn usage_errors_exit_2() {
     let env = Env::new();
     assert_eq!(env.keys(&["generate", "--alg", "rs256"]).status.code(), Some(2));
 }
+
+/// `bashu keys issuer-keypair`: private 0600, public 0644, never
+/// overwrites, and the public half imports into the operator's key store.
+#[test]
+fn issuer_keypair_writes_both_halves_and_refuses_to_overwrite() {
+    let env = Env::new();
+    let (private, public) = (env.path("issuer.jwk"), env.path("issuer.pub.jwk"));
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bashu"));
+        cmd.args(["keys", "issuer-keypair", "--out-private"])
+            .arg(&private)
+            .arg("--out-public")
+            .arg(&public)
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let out = run(&["--alg", "eddsa", "--member", "cq"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(kid.starts_with("cq-cb-"), "{kid}");
+    assert_eq!(mode(&private), 0o600);
+    assert_eq!(mode(&public), 0o644);
+    let key = SigningKey::load(&private).unwrap();
+    assert_eq!((key.kid(), key.alg()), (kid.as_str(), Alg::EdDsa));
+    let pub_jwk: Value = serde_json::from_str(&std::fs::read_to_string(&public).unwrap()).unwrap();
+    assert!(pub_jwk.get("d").is_none(), "public file holds the private part");
+    assert_eq!(Value::Object(key.public_jwk()), pub_jwk);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(key.private_jwk()["d"].as_str().unwrap()));
+
+    // Refuses to overwrite either file; the existing key is untouched.
+    let before = std::fs::read(&private).unwrap();
+    let again = run(&[]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+
+    // The operator imports the public half as the credit bank's key.
+    assert_eq!(env.ok(&["import", "--jwk", public.to_str().unwrap()]), kid);
+    let default_alg = {
+        let (p, q) = (env.path("b.jwk"), env.path("b.pub.jwk"));
+        let out = Command::new(env!("CARGO_BIN_EXE_bashu"))
+            .args(["keys", "issuer-keypair", "--out-private"])
+            .arg(&p)
+            .arg("--out-public")
+            .arg(&q)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        SigningKey::load(&p).unwrap().alg()
+    };
+    assert_eq!(default_alg, Alg::Es256);
+}

@@ -269,7 +269,7 @@ impl GatewayService for Gate {
     fn inbox(&self, a: Option<u64>, l: u32) -> ServiceFuture<'_, Value> {
         Unwired.inbox(a, l)
     }
-    fn ack(&self, u: u64) -> ServiceFuture<'_, ()> {
+    fn ack(&self, u: u64) -> ServiceFuture<'_, u64> {
         Unwired.ack(u)
     }
     fn receive<'a>(

@@ -99,8 +99,8 @@ where
         Handler::InboxAck => {
             let bytes = read_body(call.headers, call.body, call.max_body).await?;
             let ack: AckRequest = parse_json(call.headers, &bytes)?;
-            svc.ack(ack.up_to).await?;
-            Ok(response::json(StatusCode::OK, &json!({"upTo": ack.up_to})))
+            let point = svc.ack(ack.up_to).await?;
+            Ok(response::json(StatusCode::OK, &json!({"upTo": point})))
         }
         Handler::ReceiveEnvelope => {
             let bytes = read_body(call.headers, call.body, call.max_body).await?;

@@ -41,16 +41,56 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
     }
     serde_json::from_slice(body).map_err(|e| {
         let what = match e.classify() {
-            serde_json::error::Category::Data => "does not match the expected fields or types",
-            serde_json::error::Category::Eof => "is truncated",
-            _ => "is not valid JSON",
+            serde_json::error::Category::Data => data_error(&e),
+            serde_json::error::Category::Eof => "truncated JSON".to_owned(),
+            _ => "not valid JSON".to_owned(),
         };
         malformed(format!(
-            "request body {what} (line {}, column {})",
+            "request body: {what} (line {}, column {})",
             e.line(),
             e.column()
         ))
     })
+}
+
+/// Longest field name from the request echoed back in a detail.
+const MAX_ECHOED_FIELD: usize = 64;
+
+/// Says which field is wrong without echoing any value.
+///
+/// serde's messages name fields (`unknown field `x`, expected one of …`,
+/// `missing field `x``), which is what an integrator needs; but its
+/// type errors quote the offending value (`invalid type: string "…"`),
+/// which may be a credential, so those keep only the kind of value.
+fn data_error(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    // serde_json appends " at line L column C"; the caller adds its own.
+    let msg = full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m);
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        // The name is request data: bound it and drop control characters.
+        if let Some((name, expected)) = rest.split_once('`') {
+            let name: String = name
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_ECHOED_FIELD)
+                .collect();
+            return format!("unknown field `{name}`{expected}");
+        }
+        return "unknown field".to_owned();
+    }
+    if msg.starts_with("missing field `") {
+        // The name comes from our own type, never from the request.
+        return msg.to_owned();
+    }
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
+            // `string "secret"` / `integer `5`` → just the kind.
+            let kind = got.split([' ', '`', '"']).next().unwrap_or("value");
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    "fields or types do not match".to_owned()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

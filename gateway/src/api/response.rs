@@ -1,6 +1,6 @@
 //! Response construction: JSON, JWS and RFC 9457 problems.
 
-use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
+use crate::problem::{Lang, Problem, PROBLEM_CONTENT_TYPE};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -33,15 +33,28 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Res
     build(status, content_type, Bytes::from(body))
 }
 
-/// A problem+json response with the catalogue status of its type.
+/// A problem+json response with the catalogue status of its type, in English.
 pub fn problem(p: &Problem) -> Response<Body> {
-    let status = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    build(status, PROBLEM_CONTENT_TYPE, Bytes::from(p.to_json().to_string()))
+    problem_in(p, Lang::En)
 }
 
-/// 429 with `Retry-After` in whole seconds, rounded up (never 0).
-pub fn rate_limited(p: &Problem, retry_after: Duration) -> Response<Body> {
-    let mut resp = problem(p);
+/// A problem+json response whose `title` (and fixed `detail`) are in
+/// `lang`, with `Content-Language` saying so.
+pub fn problem_in(p: &Problem, lang: Lang) -> Response<Body> {
+    let status = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    problem_body(status, p.to_json_in(lang), lang)
+}
+
+fn problem_body(status: StatusCode, body: Value, lang: Lang) -> Response<Body> {
+    let mut resp = build(status, PROBLEM_CONTENT_TYPE, Bytes::from(body.to_string()));
+    resp.headers_mut()
+        .insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.tag()));
+    resp
+}
+
+/// 429 with `Retry-After` in whole seconds, rounded up (never 0), in `lang`.
+pub fn rate_limited_in(p: &Problem, retry_after: Duration, lang: Lang) -> Response<Body> {
+    let mut resp = problem_in(p, lang);
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -52,15 +65,16 @@ pub fn rate_limited(p: &Problem, retry_after: Duration) -> Response<Body> {
 /// `malformed-request` problem whose `status` member says 405, as RFC 9457
 /// requires the member to match the response status.
 pub fn method_not_allowed(p: &Problem, allowed: &[Method]) -> Response<Body> {
-    let mut body = p.to_json();
+    method_not_allowed_in(p, allowed, Lang::En)
+}
+
+/// [`method_not_allowed`] in `lang`.
+pub fn method_not_allowed_in(p: &Problem, allowed: &[Method], lang: Lang) -> Response<Body> {
+    let mut body = p.to_json_in(lang);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("status".into(), Value::from(405));
     }
-    let mut resp = build(
-        StatusCode::METHOD_NOT_ALLOWED,
-        PROBLEM_CONTENT_TYPE,
-        Bytes::from(body.to_string()),
-    );
+    let mut resp = problem_body(StatusCode::METHOD_NOT_ALLOWED, body, lang);
     let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
     if let Ok(v) = HeaderValue::from_str(&allow) {
         resp.headers_mut().insert(header::ALLOW, v);

@@ -9,7 +9,7 @@ use super::routes::{lookup, Lookup};
 use crate::config::LimitsConfig;
 use crate::metrics;
 use crate::pipeline::GatewayService;
-use crate::problem::{Problem, ProblemType};
+use crate::problem::{Lang, Problem, ProblemType};
 use crate::transport::{ClientIdentity, IdentityError, ReloadableTls};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -211,7 +211,8 @@ async fn handle(
         caller = field::Empty,
         exchange_id = field::Empty,
     );
-    let (route, mut resp) = route(&shared, identity.as_ref().as_ref(), req)
+    let lang = request_lang(req.headers());
+    let (route, mut resp) = route(&shared, identity.as_ref().as_ref(), req, lang)
         .instrument(span.clone())
         .await;
     let status = resp.status().as_u16();
@@ -232,42 +233,52 @@ async fn handle(
 /// Metric label for requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
+/// Language of problem titles and fixed details, from `Accept-Language`
+/// (English if absent or not ASCII).
+fn request_lang(headers: &http::HeaderMap) -> Lang {
+    headers
+        .get(http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Lang::En, Lang::from_accept_language)
+}
+
 async fn route(
     shared: &Shared,
     identity: Result<&ClientIdentity, &IdentityError>,
     req: Request<Incoming>,
+    lang: Lang,
 ) -> (&'static str, Response<Body>) {
     let span = tracing::Span::current();
     let who = match identity {
         Ok(who) => who,
         Err(err) => {
             let p = Problem::new(ProblemType::Unauthenticated, err.to_string());
-            return (UNMATCHED, response::problem(&p));
+            return (UNMATCHED, response::problem_in(&p, lang));
         }
     };
     span.record("caller", field::display(who));
     if let Err(wait) = shared.limiter.check(who, Instant::now()) {
         let p = Problem::new(ProblemType::RateLimited, format!("rate limit of {who} exceeded"));
-        return (UNMATCHED, response::rate_limited(&p, wait));
+        return (UNMATCHED, response::rate_limited_in(&p, wait, lang));
     }
     let (parts, body) = req.into_parts();
     let (route, param) = match lookup(&parts.method, parts.uri.path()) {
         Lookup::Found(route, param) => (route, param),
         Lookup::NotFound => {
             let p = Problem::new(ProblemType::NotFound, "no such route");
-            return (UNMATCHED, response::problem(&p));
+            return (UNMATCHED, response::problem_in(&p, lang));
         }
         Lookup::MethodNotAllowed(allowed) => {
             let p = Problem::new(
                 ProblemType::MalformedRequest,
                 format!("method {} is not allowed on this route", parts.method),
             );
-            return (UNMATCHED, response::method_not_allowed(&p, &allowed));
+            return (UNMATCHED, response::method_not_allowed_in(&p, &allowed, lang));
         }
     };
     span.record("route", route.path);
     if let Err(p) = authorize(route.access, who, &shared.local_member) {
-        return (route.path, response::problem(&p));
+        return (route.path, response::problem_in(&p, lang));
     }
     let call = Call {
         service: shared.service.as_ref(),
@@ -281,13 +292,13 @@ async fn route(
     let deadline = request_timeout(&shared.limits);
     let resp = match tokio::time::timeout(deadline, dispatch(route.handler, call)).await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(p)) => response::problem(&p),
+        Ok(Err(p)) => response::problem_in(&p, lang),
         Err(_) => {
             let p = Problem::new(
                 ProblemType::Unavailable,
                 format!("request not completed within {deadline:?}"),
             );
-            response::problem(&p)
+            response::problem_in(&p, lang)
         }
     };
     (route.path, resp)

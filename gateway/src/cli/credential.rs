@@ -7,7 +7,7 @@
 
 use crate::credential::{issue_credential, new_learning_credential, IssuerId, Verifier};
 use crate::jose::{json_strict, SigningKey, VerifyingKey};
-use crate::problem::{Problem, ProblemType};
+use crate::problem::{Lang, Problem, ProblemType};
 use crate::trust::{Clock, KeySet, StaticFetcher, SystemClock, TrustCache, TrustCacheConfig};
 use clap::{ArgGroup, Subcommand};
 use serde_json::Value;
@@ -61,6 +61,10 @@ enum CredentialCommand {
         /// The member's federation public key (JWK).
         #[arg(long, requires = "keyset")]
         federation_key: Option<PathBuf>,
+        /// Language of a printed problem's title (and fixed details): `zh`
+        /// or `en`. Default: from LC_ALL, LC_MESSAGES or LANG, else English.
+        #[arg(long)]
+        lang: Option<String>,
     },
 }
 
@@ -88,7 +92,11 @@ pub fn run(args: Args) -> ExitCode {
             jwks,
             keyset,
             federation_key,
-        } => verify(&jwks, keyset.as_deref().zip(federation_key.as_deref())),
+            lang,
+        } => {
+            let lang = Lang::from_cli(lang.as_deref(), |name| std::env::var(name).ok());
+            verify(&jwks, keyset.as_deref().zip(federation_key.as_deref()), lang)
+        }
     }
 }
 
@@ -165,7 +173,7 @@ fn issue(
     }
 }
 
-fn verify(jwks: &[PathBuf], signed: Option<(&Path, &Path)>) -> ExitCode {
+fn verify(jwks: &[PathBuf], signed: Option<(&Path, &Path)>, lang: Lang) -> ExitCode {
     let input = match read_stdin() {
         Ok(b) => b,
         Err(e) => return super::fail(e),
@@ -182,11 +190,16 @@ fn verify(jwks: &[PathBuf], signed: Option<(&Path, &Path)>) -> ExitCode {
         let cache = match cache {
             Ok(c) => c,
             Err(Outcome::Usage(msg)) => return usage(msg),
-            Err(Outcome::Problem(p)) => return problem(&p),
+            Err(Outcome::Problem(p)) => return problem(&p, lang),
         };
         let jws = match std::str::from_utf8(&input) {
             Ok(s) => s.trim_matches(|c: char| c.is_ascii_whitespace()),
-            Err(_) => return problem(&Problem::new(ProblemType::MalformedRequest, "input is not UTF-8")),
+            Err(_) => {
+                return problem(
+                    &Problem::new(ProblemType::MalformedRequest, "input is not UTF-8"),
+                    lang,
+                )
+            }
         };
         let verifier = Verifier::new(Arc::new(cache), 60);
         match verifier.verify(jws).await {
@@ -197,7 +210,7 @@ fn verify(jwks: &[PathBuf], signed: Option<(&Path, &Path)>) -> ExitCode {
                 }
                 Err(e) => super::fail(e),
             },
-            Err(e) => problem(&e.problem()),
+            Err(e) => problem(&e.problem(), lang),
         }
     })
 }
@@ -207,8 +220,8 @@ enum Outcome {
     Problem(Problem),
 }
 
-fn problem(p: &Problem) -> ExitCode {
-    println!("{}", p.to_json());
+fn problem(p: &Problem, lang: Lang) -> ExitCode {
+    println!("{}", p.to_json_in(lang));
     ExitCode::from(1)
 }
 

@@ -12,7 +12,7 @@ use crate::jose::{Alg, SigningKey};
 use crate::trust::{published_keyset_path, Clock, KeyInfo, KeyRole, KeyStatus, KeyStore, SystemClock};
 use clap::Subcommand;
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -88,6 +88,23 @@ enum KeysCommand {
     },
     /// Revoke a key: it never verifies again.
     Revoke { kid: String },
+    /// Make a credit bank's credential-signing key pair: the private JWK
+    /// stays with the bank (0600), the public JWK (0644) goes to the
+    /// operator for `bashu keys import`. Needs no key store; never
+    /// overwrites a file. Prints the kid.
+    IssuerKeypair {
+        /// Where to write the private JWK (created with mode 0600).
+        #[arg(long)]
+        out_private: PathBuf,
+        /// Where to write the public JWK (created with mode 0644).
+        #[arg(long)]
+        out_public: PathBuf,
+        #[arg(long, default_value = "es256", value_parser = parse_alg)]
+        alg: Alg,
+        /// Key id (default: `[<member>-]cb-<yyyymmdd>-<random>`).
+        #[arg(long)]
+        kid: Option<String>,
+    },
     /// Sign the key set with the federation key (seq + 1) and print it.
     Publish {
         /// Also write the signed key set to this file.
@@ -177,6 +194,18 @@ fn secs(v: u64) -> i64 {
 }
 
 fn execute(args: Args) -> Result<(), Failure> {
+    if let KeysCommand::IssuerKeypair {
+        out_private,
+        out_public,
+        alg,
+        kid,
+    } = &args.command
+    {
+        let kid = kid
+            .clone()
+            .unwrap_or_else(|| issuer_kid(args.member.as_deref(), now()));
+        return issuer_keypair(out_private, out_public, *alg, &kid);
+    }
     let paths = resolve(&args)?;
     match args.command {
         KeysCommand::List { json } => {
@@ -247,8 +276,75 @@ fn execute(args: Args) -> Result<(), Failure> {
             }
             println!("{jws}");
         }
+        // Handled before the key store is resolved.
+        KeysCommand::IssuerKeypair { .. } => {}
     }
     Ok(())
+}
+
+/// A fresh issuer kid: `[<member>-]cb-<yyyymmdd>-<6 hex>`.
+fn issuer_kid(member: Option<&str>, now: i64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(now)
+        .map(|t| format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day()))
+        .unwrap_or_else(|_| "00000000".into());
+    let tail = format!("cb-{date}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    match member {
+        Some(m) => format!("{m}-{tail}"),
+        None => tail,
+    }
+}
+
+/// Writes a new issuer key pair; refuses (usage error) if either file
+/// exists, and creates each file exclusively so a race cannot overwrite.
+fn issuer_keypair(private: &Path, public: &Path, alg: Alg, kid: &str) -> Result<(), Failure> {
+    if private == public {
+        return Err(Failure::Usage(
+            "--out-private and --out-public must differ".into(),
+        ));
+    }
+    for path in [private, public] {
+        if path.exists() {
+            return Err(Failure::Usage(format!(
+                "{} exists; refusing to overwrite a key file",
+                path.display()
+            )));
+        }
+    }
+    let key = SigningKey::generate(alg, kid)?;
+    let private_text = format!("{}\n", Value::Object(key.private_jwk().clone()));
+    let public_text = format!("{}\n", Value::Object(key.public_jwk()));
+    create_new(private, private_text.as_bytes(), 0o600)?;
+    if let Err(e) = create_new(public, public_text.as_bytes(), 0o644) {
+        // Do not leave half a pair behind.
+        let _ = std::fs::remove_file(private);
+        return Err(e);
+    }
+    eprintln!(
+        "wrote {} (private, keep it with the credit bank) and {} (public, give it to the operator for `bashu keys import --jwk`)",
+        private.display(),
+        public.display()
+    );
+    println!("{kid}");
+    Ok(())
+}
+
+/// Creates `path` exclusively with `mode` and writes `bytes` (synced).
+fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let ctx = |e: std::io::Error| Failure::Failed(format!("{}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(ctx)?;
+    // The umask may have narrowed the mode; the public key must be readable.
+    use std::os::unix::fs::PermissionsExt as _;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(ctx)?;
+    f.write_all(bytes).map_err(ctx)?;
+    f.sync_all().map_err(ctx)
 }
 
 fn load_or_create(paths: &Paths) -> Result<KeyStore, Failure> {

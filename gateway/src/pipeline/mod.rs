@@ -72,8 +72,10 @@ pub trait GatewayService: Send + Sync + 'static {
     /// Inbox page document of SPEC §4 (`limit` already clamped to 1..=500).
     fn inbox(&self, after: Option<u64>, limit: u32) -> ServiceFuture<'_, Value>;
 
-    /// Acknowledges every inbox item with cursor ≤ `up_to`.
-    fn ack(&self, up_to: u64) -> ServiceFuture<'_, ()>;
+    /// Acknowledges every inbox item with cursor ≤ `up_to` and returns the
+    /// acknowledged point afterwards: `up_to` clamped to the highest cursor
+    /// handed out, and never lower than an earlier acknowledgement.
+    fn ack(&self, up_to: u64) -> ServiceFuture<'_, u64>;
 
     /// A peer gateway (`caller_member`) delivers an envelope.
     fn receive<'a>(&'a self, caller_member: &'a str, env: Envelope) -> ServiceFuture<'a, ReceiveOutcome>;
@@ -134,7 +136,7 @@ impl GatewayService for Unwired {
     fn inbox(&self, _: Option<u64>, _: u32) -> ServiceFuture<'_, Value> {
         not_wired()
     }
-    fn ack(&self, _: u64) -> ServiceFuture<'_, ()> {
+    fn ack(&self, _: u64) -> ServiceFuture<'_, u64> {
         not_wired()
     }
     fn receive<'a>(&'a self, _: &'a str, _: Envelope) -> ServiceFuture<'a, ReceiveOutcome> {
@@ -211,11 +213,16 @@ impl GatewayService for Pipeline {
         })
     }
 
-    fn ack(&self, up_to: u64) -> ServiceFuture<'_, ()> {
+    fn ack(&self, up_to: u64) -> ServiceFuture<'_, u64> {
         Box::pin(async move {
             let now = self.clock.now();
-            blocking(&self.store, move |s| s.ack(up_to, now)).await?;
-            Ok(())
+            // The store clamps; read the point back under the same call so
+            // the caller learns where it actually stands.
+            blocking(&self.store, move |s| {
+                s.ack(up_to, now)?;
+                s.acked_up_to()
+            })
+            .await
         })
     }
 

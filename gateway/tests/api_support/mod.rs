@@ -357,9 +357,10 @@ impl GatewayService for Fake {
         done(Ok(json!({"items": [], "next": null})))
     }
 
-    fn ack(&self, up_to: u64) -> ServiceFuture<'_, ()> {
+    /// Clamps like a store whose highest cursor is 41.
+    fn ack(&self, up_to: u64) -> ServiceFuture<'_, u64> {
         self.log(format!("ack {up_to}"));
-        done(Ok(()))
+        done(Ok(up_to.min(41)))
     }
 
     /// `exchangeId` drives the answer: "ex-new" → created, "ex-replay" →
