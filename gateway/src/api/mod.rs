@@ -14,6 +14,7 @@
 //!    call to the [`GatewayService`](crate::pipeline::GatewayService).
 
 mod auth;
+mod connections;
 mod handlers;
 mod ratelimit;
 mod request;
@@ -22,7 +23,7 @@ mod routes;
 mod server;
 
 pub use auth::authorize;
-pub use ratelimit::RateLimiter;
+pub use ratelimit::{RateLimiter, SourceLimiter};
 pub use request::EXCHANGE_STATUSES;
 pub use response::JWT_CONTENT_TYPE;
 pub use routes::{lookup, Access, Handler, Lookup, Route, ROUTES};
