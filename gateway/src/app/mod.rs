@@ -6,19 +6,20 @@
 //! tests, the conformance suite's `--spawn` mode and the benchmark.
 
 mod peers;
+mod reload;
 
 pub use peers::{MtlsPeers, Peer};
+pub use reload::{PeerChanges, ReloadError};
 
 use crate::config::Config;
 use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
-use crate::jose::VerifyingKey;
-use crate::pipeline::{GatewayService, Pipeline};
+use crate::pipeline::{GatewayService, PeerSet, Pipeline};
 use crate::store::{db_path, SqliteStore, Store};
-use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
+use crate::transport::{ReloadableTls, TlsPaths};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub struct RunningGateway {
     pub service: Arc<dyn GatewayService>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    tls: Arc<ReloadableTls>,
+    reloader: Arc<reload::PeerReloader>,
 }
 
 impl RunningGateway {
@@ -77,6 +80,15 @@ impl RunningGateway {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// What SIGHUP does: reloads the TLS files, then the `[peers]` section
+    /// of the configuration file (see [`reload`](self::reload)). A TLS
+    /// failure keeps the previous certificate and is reported without
+    /// touching the peers.
+    pub async fn reload(&self) -> Result<PeerChanges, ReloadError> {
+        self.tls.reload()?;
+        self.reloader.reload_config().await
     }
 
     /// Waits until a task ends on its own (it should not) or shutdown is asked.
@@ -107,31 +119,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.trust.keyset_ttl_secs,
     )?);
     local.signing_key()?;
+    let tls = ReloadableTls::load(TlsPaths::from(&config.tls))?;
     let mut pinned = HashMap::from([(config.member.clone(), local.federation_public())]);
-    // Per peer: its pinned federation key, and a client that accepts only
-    // that peer's gateway identity.
-    let mut peer_clients = BTreeMap::new();
     for (member, peer) in &config.peers {
-        let key = VerifyingKey::load(&peer.federation_key).map_err(|e| StartError::PeerKey {
+        let key = reload::peer_key(member, peer).map_err(|e| StartError::PeerKey {
             member: member.clone(),
             path: peer.federation_key.display().to_string(),
             reason: e.to_string(),
         })?;
         pinned.insert(member.clone(), key);
-        let options = PeerClientOptions {
-            request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
-            expected_server: Some(ClientIdentity::new(member.clone(), Role::Gateway)),
-            ..PeerClientOptions::default()
-        };
-        let client = PeerHttpClient::from_config(&config.tls, options)?;
-        peer_clients.insert(
-            member.clone(),
-            Peer {
-                base_url: peer.url.clone(),
-                client,
-            },
-        );
     }
+    // Per peer, a client that accepts only that peer's gateway identity
+    // and presents this gateway's current (reloadable) certificate.
+    let delivery_timeout = Duration::from_millis(config.delivery.request_timeout_ms);
+    let peer_clients = reload::peer_clients(&config.peers, &tls, &config.tls, delivery_timeout)?;
     let peers = Arc::new(MtlsPeers::new(peer_clients));
 
     let fetcher = MemberRouter::new()
@@ -142,19 +143,32 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         TrustCache::new(TrustCacheConfig::from(&config.trust), pinned, Arc::new(fetcher))
             .with_seq_marks(marks)?,
     );
-    let verifier = Verifier::new(cache, config.trust.clock_skew_secs);
+    let verifier = Verifier::new(cache.clone(), config.trust.clock_skew_secs);
 
     let worker = DeliveryWorker::new(
         store.clone(),
-        peers,
+        peers.clone(),
         config.delivery.clone(),
         Arc::new(SystemClock),
     )
     .with_peers(config.peers.keys());
+    let peer_set: PeerSet = config.peers.keys().cloned().collect();
+    let reloader = Arc::new(reload::PeerReloader {
+        member: config.member.clone(),
+        source: config.source.clone(),
+        tls: Arc::clone(&tls),
+        tls_config: config.tls.clone(),
+        request_timeout: delivery_timeout,
+        peers,
+        peer_set: peer_set.clone(),
+        cache,
+        delivery: worker.notifier(),
+        current: tokio::sync::Mutex::new(config.peers.clone()),
+    });
     let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline {
         member: config.member.clone(),
         framework: config.framework.clone(),
-        peers: config.peers.keys().cloned().collect(),
+        peers: peer_set,
         table,
         verifier,
         local,
@@ -163,7 +177,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         clock: Arc::new(SystemClock),
     });
 
-    let tls = ReloadableTls::load(TlsPaths::from(&config.tls))?;
     let api_listener = bind(config.listen.api).await?;
     let metrics_listener = bind(config.listen.metrics).await?;
     let api_addr = local_addr(&api_listener, config.listen.api);
@@ -175,9 +188,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     tasks.spawn(async move {
         let _ = watcher.await;
     });
+    let peer_watcher = Arc::clone(&reloader).spawn_watcher(rx.clone());
+    tasks.spawn(async move {
+        let _ = peer_watcher.await;
+    });
     tasks.spawn(crate::api::serve(
         api_listener,
-        tls,
+        Arc::clone(&tls),
         pipeline.clone(),
         config.member.clone(),
         config.limits.clone(),
@@ -197,6 +214,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         service: pipeline,
         shutdown,
         tasks,
+        tls,
+        reloader,
     })
 }
 

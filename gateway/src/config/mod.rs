@@ -38,6 +38,10 @@ pub struct Config {
     /// Peer gateways by member id. Any number: nothing assumes two members.
     #[serde(default)]
     pub peers: BTreeMap<MemberId, PeerConfig>,
+    /// The file this configuration was loaded from; a reload (SIGHUP)
+    /// re-reads it. Not a TOML key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +278,7 @@ impl Config {
         let mut cfg: Config = toml::Value::Table(doc).try_into().map_err(|e| parse_err(&e))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
+        cfg.source = Some(path.to_owned());
         validate::validate(&cfg, path)?;
         Ok(cfg)
     }

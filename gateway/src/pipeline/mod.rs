@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 mod exchange;
 mod metrics;
+mod peer_set;
 pub mod views;
 
 pub use exchange::{Pipeline, INTERCHANGE_FRAMEWORK};
+pub use peer_set::PeerSet;
 
 /// `POST /v1/exchanges` body.
 #[derive(Debug, Clone, Deserialize)]

@@ -3,6 +3,7 @@
 use super::{pem, provider, TlsError, PROTOCOL_VERSIONS};
 use crate::config::TlsConfig;
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -94,6 +95,9 @@ impl TlsPaths {
 pub struct ReloadableTls {
     paths: TlsPaths,
     current: RwLock<Arc<ServerConfig>>,
+    /// The same certificate and key for outbound connections (see
+    /// [`ReloadableTls::certified_key`]), swapped with `current`.
+    client_key: RwLock<Arc<CertifiedKey>>,
     /// Count of successful reloads, observable by [`ReloadableTls::reloads`].
     generation: watch::Sender<u64>,
     /// Newest file modification time seen before the last load attempt; the
@@ -107,9 +111,11 @@ impl ReloadableTls {
         // Stamped before reading, so a change racing with the read is seen later.
         let stamp = Mutex::new(paths.newest_mtime());
         let config = server_tls_config(&paths.ca, &paths.cert, &paths.key, &paths.crls)?;
+        let client_key = certified_key(&paths.cert, &paths.key)?;
         Ok(Arc::new(Self {
             paths,
             current: RwLock::new(config),
+            client_key: RwLock::new(client_key),
             generation: watch::Sender::new(0),
             stamp,
         }))
@@ -132,10 +138,22 @@ impl ReloadableTls {
         let p = &self.paths;
         *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = p.newest_mtime();
         let fresh = server_tls_config(&p.ca, &p.cert, &p.key, &p.crls)?;
+        let fresh_client = certified_key(&p.cert, &p.key)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *self.client_key.write().unwrap_or_else(PoisonError::into_inner) = fresh_client;
         self.generation.send_modify(|g| *g += 1);
         tracing::info!(cert = %p.cert.display(), "TLS configuration reloaded");
         Ok(())
+    }
+
+    /// This gateway's certificate chain and key as last (re)loaded, for
+    /// outbound connections: peers must see the same identity the listener
+    /// presents, including right after a rotation.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.client_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes with every successful reload (the value counts them).
@@ -178,13 +196,31 @@ impl ReloadableTls {
     }
 }
 
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
+/// The chain and key of `cert`/`key` as a rustls [`CertifiedKey`].
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = pem::load_certs(cert)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(pem::load_key(key)?)
+        .map_err(|source| TlsError::Rustls {
+            context: "gateway key",
+            source,
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|source| TlsError::Rustls {
+        context: "gateway certificate and key",
+        source,
+    })?;
+    Ok(Arc::new(certified))
+}
 
 #[cfg(unix)]
-fn hangup_signal() -> Hangup {
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub(crate) type Hangup = Option<()>;
+
+#[cfg(unix)]
+pub(crate) fn hangup_signal() -> Hangup {
     use tokio::signal::unix::{signal, SignalKind};
     signal(SignalKind::hangup())
         .map_err(|err| tracing::warn!(%err, "cannot listen for SIGHUP; relying on file polling"))
@@ -192,12 +228,12 @@ fn hangup_signal() -> Hangup {
 }
 
 #[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
+pub(crate) fn hangup_signal() -> Hangup {
     None
 }
 
 #[cfg(unix)]
-async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
+pub(crate) async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
     match hup {
         Some(sig) => sig.recv().await,
         None => std::future::pending().await,
@@ -205,6 +241,6 @@ async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
 }
 
 #[cfg(not(unix))]
-async fn recv_hangup(_: &mut Hangup) -> Option<()> {
+pub(crate) async fn recv_hangup(_: &mut Hangup) -> Option<()> {
     std::future::pending().await
 }
