@@ -120,7 +120,10 @@ async fn http2_pings_are_not_activity() {
         .expect("an idle keep-alive connection is closed")
         .unwrap()
         .ok();
-    assert!(idle_since.elapsed() >= Duration::from_millis(300), "not before the idle deadline");
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(300),
+        "not before the idle deadline"
+    );
     server.stop().await;
 }
 
@@ -361,7 +364,10 @@ async fn failed_authentication_is_rate_limited_per_source_address() {
         wait_closed(tls).await;
     }
     let refused = tls_from([127, 0, 0, 3], server.addr, cfg()).await;
-    assert!(refused.is_err(), "the sixth attempt is refused before the handshake");
+    assert!(
+        refused.is_err(),
+        "the sixth attempt is refused before the handshake"
+    );
     // A credit bank elsewhere is served.
     let bank = Client::new(
         &server,

@@ -77,11 +77,15 @@ impl Recorder {
         let record = Arc::clone(&seen);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 let record = Arc::clone(&record);
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                         record.lock().unwrap().push(leaf.to_vec());
                     }
@@ -130,7 +134,10 @@ async fn rotated_gateway_certificate_is_presented_to_peers() {
     let old = pem_der(&cq.gateway_cert);
     let (status, body) = submit(&bank, "sc", 1).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert!(recorder.wait_for(&old).await, "first delivery presents the original certificate");
+    assert!(
+        recorder.wait_for(&old).await,
+        "first delivery presents the original certificate"
+    );
 
     // Rotate: a new certificate from the same CA, then what SIGHUP does.
     let ca = DevCa::from_pem(
@@ -153,7 +160,10 @@ async fn rotated_gateway_certificate_is_presented_to_peers() {
         "the delivery after the reload presents the rotated certificate"
     );
     let after: Vec<_> = recorder.seen().split_off(before);
-    assert!(after.iter().all(|c| *c == new), "no new connection presents the old certificate");
+    assert!(
+        after.iter().all(|c| *c == new),
+        "no new connection presents the old certificate"
+    );
 
     gateway.shutdown().await;
     recorder.task.abort();
@@ -183,7 +193,10 @@ async fn peer_added_to_the_config_is_delivered_to_after_reload() {
     std::fs::write(&cq.config, &full).unwrap();
     let changes = cq_gw.reload().await.unwrap();
     assert_eq!(changes.added, vec!["hk".to_owned()]);
-    assert!(changes.changed.is_empty() && changes.removed.is_empty(), "{changes:?}");
+    assert!(
+        changes.changed.is_empty() && changes.removed.is_empty(),
+        "{changes:?}"
+    );
 
     let (status, body) = submit(&bank, "hk", 2).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");

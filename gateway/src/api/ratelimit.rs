@@ -1,8 +1,10 @@
-//! Per-identity token buckets.
+//! Token buckets: requests per client identity ([`RateLimiter`]) and failed
+//! authentications per source address ([`SourceLimiter`]).
 //!
-//! Keyed by [`ClientIdentity`], not by address: replicas of a credit bank
-//! behind one NAT share nothing, and one identity cannot escape its budget by
-//! opening more connections.
+//! Request budgets are keyed by [`ClientIdentity`], not by address: replicas
+//! of a credit bank behind one NAT share nothing, and one identity cannot
+//! escape its budget by opening more connections. Only connections that never
+//! authenticate are accounted by address, since they have nothing else.
 
 use crate::transport::ClientIdentity;
 use std::collections::HashMap;

@@ -4,8 +4,8 @@ use crate::problem::{Problem, ProblemType};
 use bytes::Bytes;
 use http::{header, HeaderMap};
 use http_body_util::BodyExt;
-use std::time::Duration;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// Reads at most `limit` bytes of body: a declared `Content-Length` above the
 /// limit is refused before reading, and a chunked body is cut off as soon as

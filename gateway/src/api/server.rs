@@ -139,10 +139,7 @@ pub async fn serve(
     tracing::info!(open = shared.table.open(), "API listener draining");
     // Every connection task saw the shutdown signal and is finishing its
     // in-flight requests (HTTP/2 `GOAWAY`, HTTP/1.1 `Connection: close`).
-    let drained = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(?grace, "API drain timed out; closing the remaining connections");
     }
@@ -384,9 +381,7 @@ async fn handle(
         caller = field::Empty,
         exchange_id = field::Empty,
     );
-    let (route, mut resp) = route(&shared, &who, req)
-        .instrument(span.clone())
-        .await;
+    let (route, mut resp) = route(&shared, &who, req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     span.in_scope(|| {
         tracing::info!(

@@ -78,8 +78,12 @@ pub(super) fn peer_clients(
             expected_server: Some(ClientIdentity::new(member.clone(), Role::Gateway)),
             ..PeerClientOptions::default()
         };
-        let client =
-            PeerHttpClient::with_reloadable_identity(&tls_config.ca, tls, tls_config.system_roots_outbound, options)?;
+        let client = PeerHttpClient::with_reloadable_identity(
+            &tls_config.ca,
+            tls,
+            tls_config.system_roots_outbound,
+            options,
+        )?;
         out.insert(
             member.clone(),
             Peer {
@@ -130,7 +134,10 @@ impl PeerReloader {
 
     /// Makes `peers` the configured peers: all keys and clients are built
     /// first, so a bad entry changes nothing.
-    pub(super) async fn apply(&self, peers: BTreeMap<MemberId, PeerConfig>) -> Result<PeerChanges, ReloadError> {
+    pub(super) async fn apply(
+        &self,
+        peers: BTreeMap<MemberId, PeerConfig>,
+    ) -> Result<PeerChanges, ReloadError> {
         let mut current = self.current.lock().await;
         let mut changes = PeerChanges::default();
         let mut keys = Vec::new();
@@ -143,7 +150,11 @@ impl PeerReloader {
             // Re-read every key: a key file replaced in place is a change too.
             keys.push((member.clone(), peer_key(member, peer)?));
         }
-        changes.removed = current.keys().filter(|m| !peers.contains_key(*m)).cloned().collect();
+        changes.removed = current
+            .keys()
+            .filter(|m| !peers.contains_key(*m))
+            .cloned()
+            .collect();
         let clients = peer_clients(&peers, &self.tls, &self.tls_config, self.request_timeout)?;
         for (member, key) in keys {
             let repinned = self.cache.pin_member(&member, key).await?;
@@ -177,7 +188,10 @@ impl PeerReloader {
     /// Reloads the peers on SIGHUP and rebuilds the clients after each TLS
     /// reload, until `shutdown`. Failures are logged; what was in force
     /// stays in force.
-    pub(super) fn spawn_watcher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub(super) fn spawn_watcher(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut hup = crate::transport::hangup_signal();
             let mut tls_reloads = self.tls.reloads();

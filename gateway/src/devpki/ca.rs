@@ -86,7 +86,13 @@ fn ca_common_name(pem: &str) -> Option<String> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
     let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
     Some(cn)
 }
 

@@ -21,8 +21,8 @@ mod server;
 
 pub use client::{PeerClientOptions, PeerHttpClient, PeerHttpError, PeerResponse};
 pub use identity::{ClientIdentity, IdentityError, Role, TRUST_DOMAIN};
-pub use server::{server_tls_config, ReloadableTls, TlsPaths};
 pub(crate) use server::{hangup_signal, recv_hangup};
+pub use server::{server_tls_config, ReloadableTls, TlsPaths};
 
 use std::path::PathBuf;
 use std::sync::Arc;
