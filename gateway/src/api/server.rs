@@ -246,7 +246,8 @@ async fn connection(
             }
         },
         () = slot.evicted() => {
-            failed(Closed::Evicted);
+            // Counted by the table when it evicted us.
+            shared.sources.charge(peer.ip(), Instant::now());
             return;
         }
         () = stopped(&mut shutdown) => return,
@@ -331,7 +332,7 @@ async fn connection(
                 closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
             () = slot.evicted(), if pending && closing.is_none() => {
-                failed(Closed::Evicted);
+                shared.sources.charge(peer.ip(), Instant::now());
                 return;
             }
             () = stopped(&mut shutdown), if closing.is_none() => {
