@@ -4,7 +4,7 @@
 
 mod api_support;
 
-use api_support::{limits, Client, Fake, Pki, Server};
+use api_support::{client_config, connect, limits, Client, Fake, Pki, Server};
 use bashu_gateway::config::LimitsConfig;
 use bashu_gateway::devpki::LeafSpec;
 use bashu_gateway::pipeline::Unwired;
@@ -16,6 +16,7 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use serde_json::json;
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOTH: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
 
@@ -593,8 +594,11 @@ async fn rate_limit_is_per_identity_with_retry_after() {
     server.stop().await;
 }
 
+/// A certificate from the federation CA without a bashu identity gets no
+/// HTTP at all: the connection is closed right after the handshake (issue
+/// 12: such connections used to be answered 401 and kept open).
 #[tokio::test]
-async fn trusted_certificate_without_bashu_identity_is_unauthenticated() {
+async fn trusted_certificate_without_bashu_identity_gets_no_http() {
     let pki = Pki::new();
     let fake = Fake::new();
     let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
@@ -625,10 +629,28 @@ async fn trusted_certificate_without_bashu_identity_is_unauthenticated() {
                 ..LeafSpec::default()
             },
         );
-        let client = Client::new(&server, &pki, Some(cert), Version::HTTP_11);
-        let resp = client.get("/healthz").await;
-        assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{name}");
-        resp.assert_problem(ProblemType::Unauthenticated);
+        let cfg = client_config(&pki.ca_path, Some(&cert), &[b"http/1.1"]);
+        let started = std::time::Instant::now();
+        let answer = async {
+            let mut tls = connect(server.addr, cfg).await?;
+            tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await?;
+            let mut out = Vec::new();
+            tls.read_to_end(&mut out).await?;
+            Ok::<_, std::io::Error>(out)
+        };
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), answer)
+            .await
+            .expect("the server closes the connection instead of waiting");
+        if let Ok(bytes) = answer {
+            assert!(
+                !bytes.starts_with(b"HTTP/"),
+                "{name}: server spoke HTTP: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        // Closed at once, not after a request or idle deadline.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{name}");
     }
     assert!(fake.calls().is_empty());
     server.stop().await;

@@ -1,22 +1,32 @@
-//! Per-identity token buckets.
+//! Token buckets: requests per client identity ([`RateLimiter`]) and failed
+//! authentications per source address ([`SourceLimiter`]).
 //!
-//! Keyed by [`ClientIdentity`], not by address: replicas of a credit bank
-//! behind one NAT share nothing, and one identity cannot escape its budget by
-//! opening more connections.
+//! Request budgets are keyed by [`ClientIdentity`], not by address: replicas
+//! of a credit bank behind one NAT share nothing, and one identity cannot
+//! escape its budget by opening more connections. Only connections that never
+//! authenticate are accounted by address, since they have nothing else.
 
 use crate::transport::ClientIdentity;
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Above this many tracked identities, full (idle) buckets are forgotten.
+/// Above this many tracked keys, full (idle) buckets are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
+
+/// Token buckets keyed by `K`, all with one rate and burst.
+#[derive(Debug)]
+struct Buckets<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<ClientIdentity, Bucket>>,
+    buckets: Buckets<ClientIdentity>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -25,10 +35,10 @@ struct Bucket {
     at: Instant,
 }
 
-impl RateLimiter {
-    /// `rate` tokens per second refill a bucket of `burst` tokens. Both are
-    /// floored at 1 so that a zero can never lock every client out.
-    pub fn new(rate_per_second: u32, burst: u32) -> Self {
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    /// Both values are floored at 1 so that a zero can never lock every
+    /// client out.
+    fn new(rate_per_second: u32, burst: u32) -> Self {
         Self {
             rate: f64::from(rate_per_second.max(1)),
             burst: f64::from(burst.max(1)),
@@ -36,28 +46,88 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `who`, or says how long until one is available.
-    pub fn check(&self, who: &ClientIdentity, now: Instant) -> Result<(), Duration> {
+    /// Runs `f` on the refilled token count of `key`'s bucket and stores
+    /// what it returns as the new count.
+    fn with<T>(&self, key: &K, now: Instant, f: impl FnOnce(f64) -> (f64, T)) -> T {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() > PRUNE_ABOVE {
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, b| b.refilled(now, rate, burst) < burst);
         }
-        let bucket = buckets.entry(who.clone()).or_insert(Bucket {
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
-        let tokens = bucket.refilled(now, self.rate, self.burst);
-        if tokens >= 1.0 {
-            *bucket = Bucket {
-                tokens: tokens - 1.0,
-                at: now,
-            };
-            Ok(())
-        } else {
-            *bucket = Bucket { tokens, at: now };
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        let (tokens, out) = f(bucket.refilled(now, self.rate, self.burst));
+        *bucket = Bucket { tokens, at: now };
+        out
+    }
+
+    /// Takes one token, or says how long until one is available.
+    fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let rate = self.rate;
+        self.with(key, now, |tokens| {
+            if tokens >= 1.0 {
+                (tokens - 1.0, Ok(()))
+            } else {
+                (tokens, Err(Duration::from_secs_f64((1.0 - tokens) / rate)))
+            }
+        })
+    }
+
+    /// Whether a token is available, without taking it.
+    fn has_token(&self, key: &K, now: Instant) -> bool {
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        buckets
+            .get(key)
+            .is_none_or(|b| b.refilled(now, self.rate, self.burst) >= 1.0)
+    }
+}
+
+impl RateLimiter {
+    /// `rate` tokens per second refill a bucket of `burst` tokens. Both are
+    /// floored at 1 so that a zero can never lock every client out.
+    pub fn new(rate_per_second: u32, burst: u32) -> Self {
+        Self {
+            buckets: Buckets::new(rate_per_second, burst),
         }
+    }
+
+    /// Takes one token for `who`, or says how long until one is available.
+    pub fn check(&self, who: &ClientIdentity, now: Instant) -> Result<(), Duration> {
+        self.buckets.take(who, now)
+    }
+}
+
+/// Failed authentication attempts per source address.
+///
+/// Connections that never produce an identity (failed or timed-out
+/// handshakes, certificates without a bashu identity, no request in time)
+/// each cost their source address a token; an address without a token is
+/// refused at `accept`, before any handshake work. Authenticated traffic
+/// costs nothing, so a credit bank behind the same address as a broken
+/// client is only affected once the broken one has exhausted the burst.
+#[derive(Debug)]
+pub struct SourceLimiter {
+    buckets: Buckets<IpAddr>,
+}
+
+impl SourceLimiter {
+    pub fn new(rate_per_second: u32, burst: u32) -> Self {
+        Self {
+            buckets: Buckets::new(rate_per_second, burst),
+        }
+    }
+
+    /// Whether `ip` may start another handshake now.
+    pub fn admits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.buckets.has_token(&ip, now)
+    }
+
+    /// Records one failed attempt of `ip` (never below zero tokens).
+    pub fn charge(&self, ip: IpAddr, now: Instant) {
+        self.buckets
+            .with(&ip, now, |tokens| ((tokens - 1.0).max(0.0), ()));
     }
 }
 
@@ -87,5 +157,26 @@ mod tests {
         assert!(rl.check(&b, t0).is_ok(), "buckets are per identity");
         assert!(rl.check(&a, t0 + Duration::from_millis(500)).is_ok());
         assert!(rl.check(&a, t0 + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn failed_attempts_block_their_source_only() {
+        let sl = SourceLimiter::new(2, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(sl.admits(a, t0));
+            sl.charge(a, t0);
+        }
+        assert!(!sl.admits(a, t0), "burst of failures used up");
+        assert!(sl.admits(b, t0), "buckets are per address");
+        assert!(!sl.admits(a, t0 + Duration::from_millis(499)));
+        assert!(sl.admits(a, t0 + Duration::from_millis(500)));
+        // Charging an empty bucket creates no debt.
+        for _ in 0..10 {
+            sl.charge(b, t0);
+        }
+        assert!(sl.admits(b, t0 + Duration::from_millis(500)));
     }
 }

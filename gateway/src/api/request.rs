@@ -3,12 +3,16 @@
 use crate::problem::{Problem, ProblemType};
 use bytes::Bytes;
 use http::{header, HeaderMap};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// Reads at most `limit` bytes of body: a declared `Content-Length` above the
 /// limit is refused before reading, and a chunked body is cut off as soon as
 /// it crosses the limit, so no more than `limit` bytes are ever buffered.
+///
+/// Before a 413 is answered, the rest of the body is read and discarded
+/// (see [`drain`]), so the client sees the answer rather than a reset.
 pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Problem>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -21,14 +25,68 @@ where
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| malformed("invalid Content-Length"))?;
         if len > limit as u64 {
+            // Pointless when the client announced more than we would skip.
+            if len <= drain_budget(limit) as u64 {
+                drain(body, limit).await;
+            }
             return Err(too_large(limit));
         }
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Err(_) => Err(malformed("request body could not be read")),
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| malformed("request body could not be read"))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len().saturating_add(data.len()) > limit {
+            drain(body, limit).await;
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&data);
     }
+    Ok(buf.freeze())
+}
+
+/// Longest time spent discarding a body before an early answer.
+pub const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// Bytes discarded at least (bodies up to `max_body_bytes` are always drained).
+const MIN_DRAIN_BYTES: usize = 64 * 1024;
+
+fn drain_budget(max_body: usize) -> usize {
+    max_body.max(MIN_DRAIN_BYTES)
+}
+
+/// Reads and discards the rest of a request body, at most
+/// `max(max_body, 64 KiB)` bytes and for at most [`DRAIN_TIME`]; returns
+/// whether the body ended within those bounds.
+///
+/// An answer sent while the client is still sending (a 403, a 413) ends
+/// with the server abandoning the request stream: HTTP/2 resets it,
+/// HTTP/1.1 closes the connection with unread data, which the peer's kernel
+/// turns into a TCP reset. Some clients then lose the answer itself (curl
+/// reports a stream error). Reading the body first lets every client see the
+/// status; the bounds keep a client from holding the server with it.
+pub async fn drain<B>(body: B, max_body: usize) -> bool
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    if body.is_end_stream() {
+        return true;
+    }
+    let mut left = drain_budget(max_body);
+    let read = async move {
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                if data.len() > left {
+                    return false;
+                }
+                left -= data.len();
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read).await.unwrap_or(false)
 }
 
 /// Parses a JSON body of type `T` after checking the media type.

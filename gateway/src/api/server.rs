@@ -2,28 +2,30 @@
 //! → route → authorise → handle with a deadline).
 
 use super::auth::authorize;
+use super::connections::{Caps, Closed, ConnTable, Slot};
 use super::handlers::{dispatch, Call};
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{RateLimiter, SourceLimiter};
+use super::request::drain;
 use super::response::{self, Body};
 use super::routes::{lookup, Lookup};
 use crate::config::LimitsConfig;
 use crate::metrics;
 use crate::pipeline::GatewayService;
 use crate::problem::{Lang, Problem, ProblemType};
-use crate::transport::{ClientIdentity, IdentityError, ReloadableTls};
+use crate::transport::{ClientIdentity, ReloadableTls};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{field, Instrument};
 
@@ -31,11 +33,22 @@ use tracing::{field, Instrument};
 const MIN_HTTP1_BUF: usize = 8192;
 /// Streams one HTTP/2 connection may have in flight.
 const MAX_H2_STREAMS: u32 = 128;
+/// HTTP/2 flow-control windows and send buffer. hyper's defaults (1 MiB
+/// windows, 400 KiB send buffer) let every connection buffer megabytes;
+/// requests here are small JSON documents, so a few hundred KiB suffice
+/// and keep memory bounded under floods.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONN_WINDOW: u32 = 512 * 1024;
+const H2_MAX_SEND_BUF: usize = 128 * 1024;
 /// HTTP/2 PING interval and timeout: reaps connections whose peer vanished.
+/// PINGs keep nothing alive: only requests count as activity.
 const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a connection closed for idleness may take to say goodbye
+/// (HTTP/2 `GOAWAY`, TLS `close_notify`) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// State shared by every connection of one listener.
 struct Shared {
@@ -43,6 +56,9 @@ struct Shared {
     local_member: String,
     limits: LimitsConfig,
     limiter: RateLimiter,
+    /// Failed authentication attempts per source address.
+    sources: SourceLimiter,
+    table: Arc<ConnTable>,
     open: AtomicI64,
 }
 
@@ -52,6 +68,10 @@ struct Shared {
 ///
 /// `tls` is consulted once per accepted connection, so certificate reloads
 /// apply to new connections without disturbing existing ones.
+///
+/// The loop itself only accepts and admits (see [`super::connections`]):
+/// handshakes run in the spawned connection tasks under
+/// `handshake_timeout_ms`, so slow or silent clients never hold it up.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
@@ -60,30 +80,33 @@ pub async fn serve(
     limits: LimitsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let table = ConnTable::new(Caps {
+        total: limits.max_connections,
+        per_ip: limits.max_connections_per_ip,
+        per_identity: limits.max_connections_per_identity,
+    });
     let shared = Arc::new(Shared {
         service,
         local_member,
         limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+        sources: SourceLimiter::new(limits.unauthenticated_per_second, limits.unauthenticated_burst),
+        table,
         open: AtomicI64::new(0),
         limits,
     });
-    let slots = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
     // Owns every connection task, so nothing outlives `serve`.
     let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(addr = ?listener.local_addr().ok(), member = %shared.local_member, "API listener started");
     loop {
         while tasks.try_join_next().is_some() {}
-        // Wait for a connection slot before accepting, so excess clients queue
-        // in the kernel backlog instead of consuming memory here.
-        let permit = tokio::select! {
+        // Only when every slot serves a client that has sent a request do
+        // new clients queue in the kernel backlog; otherwise the newcomer
+        // may take the place of a connection that has asked for nothing.
+        tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
+            () = shared.table.wait_for_room() => {}
+        }
         let (tcp, peer) = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
@@ -96,21 +119,28 @@ pub async fn serve(
                 }
             },
         };
+        if !shared.sources.admits(peer.ip(), Instant::now()) {
+            Closed::SourceRateLimited.count();
+            continue;
+        }
+        let slot = match shared.table.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                reason.count();
+                continue;
+            }
+        };
         let acceptor = TlsAcceptor::from(tls.current());
-        let task = connection(
-            Arc::clone(&shared),
-            acceptor,
-            tcp,
-            peer,
-            graceful.watcher(),
-            permit,
-        );
+        let task = connection(Arc::clone(&shared), acceptor, tcp, peer, slot, shutdown.clone());
         tasks.spawn(task);
     }
     drop(listener);
     let grace = request_timeout(&shared.limits);
-    tracing::info!(open = graceful.count(), "API listener draining");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    tracing::info!(open = shared.table.open(), "API listener draining");
+    // Every connection task saw the shutdown signal and is finishing its
+    // in-flight requests (HTTP/2 `GOAWAY`, HTTP/1.1 `Connection: close`).
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
         tracing::warn!(?grace, "API drain timed out; closing the remaining connections");
     }
     tasks.abort_all();
@@ -126,6 +156,10 @@ fn request_timeout(limits: &LimitsConfig) -> Duration {
     Duration::from_millis(limits.request_timeout_ms.max(1))
 }
 
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms.max(1))
+}
+
 /// Decrements the open-connection gauge however the task ends.
 struct OpenGuard(Arc<Shared>);
 
@@ -136,43 +170,177 @@ impl Drop for OpenGuard {
     }
 }
 
+/// What the requests of one connection are doing, for its deadlines.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    in_flight: usize,
+    started: u64,
+    /// When the last request finished (or the connection was accepted).
+    last: tokio::time::Instant,
+}
+
+/// Marks a request as finished however its future ends (a client reset
+/// drops it half-way).
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn start(activity: &Arc<watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| {
+            a.in_flight += 1;
+            a.started += 1;
+        });
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.last = tokio::time::Instant::now();
+        });
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One connection: handshake, identity, then HTTP until the client leaves,
+/// a deadline passes, the slot is evicted or the listener shuts down.
 async fn connection(
     shared: Arc<Shared>,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
-    watcher: Watcher,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     metrics::set_open_connections(shared.open.fetch_add(1, Ordering::Relaxed) + 1);
     let _guard = OpenGuard(Arc::clone(&shared));
+    let accepted = tokio::time::Instant::now();
+    let limits = &shared.limits;
     let _ = tcp.set_nodelay(true);
-    let deadline = request_timeout(&shared.limits);
-    let stream = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
-            metrics::observe_tls_handshake_failure();
-            tracing::info!(%peer, %err, "TLS handshake failed");
+    let failed = |reason: Closed| {
+        reason.count();
+        shared.sources.charge(peer.ip(), Instant::now());
+    };
+    let handshake = tokio::time::timeout(millis(limits.handshake_timeout_ms), acceptor.accept(tcp));
+    let mut stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                metrics::observe_tls_handshake_failure();
+                failed(Closed::HandshakeFailed);
+                tracing::info!(%peer, %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::observe_tls_handshake_failure();
+                failed(Closed::HandshakeTimeout);
+                tracing::info!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = slot.evicted() => {
+            // Counted by the table when it evicted us.
+            shared.sources.charge(peer.ip(), Instant::now());
             return;
         }
-        Err(_) => {
-            metrics::observe_tls_handshake_failure();
-            tracing::info!(%peer, "TLS handshake timed out");
+        () = stopped(&mut shutdown) => return,
+    };
+    let who = match ClientIdentity::from_peer_chain(stream.get_ref().1.peer_certificates()) {
+        Ok(who) => who,
+        Err(err) => {
+            // No HTTP for a certificate without a role: the connection is
+            // closed at once (see docs/decisions.md).
+            failed(Closed::NoIdentity);
+            tracing::info!(%peer, %err, "trusted certificate without a bashu identity; closing");
+            let _ = tokio::time::timeout(CLOSE_GRACE, stream.shutdown()).await;
             return;
         }
     };
-    let identity = ClientIdentity::from_peer_chain(stream.get_ref().1.peer_certificates());
-    match &identity {
-        Ok(who) => tracing::debug!(%peer, caller = %who, "connection authenticated"),
-        Err(err) => tracing::warn!(%peer, %err, "trusted certificate without a bashu identity"),
+    if let Err(reason) = slot.identify(&who) {
+        reason.count();
+        tracing::info!(%peer, caller = %who, ?reason, "connection limit of the identity reached; closing");
+        let _ = tokio::time::timeout(CLOSE_GRACE, stream.shutdown()).await;
+        return;
     }
-    let identity = Arc::new(identity);
+    tracing::debug!(%peer, caller = %who, "connection authenticated");
+    let activity = Arc::new(watch::Sender::new(Activity {
+        in_flight: 0,
+        started: 0,
+        last: accepted,
+    }));
+    let mut changes = activity.subscribe();
+    let who = Arc::new(who);
     let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |req| handle(Arc::clone(&svc_shared), Arc::clone(&identity), req));
-    let builder = http_builder(&shared.limits);
+    let svc = service_fn(move |req| {
+        let in_flight = InFlight::start(&activity);
+        let (shared, who) = (Arc::clone(&svc_shared), Arc::clone(&who));
+        async move {
+            let resp = handle(shared, who, req).await;
+            drop(in_flight);
+            resp
+        }
+    });
+    let builder = http_builder(limits);
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    if let Err(err) = watcher.watch(conn).await {
-        tracing::debug!(%peer, %err, "connection ended with an error");
+    tokio::pin!(conn);
+    let first_request = accepted + millis(limits.first_request_timeout_ms);
+    let idle = millis(limits.idle_timeout_ms);
+    let mut pending = true;
+    // Set once the connection was asked to close: when to drop it anyway.
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let now = *changes.borrow_and_update();
+        if pending && now.started > 0 {
+            slot.started_request();
+            pending = false;
+        }
+        let deadline = match (now.in_flight, now.started) {
+            (0, 0) => Some(first_request),
+            (0, _) => Some(now.last + idle),
+            _ => None,
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
+                }
+                return;
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The service (and with it the sender) is gone.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+                    return;
+                }
+            }
+            () = sleep_until(deadline), if closing.is_none() => {
+                let reason = if pending { Closed::NoRequest } else { Closed::Idle };
+                if pending {
+                    failed(reason);
+                } else {
+                    reason.count();
+                }
+                tracing::debug!(%peer, ?reason, "closing connection");
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            () = slot.evicted(), if pending && closing.is_none() => {
+                shared.sources.charge(peer.ip(), Instant::now());
+                return;
+            }
+            () = stopped(&mut shutdown), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + request_timeout(limits));
+            }
+            () = sleep_until(closing) => return,
+        }
     }
 }
 
@@ -190,6 +358,9 @@ fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(MAX_H2_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
         .keep_alive_interval(H2_KEEPALIVE)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     builder
@@ -197,7 +368,7 @@ fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
 
 async fn handle(
     shared: Arc<Shared>,
-    identity: Arc<Result<ClientIdentity, IdentityError>>,
+    who: Arc<ClientIdentity>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
@@ -212,9 +383,7 @@ async fn handle(
         exchange_id = field::Empty,
     );
     let lang = request_lang(req.headers());
-    let (route, mut resp) = route(&shared, identity.as_ref().as_ref(), req, lang)
-        .instrument(span.clone())
-        .await;
+    let (route, mut resp) = route(&shared, &who, req, lang).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     span.in_scope(|| {
         tracing::info!(
@@ -244,28 +413,25 @@ fn request_lang(headers: &http::HeaderMap) -> Lang {
 
 async fn route(
     shared: &Shared,
-    identity: Result<&ClientIdentity, &IdentityError>,
+    who: &ClientIdentity,
     req: Request<Incoming>,
     lang: Lang,
 ) -> (&'static str, Response<Body>) {
     let span = tracing::Span::current();
-    let who = match identity {
-        Ok(who) => who,
-        Err(err) => {
-            let p = Problem::new(ProblemType::Unauthenticated, err.to_string());
-            return (UNMATCHED, response::problem_in(&p, lang));
-        }
-    };
     span.record("caller", field::display(who));
+    let (parts, body) = req.into_parts();
+    let max_body = shared.limits.max_body_bytes;
+    // Early answers read (and discard) the body first: see `request::drain`.
     if let Err(wait) = shared.limiter.check(who, Instant::now()) {
         let p = Problem::new(ProblemType::RateLimited, format!("rate limit of {who} exceeded"));
+        drain(body, max_body).await;
         return (UNMATCHED, response::rate_limited_in(&p, wait, lang));
     }
-    let (parts, body) = req.into_parts();
     let (route, param) = match lookup(&parts.method, parts.uri.path()) {
         Lookup::Found(route, param) => (route, param),
         Lookup::NotFound => {
             let p = Problem::new(ProblemType::NotFound, "no such route");
+            drain(body, max_body).await;
             return (UNMATCHED, response::problem_in(&p, lang));
         }
         Lookup::MethodNotAllowed(allowed) => {
@@ -273,11 +439,13 @@ async fn route(
                 ProblemType::MalformedRequest,
                 format!("method {} is not allowed on this route", parts.method),
             );
+            drain(body, max_body).await;
             return (UNMATCHED, response::method_not_allowed_in(&p, &allowed, lang));
         }
     };
     span.record("route", route.path);
     if let Err(p) = authorize(route.access, who, &shared.local_member) {
+        drain(body, max_body).await;
         return (route.path, response::problem_in(&p, lang));
     }
     let call = Call {

@@ -6,24 +6,25 @@
 //! tests, the conformance suite's `--spawn` mode and the benchmark.
 
 mod peers;
+mod reload;
 mod secrets;
 
 pub use peers::{MtlsPeers, Peer};
+pub use reload::{PeerChanges, ReloadError};
 pub use secrets::{check_private_file, check_private_key_files, KeyFileError};
 
 use crate::checkpoint::{Checkpointer, Witness};
 use crate::config::Config;
 use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
-use crate::jose::VerifyingKey;
 use crate::mapping::MappingTables;
-use crate::pipeline::{GatewayService, Pipeline};
+use crate::pipeline::{GatewayService, PeerSet, Pipeline};
 use crate::store::{open_data_dir, CheckpointStore, Store, StoreOptions};
-use crate::transport::{ClientIdentity, PeerClientOptions, PeerHttpClient, ReloadableTls, Role, TlsPaths};
+use crate::transport::{ReloadableTls, TlsPaths};
 use crate::trust::local::{sync_own_keys, watch_own_keys, OWN_KEYS_POLL};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
 use schema_mapper::MappingTable;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,8 @@ pub struct RunningGateway {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     checkpointer: Arc<Checkpointer>,
+    tls: Arc<ReloadableTls>,
+    reloader: Arc<reload::PeerReloader>,
 }
 
 impl RunningGateway {
@@ -90,6 +93,15 @@ impl RunningGateway {
         while self.tasks.join_next().await.is_some() {}
         // Every writer has stopped: this checkpoint covers the whole log.
         let _ = self.checkpointer.sign_now().await;
+    }
+
+    /// What SIGHUP does: reloads the TLS files, then the `[peers]` section
+    /// of the configuration file (see [`reload`](self::reload)). A TLS
+    /// failure keeps the previous certificate and is reported without
+    /// touching the peers.
+    pub async fn reload(&self) -> Result<PeerChanges, ReloadError> {
+        self.tls.reload()?;
+        self.reloader.reload_config().await
     }
 
     /// Waits until a task ends on its own (it should not) or shutdown is asked.
@@ -124,31 +136,23 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.trust.keyset_ttl_secs,
     )?);
     local.signing_key()?;
+    // Refuses a certificate that is not this member's gateway identity and
+    // CRLs that are out of date or not signed by their CA (naming the file).
+    let tls = ReloadableTls::load_gateway(TlsPaths::from(&config.tls), &config.member)?;
+    let tls_ready = Arc::clone(&tls);
     let mut pinned = HashMap::from([(config.member.clone(), local.federation_public())]);
-    // Per peer: its pinned federation key, and a client that accepts only
-    // that peer's gateway identity.
-    let mut peer_clients = BTreeMap::new();
     for (member, peer) in &config.peers {
-        let key = VerifyingKey::load(&peer.federation_key).map_err(|e| StartError::PeerKey {
+        let key = reload::peer_key(member, peer).map_err(|e| StartError::PeerKey {
             member: member.clone(),
             path: peer.federation_key.display().to_string(),
             reason: e.to_string(),
         })?;
         pinned.insert(member.clone(), key);
-        let options = PeerClientOptions {
-            request_timeout: Duration::from_millis(config.delivery.request_timeout_ms),
-            expected_server: Some(ClientIdentity::new(member.clone(), Role::Gateway)),
-            ..PeerClientOptions::default()
-        };
-        let client = PeerHttpClient::from_config(&config.tls, options)?;
-        peer_clients.insert(
-            member.clone(),
-            Peer {
-                base_url: peer.url.clone(),
-                client,
-            },
-        );
     }
+    // Per peer, a client that accepts only that peer's gateway identity
+    // and presents this gateway's current (reloadable) certificate.
+    let delivery_timeout = Duration::from_millis(config.delivery.request_timeout_ms);
+    let peer_clients = reload::peer_clients(&config.peers, &tls, &config.tls, delivery_timeout)?;
     let peers = Arc::new(MtlsPeers::new(peer_clients));
 
     let fetcher = MemberRouter::new()
@@ -179,15 +183,28 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let store_for_maintenance = store.clone();
     let worker = DeliveryWorker::new(
         store.clone(),
-        peers,
+        peers.clone(),
         config.delivery.clone(),
         Arc::new(SystemClock),
     )
     .with_peers(config.peers.keys());
+    let peer_set: PeerSet = config.peers.keys().cloned().collect();
+    let reloader = Arc::new(reload::PeerReloader {
+        member: config.member.clone(),
+        source: config.source.clone(),
+        tls: Arc::clone(&tls),
+        tls_config: config.tls.clone(),
+        request_timeout: delivery_timeout,
+        peers,
+        peer_set: peer_set.clone(),
+        cache: cache.clone(),
+        delivery: worker.notifier(),
+        current: tokio::sync::Mutex::new(config.peers.clone()),
+    });
     let pipeline: Arc<dyn GatewayService> = Arc::new(Pipeline {
         member: config.member.clone(),
         framework: config.framework.clone(),
-        peers: config.peers.keys().cloned().collect(),
+        peers: peer_set,
         table,
         verifier,
         local: local.clone(),
@@ -196,10 +213,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         clock: Arc::new(SystemClock),
     });
 
-    // Refuses a certificate that is not this member's gateway identity and
-    // CRLs that are out of date or not signed by their CA (naming the file).
-    let tls = ReloadableTls::load_gateway(TlsPaths::from(&config.tls), &config.member)?;
-    let tls_ready = Arc::clone(&tls);
     let api_listener = bind(config.listen.api).await?;
     let metrics_listener = bind(config.listen.metrics).await?;
     let api_addr = local_addr(&api_listener, config.listen.api);
@@ -211,9 +224,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     tasks.spawn(async move {
         let _ = watcher.await;
     });
+    let peer_watcher = Arc::clone(&reloader).spawn_watcher(rx.clone());
+    tasks.spawn(async move {
+        let _ = peer_watcher.await;
+    });
     tasks.spawn(crate::api::serve(
         api_listener,
-        tls,
+        Arc::clone(&tls),
         pipeline.clone(),
         config.member.clone(),
         config.limits.clone(),
@@ -247,6 +264,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         shutdown,
         tasks,
         checkpointer,
+        tls,
+        reloader,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::trust::{FetchError, KeySetFetcher};
 use futures::future::BoxFuture;
 use http::StatusCode;
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 pub const ENVELOPES_PATH: &str = "/v1/federation/envelopes";
@@ -25,15 +26,37 @@ pub struct Peer {
     pub client: PeerHttpClient,
 }
 
-/// Every configured peer by member id.
-#[derive(Clone)]
+/// Every configured peer by member id. The map is replaced as a whole when
+/// the peers are reloaded (SIGHUP) or the gateway certificate rotates
+/// (fresh clients, fresh connection pools); a request in flight keeps the
+/// client it started with.
 pub struct MtlsPeers {
-    peers: BTreeMap<String, Peer>,
+    peers: RwLock<Arc<BTreeMap<String, Peer>>>,
 }
 
 impl MtlsPeers {
     pub fn new(peers: BTreeMap<String, Peer>) -> Self {
-        let peers = peers
+        Self {
+            peers: RwLock::new(Arc::new(Self::normalise(peers))),
+        }
+    }
+
+    /// Swaps in a new set of peers.
+    pub fn replace(&self, peers: BTreeMap<String, Peer>) {
+        *self.peers.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Self::normalise(peers));
+    }
+
+    /// Member ids of the current peers.
+    pub fn members(&self) -> Vec<String> {
+        self.current().keys().cloned().collect()
+    }
+
+    fn current(&self) -> Arc<BTreeMap<String, Peer>> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn normalise(peers: BTreeMap<String, Peer>) -> BTreeMap<String, Peer> {
+        peers
             .into_iter()
             .map(|(m, p)| {
                 (
@@ -44,14 +67,13 @@ impl MtlsPeers {
                     },
                 )
             })
-            .collect();
-        Self { peers }
+            .collect()
     }
 
-    fn route(&self, member: &str, path: &str) -> Option<(&PeerHttpClient, String)> {
-        self.peers
+    fn route(&self, member: &str, path: &str) -> Option<(PeerHttpClient, String)> {
+        self.current()
             .get(member)
-            .map(|p| (&p.client, format!("{}{path}", p.base_url)))
+            .map(|p| (p.client.clone(), format!("{}{path}", p.base_url)))
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Config {
     /// Peer gateways by member id. Any number: nothing assumes two members.
     #[serde(default)]
     pub peers: BTreeMap<MemberId, PeerConfig>,
+    /// The file this configuration was loaded from; a reload (SIGHUP)
+    /// re-reads it. Not a TOML key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +86,23 @@ pub struct LimitsConfig {
     /// Sustained requests per second per client identity.
     pub rate_per_second: u32,
     pub rate_burst: u32,
+    /// TLS handshake deadline, counted from `accept`.
+    pub handshake_timeout_ms: u64,
+    /// The first HTTP request must start within this long after `accept`;
+    /// TLS bytes, the HTTP/2 preface and PINGs do not count.
+    pub first_request_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Open connections per source IP address (including handshakes).
+    pub max_connections_per_ip: usize,
+    /// Open connections per authenticated client identity.
+    pub max_connections_per_identity: usize,
+    /// Connections per second per source IP that may fail to authenticate
+    /// (failed or timed-out handshake, certificate without a bashu
+    /// identity, no request in time); beyond it the address is refused
+    /// before the handshake until its bucket refills.
+    pub unauthenticated_per_second: u32,
+    pub unauthenticated_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -93,6 +114,13 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             rate_per_second: 500,
             rate_burst: 1000,
+            handshake_timeout_ms: 5_000,
+            first_request_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections_per_ip: 512,
+            max_connections_per_identity: 256,
+            unauthenticated_per_second: 10,
+            unauthenticated_burst: 50,
         }
     }
 }
@@ -277,6 +305,7 @@ impl Config {
         let mut cfg: Config = toml::Value::Table(doc).try_into().map_err(|e| parse_err(&e))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
+        cfg.source = Some(path.to_owned());
         validate::validate(&cfg, path)?;
         Ok(cfg)
     }

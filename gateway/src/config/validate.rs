@@ -69,6 +69,19 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     c.positive("limits.max_connections", l.max_connections as u64)?;
     c.positive("limits.rate_per_second", u64::from(l.rate_per_second))?;
     c.positive("limits.rate_burst", u64::from(l.rate_burst))?;
+    c.positive("limits.handshake_timeout_ms", l.handshake_timeout_ms)?;
+    c.positive("limits.first_request_timeout_ms", l.first_request_timeout_ms)?;
+    c.positive("limits.idle_timeout_ms", l.idle_timeout_ms)?;
+    c.positive("limits.max_connections_per_ip", l.max_connections_per_ip as u64)?;
+    c.positive(
+        "limits.max_connections_per_identity",
+        l.max_connections_per_identity as u64,
+    )?;
+    c.positive(
+        "limits.unauthenticated_per_second",
+        u64::from(l.unauthenticated_per_second),
+    )?;
+    c.positive("limits.unauthenticated_burst", u64::from(l.unauthenticated_burst))?;
 
     let t = &cfg.trust;
     c.positive("trust.keyset_ttl_secs", t.keyset_ttl_secs)?;

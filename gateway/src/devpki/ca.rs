@@ -85,6 +85,21 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// The subject common name of the first certificate in `pem`.
+fn ca_common_name(pem: &str) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(cn)
+}
+
 fn dn(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Bashu federation (development)");
@@ -108,6 +123,25 @@ impl DevCa {
         params.serial_number = Some(random_serial());
         params.not_before = now - BACKDATE;
         params.not_after = now + Duration::days(CA_DAYS);
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    /// The CA written by [`super::init`] (`ca.pem`, `ca.key`), to issue
+    /// more certificates later (rotations in tests and demos). The CA
+    /// certificate is re-created from its key and common name: leaves it
+    /// signs carry the same issuer name and verify against the original.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, DevPkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let common_name = ca_common_name(cert_pem).ok_or(rcgen::Error::CouldNotParseCertificate)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key)?;
         Ok(Self { cert, key })
     }

@@ -14,7 +14,6 @@ use crate::store::{Inserted, NewExchange, NewInboxItem, Store};
 use crate::trust::{KeyRole, LocalKeys};
 use schema_mapper::{translate, LearningRecord, MappingTable};
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -30,7 +29,8 @@ pub struct Pipeline {
     pub member: String,
     /// Home framework id of this member's credit bank.
     pub framework: String,
-    pub peers: BTreeSet<String>,
+    /// Configured peers; replaced when a SIGHUP reloads them.
+    pub peers: super::PeerSet,
     pub table: MappingTable,
     pub verifier: Verifier,
     pub local: Arc<LocalKeys>,

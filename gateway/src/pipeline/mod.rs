@@ -16,9 +16,11 @@ use time::OffsetDateTime;
 
 mod exchange;
 mod metrics;
+mod peer_set;
 pub mod views;
 
 pub use exchange::{Pipeline, INTERCHANGE_FRAMEWORK};
+pub use peer_set::PeerSet;
 
 /// `POST /v1/exchanges` body.
 #[derive(Debug, Clone, Deserialize)]

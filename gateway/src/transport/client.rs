@@ -9,8 +9,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::client::WebPkiServerVerifier;
-use rustls::ClientConfig;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, SignatureScheme};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,9 @@ impl Default for PeerClientOptions {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(90),
+            // Below the listener's default idle deadline (60 s), so the
+            // pool drops a connection before the peer closes it under us.
+            pool_idle_timeout: Duration::from_secs(30),
             max_response_bytes: 8 * 1024 * 1024,
             expected_server: None,
         }
@@ -105,7 +108,28 @@ impl PeerHttpClient {
         system_roots: bool,
         options: PeerClientOptions,
     ) -> Result<Self, TlsError> {
-        let tls = client_tls_config(ca, cert, key, system_roots, options.expected_server.clone())?;
+        let auth = ClientAuth::Files { cert, key };
+        let tls = client_tls_config(ca, auth, system_roots, options.expected_server.clone())?;
+        Ok(Self::with_tls(tls, options))
+    }
+
+    /// Client presenting the gateway certificate held by `identity`: each
+    /// new connection presents whatever was loaded last, so a rotated
+    /// certificate (SIGHUP or file change) is used for outbound connections
+    /// too, without rebuilding the client.
+    pub fn with_reloadable_identity(
+        ca: &Path,
+        identity: &Arc<super::ReloadableTls>,
+        system_roots: bool,
+        options: PeerClientOptions,
+    ) -> Result<Self, TlsError> {
+        let resolver = Arc::new(ReloadingClientCert(Arc::clone(identity)));
+        let auth = ClientAuth::Resolver(resolver);
+        let tls = client_tls_config(ca, auth, system_roots, options.expected_server.clone())?;
+        Ok(Self::with_tls(tls, options))
+    }
+
+    fn with_tls(tls: ClientConfig, options: PeerClientOptions) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(options.connect_timeout));
@@ -121,7 +145,7 @@ impl PeerHttpClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(options.pool_idle_timeout)
             .build(https);
-        Ok(Self { inner, options })
+        Self { inner, options }
     }
 
     /// `POST url` with `body` as `application/json`.
@@ -226,10 +250,31 @@ fn parse_url(url: &str) -> Result<Uri, PeerHttpError> {
     Ok(uri)
 }
 
+/// How the client proves its identity.
+enum ClientAuth<'a> {
+    /// A fixed chain and key read once.
+    Files { cert: &'a Path, key: &'a Path },
+    /// Whatever the resolver holds when a connection is made.
+    Resolver(Arc<dyn ResolvesClientCert>),
+}
+
+/// The gateway certificate of a [`super::ReloadableTls`], for outbound use.
+#[derive(Debug)]
+struct ReloadingClientCert(Arc<super::ReloadableTls>);
+
+impl ResolvesClientCert for ReloadingClientCert {
+    fn resolve(&self, _root_hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.certified_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 fn client_tls_config(
     ca: &Path,
-    cert: &Path,
-    key: &Path,
+    auth: ClientAuth<'_>,
     system_roots: bool,
     expected_server: Option<super::ClientIdentity>,
 ) -> Result<ClientConfig, TlsError> {
@@ -261,10 +306,13 @@ fn client_tls_config(
                 .with_custom_certificate_verifier(Arc::new(ExpectedPeer::new(webpki, expected)))
         }
     };
-    builder
-        .with_client_auth_cert(pem::load_certs(cert)?, pem::load_key(key)?)
-        .map_err(|source| TlsError::Rustls {
-            context: "client certificate and key",
-            source,
-        })
+    match auth {
+        ClientAuth::Files { cert, key } => builder
+            .with_client_auth_cert(pem::load_certs(cert)?, pem::load_key(key)?)
+            .map_err(|source| TlsError::Rustls {
+                context: "client certificate and key",
+                source,
+            }),
+        ClientAuth::Resolver(resolver) => Ok(builder.with_client_cert_resolver(resolver)),
+    }
 }

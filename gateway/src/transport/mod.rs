@@ -25,6 +25,7 @@ mod tls_metrics;
 
 pub use client::{PeerClientOptions, PeerHttpClient, PeerHttpError, PeerResponse};
 pub use identity::{ClientIdentity, IdentityError, Role, TRUST_DOMAIN};
+pub(crate) use server::{hangup_signal, recv_hangup};
 pub use server::{server_tls_config, ReloadableTls, TlsPaths};
 
 use std::path::PathBuf;

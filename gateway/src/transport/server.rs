@@ -5,6 +5,7 @@ use super::crl::{self, CrlSet};
 use super::{own_cert, pem, provider, tls_metrics, TlsError, PROTOCOL_VERSIONS};
 use crate::config::TlsConfig;
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -140,6 +141,9 @@ pub struct ReloadableTls {
     current: RwLock<Arc<ServerConfig>>,
     /// The CRLs enforced by `current` (swapped together with it).
     crls: RwLock<Arc<CrlSet>>,
+    /// The same certificate and key for outbound connections (see
+    /// [`ReloadableTls::certified_key`]), swapped with `current`.
+    client_key: RwLock<Arc<CertifiedKey>>,
     /// Count of successful reloads, observable by [`ReloadableTls::reloads`].
     generation: watch::Sender<u64>,
     /// Newest file modification time seen before the last load attempt; the
@@ -166,12 +170,14 @@ impl ReloadableTls {
         // Stamped before reading, so a change racing with the read is seen later.
         let stamp = Mutex::new(paths.newest_mtime());
         let built = build(&paths, own_member.as_deref())?;
+        let client_key = certified_key(&paths.cert, &paths.key)?;
         tls_metrics::crls_in_force(&built.crls);
         Ok(Arc::new(Self {
             paths,
             own_member,
             current: RwLock::new(built.config),
             crls: RwLock::new(built.crls),
+            client_key: RwLock::new(client_key),
             generation: watch::Sender::new(0),
             stamp,
         }))
@@ -214,7 +220,9 @@ impl ReloadableTls {
     fn reload_on(&self, trigger: &'static str) -> Result<(), TlsError> {
         let p = &self.paths;
         *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = p.newest_mtime();
-        let fresh = match build(p, self.own_member.as_deref()) {
+        let fresh = match build(p, self.own_member.as_deref())
+            .and_then(|built| Ok((built, certified_key(&p.cert, &p.key)?)))
+        {
             Ok(fresh) => fresh,
             Err(err) => {
                 tls_metrics::reload_failed(err.reason());
@@ -222,16 +230,28 @@ impl ReloadableTls {
                 return Err(err);
             }
         };
+        let (fresh, fresh_client) = fresh;
         tls_metrics::crls_in_force(&fresh.crls);
         {
-            // Both under the config lock, so no reader pairs old and new.
+            // All under the config lock, so no reader pairs old and new.
             let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
             *self.crls.write().unwrap_or_else(PoisonError::into_inner) = fresh.crls;
+            *self.client_key.write().unwrap_or_else(PoisonError::into_inner) = fresh_client;
             *current = fresh.config;
         }
         self.generation.send_modify(|g| *g += 1);
         tracing::info!(cert = %p.cert.display(), trigger, "TLS configuration reloaded");
         Ok(())
+    }
+
+    /// This gateway's certificate chain and key as last (re)loaded, for
+    /// outbound connections: peers must see the same identity the listener
+    /// presents, including right after a rotation.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.client_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes with every successful reload (the value counts them).
@@ -280,13 +300,31 @@ impl ReloadableTls {
     }
 }
 
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
+/// The chain and key of `cert`/`key` as a rustls [`CertifiedKey`].
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = pem::load_certs(cert)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(pem::load_key(key)?)
+        .map_err(|source| TlsError::Rustls {
+            context: "gateway key",
+            source,
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|source| TlsError::Rustls {
+        context: "gateway certificate and key",
+        source,
+    })?;
+    Ok(Arc::new(certified))
+}
 
 #[cfg(unix)]
-fn hangup_signal() -> Hangup {
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub(crate) type Hangup = Option<()>;
+
+#[cfg(unix)]
+pub(crate) fn hangup_signal() -> Hangup {
     use tokio::signal::unix::{signal, SignalKind};
     signal(SignalKind::hangup())
         .map_err(|err| tracing::warn!(%err, "cannot listen for SIGHUP; relying on file polling"))
@@ -294,12 +332,12 @@ fn hangup_signal() -> Hangup {
 }
 
 #[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
+pub(crate) fn hangup_signal() -> Hangup {
     None
 }
 
 #[cfg(unix)]
-async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
+pub(crate) async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
     match hup {
         Some(sig) => sig.recv().await,
         None => std::future::pending().await,
@@ -307,6 +345,6 @@ async fn recv_hangup(hup: &mut Hangup) -> Option<()> {
 }
 
 #[cfg(not(unix))]
-async fn recv_hangup(_: &mut Hangup) -> Option<()> {
+pub(crate) async fn recv_hangup(_: &mut Hangup) -> Option<()> {
     std::future::pending().await
 }

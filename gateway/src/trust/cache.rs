@@ -33,7 +33,7 @@ use crate::problem::{Problem, ProblemType};
 use moka::future::Cache;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Cache tuning, mirroring the `[trust]` section of `gateway.toml`.
@@ -228,8 +228,10 @@ struct Inner {
     cfg: TrustCacheConfig,
     clock: Arc<dyn Clock>,
     fetcher: Arc<dyn KeySetFetcher>,
-    pinned: HashMap<String, VerifyingKey>,
-    slots: HashMap<String, Slot>,
+    /// Member → pinned federation key. Grows (or a key is replaced) only
+    /// through [`TrustCache::pin_member`].
+    pinned: RwLock<HashMap<String, VerifyingKey>>,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
     sets: Cache<String, Arc<Cached>>,
     negative: Cache<String, Negative>,
     /// Durable rollback marks; `None` keeps them in memory only.
@@ -241,7 +243,7 @@ struct Inner {
 impl std::fmt::Debug for TrustCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustCache")
-            .field("members", &self.inner.slots.keys().collect::<Vec<_>>())
+            .field("members", &self.members())
             .field("cfg", &self.inner.cfg)
             .finish_non_exhaustive()
     }
@@ -267,7 +269,7 @@ impl TrustCache {
         fetcher: Arc<dyn KeySetFetcher>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let slots = pinned.keys().map(|m| (m.clone(), Slot::default())).collect();
+        let slots = pinned.keys().map(|m| (m.clone(), Arc::default())).collect();
         let sets = Cache::builder().max_capacity(pinned.len() as u64 + 16).build();
         // The TTL here only bounds memory; expiry is decided against `clock`.
         let negative = Cache::builder()
@@ -279,8 +281,8 @@ impl TrustCache {
                 cfg,
                 clock,
                 fetcher,
-                pinned,
-                slots,
+                pinned: RwLock::new(pinned),
+                slots: RwLock::new(slots),
                 sets,
                 negative,
                 marks: None,
@@ -293,7 +295,7 @@ impl TrustCache {
     /// offline verification (`bashu credential verify --jwks`). The caller
     /// vouches for the sets; nothing here checks a signature on them.
     pub async fn preloaded(cfg: TrustCacheConfig, sets: Vec<KeySet>, clock: Arc<dyn Clock>) -> Self {
-        let slots = sets.iter().map(|s| (s.iss.clone(), Slot::default())).collect();
+        let slots = sets.iter().map(|s| (s.iss.clone(), Arc::default())).collect();
         let cache = Cache::builder().max_capacity(sets.len() as u64 + 16).build();
         for (generation, set) in (1..).zip(sets) {
             cache
@@ -305,8 +307,8 @@ impl TrustCache {
                 cfg,
                 clock,
                 fetcher: Arc::new(super::fetch::StaticFetcher::new()),
-                pinned: HashMap::new(),
-                slots,
+                pinned: RwLock::new(HashMap::new()),
+                slots: RwLock::new(slots),
                 sets: cache,
                 negative: Cache::builder().max_capacity(NEGATIVE_CAPACITY).build(),
                 marks: None,
@@ -326,7 +328,8 @@ impl TrustCache {
         let inner = Arc::get_mut(&mut self.inner).ok_or(SeqMarksError::CacheShared)?;
         for (member, seq) in loaded {
             // Marks of members no longer pinned stay in the store, unused.
-            if let Some(slot) = inner.slots.get_mut(&member) {
+            let slots = inner.slots.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if let Some(slot) = slots.get_mut(&member).and_then(Arc::get_mut) {
                 let highest = &mut slot.flight.get_mut().highest_seq;
                 *highest = Some(highest.map_or(seq, |h| h.max(seq)));
             }
@@ -346,8 +349,10 @@ impl TrustCache {
 
     /// Member ids the cache answers for (pinned federation keys, or the
     /// preloaded sets).
-    pub fn members(&self) -> impl Iterator<Item = &str> {
-        self.inner.slots.keys().map(String::as_str)
+    pub fn members(&self) -> Vec<String> {
+        let mut members: Vec<String> = self.inner.slots_read().keys().cloned().collect();
+        members.sort();
+        members
     }
 
     /// The key `kid` of `member`, if it exists and verifies now.
@@ -383,7 +388,7 @@ impl TrustCache {
     /// at once even before (or without, when the federation key is offline)
     /// a new signed set. Replaces the previous overlay of `member`.
     pub fn set_local_revocations(&self, member: &str, revoked: HashMap<String, i64>) {
-        if let Some(slot) = self.inner.slots.get(member) {
+        if let Some(slot) = self.inner.slot(member) {
             let mut overlay = slot
                 .revoked
                 .write()
@@ -402,10 +407,9 @@ impl TrustCache {
     async fn find(&self, member: &str, kid: &str) -> Result<Arc<TrustKey>, LookupError> {
         let inner = &self.inner;
         let slot = inner
-            .slots
-            .get(member)
+            .slot(member)
             .ok_or_else(|| LookupError::UnknownMember(member.to_owned()))?;
-        let found = self.find_in(member, slot, kid).await?;
+        let found = self.find_in(member, slot.as_ref(), kid).await?;
         Ok(slot.overlay(found))
     }
 
@@ -474,9 +478,9 @@ impl TrustCache {
     pub async fn refresh(&self, member: &str) -> Result<u64, LookupError> {
         let slot = self
             .inner
-            .slots
-            .get(member)
+            .slot(member)
             .ok_or_else(|| LookupError::UnknownMember(member.to_owned()))?;
+        let slot = slot.as_ref();
         let seen = slot.attempts.load(Ordering::Acquire);
         match self.inner.fetch(member, slot, seen, false).await {
             Outcome::Fetched(c) | Outcome::Skipped(Some(c)) => Ok(c.set.seq),
@@ -494,12 +498,54 @@ impl TrustCache {
     /// [`TrustCache::refresh`] for every member; one result per member.
     pub async fn refresh_all(&self) -> Vec<(String, Result<u64, LookupError>)> {
         let mut out = Vec::new();
-        let mut members: Vec<&String> = self.inner.slots.keys().collect();
-        members.sort();
-        for m in members {
-            out.push((m.clone(), self.refresh(m).await));
+        for m in self.members() {
+            let result = self.refresh(&m).await;
+            out.push((m, result));
         }
         out
+    }
+
+    /// Pins `member`'s federation key at run time: adds a member, or
+    /// replaces the key of one already pinned (its cached set, verified
+    /// under the old key, is dropped and fetched again on next use). Used
+    /// when a SIGHUP adds or changes a peer. The member's rollback mark is
+    /// kept, or loaded from the attached [`SeqMarks`] for a new member.
+    /// Returns whether anything changed.
+    pub async fn pin_member(&self, member: &str, key: VerifyingKey) -> Result<bool, SeqMarksError> {
+        let inner = &self.inner;
+        if inner.fixed {
+            return Ok(false);
+        }
+        let unchanged = inner
+            .pinned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(member)
+            .is_some_and(|old| old.jwk() == key.jwk());
+        if unchanged {
+            return Ok(false);
+        }
+        let mark = match &inner.marks {
+            Some(marks) => marks.load()?.get(member).copied(),
+            None => None,
+        };
+        {
+            let mut slots = inner.slots.write().unwrap_or_else(PoisonError::into_inner);
+            slots.entry(member.to_owned()).or_insert_with(|| {
+                let mut slot = Slot::default();
+                slot.flight.get_mut().highest_seq = mark;
+                Arc::new(slot)
+            });
+        }
+        inner
+            .pinned
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(member.to_owned(), key);
+        inner.sets.invalidate(member).await;
+        inner.negative.invalidate_all();
+        tracing::info!(member, "federation key pinned at run time");
+        Ok(true)
     }
 
     /// Drops every cached set and negative entry. Rollback high-water marks
@@ -562,7 +608,7 @@ impl TrustCache {
 
     /// Starts one background refresh for `member` unless one is running.
     fn spawn_refresh(&self, member: &str) {
-        let Some(slot) = self.inner.slots.get(member) else {
+        let Some(slot) = self.inner.slot(member) else {
             return;
         };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -580,7 +626,8 @@ impl TrustCache {
         let this = self.clone();
         let member = member.to_owned();
         handle.spawn(async move {
-            if let Some(slot) = this.inner.slots.get(&member) {
+            if let Some(slot) = this.inner.slot(&member) {
+                let slot = slot.as_ref();
                 let seen = slot.attempts.load(Ordering::Acquire);
                 let _ = this.inner.fetch(&member, slot, seen, true).await;
                 slot.refreshing.store(false, Ordering::Release);
@@ -590,6 +637,14 @@ impl TrustCache {
 }
 
 impl Inner {
+    fn slots_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.slots.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slot(&self, member: &str) -> Option<Arc<Slot>> {
+        self.slots_read().get(member).cloned()
+    }
+
     fn usable(&self, member: &str, k: &Arc<TrustKey>, now_ms: i64) -> Result<Arc<TrustKey>, LookupError> {
         let skew = i64::try_from(self.cfg.clock_skew_secs).unwrap_or(i64::MAX);
         k.check_usable(now_ms.div_euclid(1000), skew)
@@ -663,10 +718,13 @@ impl Inner {
     ) -> Result<KeySet, RefreshError> {
         let fed = self
             .pinned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(member)
+            .cloned()
             .ok_or_else(|| RefreshError::NotPinned(member.to_owned()))?;
         let jws = self.fetcher.fetch(member).await?;
-        let set = KeySet::verify_for(member, &jws, fed, now_ms.div_euclid(1000))?;
+        let set = KeySet::verify_for(member, &jws, &fed, now_ms.div_euclid(1000))?;
         match highest_seq {
             Some(seen) if set.seq < seen => {
                 return Err(TrustError::Rollback { seen, got: set.seq }.into());
