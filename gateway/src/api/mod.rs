@@ -16,7 +16,7 @@
 mod auth;
 mod handlers;
 mod ratelimit;
-mod request;
+pub(crate) mod request;
 pub(crate) mod response;
 mod routes;
 mod server;
