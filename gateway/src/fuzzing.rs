@@ -26,9 +26,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// A fuzz target body: any bytes in, a panic only for a finding.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
     ("json_strict", json_strict),
     ("record", record),
