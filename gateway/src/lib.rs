@@ -27,6 +27,8 @@ pub mod credential;
 pub mod delivery;
 pub mod devfed;
 pub mod devpki;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jose;
 pub mod mapping;
 pub mod metrics;

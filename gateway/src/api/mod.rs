@@ -29,7 +29,7 @@ mod auth;
 mod connections;
 mod handlers;
 mod ratelimit;
-mod request;
+pub(crate) mod request;
 pub(crate) mod response;
 mod routes;
 mod server;

@@ -293,11 +293,21 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        Self::from_toml_str(&text, path, vars)
+    }
+
+    /// [`Config::load_with_env`] on text already read from `path`: `path`
+    /// only names the file in errors and its directory resolves relative
+    /// paths. No file is read, so the fuzz target `config` uses this.
+    pub fn from_toml_str<I>(text: &str, path: &Path, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
         let parse_err = |e: &dyn std::fmt::Display| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         };
-        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| parse_err(&e))?;
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(&e))?;
         let applied = env::apply(&mut doc, vars)?;
         if !applied.is_empty() {
             tracing::info!(?applied, "config overridden from the environment");

@@ -65,11 +65,14 @@ pub fn issue_credential(payload: &Value, key: &SigningKey) -> Result<String, Cre
 }
 
 /// RFC 3339 in UTC with whole seconds, e.g. `2026-11-25T02:00:00Z`.
+///
+/// An instant whose UTC date is past year 9999 (`9999-12-31T23:30:00-01:00`
+/// parses, but is in year 10000 in UTC) keeps its own offset: `to_offset`
+/// would panic there, and validity times are issuer-controlled (found while
+/// writing the `jws` fuzz target; see docs/security.md).
 pub fn format_time(t: OffsetDateTime) -> String {
-    let t = t
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t);
+    let t = t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -217,4 +220,20 @@ fn parse_time(payload: &Map<String, Value>, field: &str) -> Result<Option<Offset
 /// An RFC 3339 date-time, as every time in the profile is written.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_time_renders_instants_outside_the_utc_year_range() {
+        // Year 10000 in UTC: rendering used to panic in `to_offset`.
+        let late = parse_rfc3339("9999-12-31T23:30:00-01:00").unwrap();
+        assert_eq!(format_time(late), "9999-12-31T23:30:00-01:00");
+        let early = parse_rfc3339("-0000-01-01T00:30:00+01:00");
+        assert!(early.is_none(), "RFC 3339 has no negative years");
+        let normal = parse_rfc3339("2026-11-25T10:00:00.5+08:00").unwrap();
+        assert_eq!(format_time(normal), "2026-11-25T02:00:00Z");
+    }
 }
