@@ -447,20 +447,9 @@ async fn problems_follow_accept_language() {
     assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(resp.json()["title"], "请求格式不正确");
     assert_eq!(resp.headers.get("content-language").unwrap(), "zh-CN");
-    let cert = pki.custom(
-        "no-uri",
-        &LeafSpec {
-            common_name: "no-uri".into(),
-            ..LeafSpec::default()
-        },
-    );
-    let stranger = Client::new(&server, &pki, Some(cert), Version::HTTP_11);
-    let resp = stranger.send(Method::GET, "/v1/inbox", None, &zh).await;
-    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        resp.assert_problem(ProblemType::Unauthenticated)["title"],
-        "客户端证书缺失或不受信任"
-    );
+    // A certificate without a bashu identity no longer gets any HTTP answer
+    // (the connection is closed after the handshake), so `unauthenticated`
+    // is not reachable here; its zh title is checked in problem.rs.
     server.stop().await;
 }
 
