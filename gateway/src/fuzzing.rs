@@ -415,7 +415,10 @@ pub fn keyset(data: &[u8]) {
             let _ = key.check_usable(0, 60);
             let _ = key.unusable_since();
         }
-        if set.exp > set.iat {
+        // A signed set must also live at most 30 days (SPEC §2); an unsigned
+        // `--jwks` file need not.
+        let lifetime = set.exp.checked_sub(set.iat);
+        if lifetime.is_some_and(|l| l > 0 && l <= crate::trust::keyset::MAX_LIFETIME_SECS) {
             if let Ok(v) = json_strict::parse(json.as_bytes()) {
                 assert!(KeySet::from_json(&v).is_ok(), "from_json refuses a parsed set");
             }

@@ -85,6 +85,12 @@ async fn a_restored_receiver_gets_everything_back_with_new_cursors() {
     let file = dir.path().join("sc-backup.db");
     let summary = backup(&db(&fed, "sc"), &file).unwrap();
     let backup_time = summary.last_change.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "backups are owner-only");
+    }
     let after = exchange(&cq, "sc", 4, 4).await;
     let seen = inbox_after(&sc, 0).await;
     assert_eq!(seen.len(), 8);

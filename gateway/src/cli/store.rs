@@ -117,6 +117,17 @@ pub fn backup(db: &Path, out: &Path) -> Result<BackupSummary, StoreCliError> {
     }
     let live = SqliteStore::open_existing(db).map_err(store_err(db))?;
     live.backup_to(out).map_err(store_err(out))?;
+    // A backup holds learners' records: owner-only, like the store itself.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+            StoreCliError::Io {
+                path: out.to_owned(),
+                source,
+            }
+        })?;
+    }
     verify(out)
 }
 
