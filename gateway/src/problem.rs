@@ -401,6 +401,14 @@ pub struct Problem {
     pub exchange_id: Option<String>,
 }
 
+impl From<schema_mapper::MapError> for Problem {
+    /// Every mapper error names its SPEC §4 slug; the catalogue has them all.
+    fn from(e: schema_mapper::MapError) -> Self {
+        let kind = ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord);
+        Problem::new(kind, e.to_string())
+    }
+}
+
 impl Problem {
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Self {

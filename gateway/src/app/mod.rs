@@ -275,7 +275,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 /// v1.1 §5), as long as the clock does not step back.
 async fn raise_cursor_floor(store: &Arc<dyn Store>) -> Result<(), StartError> {
     let now = time::OffsetDateTime::now_utc();
-    let floor = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0);
+    let floor = crate::store::cursor_floor_at(now);
     crate::store::blocking(store.clone(), move |s| s.raise_inbox_cursor_floor(floor, now))
         .await
         .map(|_| ())

@@ -123,15 +123,10 @@ fn check_record(subject: &Value, table: &schema_mapper::MappingTable) -> Result<
             "credentialSubject.id (the learner id) is required",
         ));
     }
-    let parsed = schema_mapper::LearningRecord::from_json(&Value::Object(record)).map_err(map_problem)?;
+    let parsed = schema_mapper::LearningRecord::from_json(&Value::Object(record)).map_err(Problem::from)?;
     schema_mapper::translate(&parsed, &parsed.framework, &parsed.framework, table)
         .map(|_| ())
-        .map_err(map_problem)
-}
-
-fn map_problem(e: schema_mapper::MapError) -> Problem {
-    let kind = ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord);
-    Problem::new(kind, e.to_string())
+        .map_err(Problem::from)
 }
 
 fn issue(

@@ -191,7 +191,7 @@ pub fn restore(db: &Path, from: &Path) -> Result<(BackupSummary, Option<PathBuf>
     }
     let restored = SqliteStore::open_existing(db).map_err(store_err(db))?;
     let now = OffsetDateTime::now_utc();
-    let floor = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0);
+    let floor = crate::store::cursor_floor_at(now);
     restored
         .raise_inbox_cursor_floor(floor, now)
         .map_err(store_err(db))?;

@@ -238,8 +238,8 @@ impl Pipeline {
         let learner = record_json
             .remove("id")
             .ok_or_else(|| Problem::new(ProblemType::SchemaViolation, "credentialSubject.id is required"))?;
-        let record = LearningRecord::from_json(&Value::Object(record_json)).map_err(map_problem)?;
-        let translation = translate(&record, from, to, &self.table).map_err(map_problem)?;
+        let record = LearningRecord::from_json(&Value::Object(record_json)).map_err(Problem::from)?;
+        let translation = translate(&record, from, to, &self.table).map_err(Problem::from)?;
 
         let mut subject = Map::new();
         subject.insert("id".into(), learner);
@@ -296,9 +296,4 @@ fn receive_conflict(exchange_id: String) -> Problem {
         "the envelope's exchangeId or original credential is already held here under a different exchange",
     )
     .with_exchange(exchange_id)
-}
-
-fn map_problem(e: schema_mapper::MapError) -> Problem {
-    let kind = ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord);
-    Problem::new(kind, e.to_string())
 }

@@ -33,6 +33,12 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
+/// The inbox cursor floor for a start or a restore at `now`: the time in
+/// microseconds (see [`Store::raise_inbox_cursor_floor`]).
+pub fn cursor_floor_at(now: OffsetDateTime) -> u64 {
+    u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0)
+}
+
 /// Runs one store call on tokio's blocking pool: the store is synchronous
 /// and waits for fsyncs, which must not stall the async workers. A call
 /// that panicked or was cancelled is reported as [`StoreError::Task`].
