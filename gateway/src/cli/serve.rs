@@ -23,6 +23,7 @@ pub enum LogFormat {
 
 pub fn run(args: Args) -> ExitCode {
     init_tracing(args.log_format);
+    warn_unknown_env(std::env::vars());
     let config = match Config::load_checked(&args.config) {
         Ok(c) => c,
         Err(e) => return super::fail(e),
@@ -36,10 +37,20 @@ pub fn run(args: Args) -> ExitCode {
             Ok(g) => g,
             Err(e) => return super::fail(e),
         };
-        eprintln!(
-            "bashu: gateway {} listening on https://{} (metrics http://{})",
-            gateway.member, gateway.api_addr, gateway.metrics_addr
-        );
+        match args.log_format {
+            LogFormat::Text => eprintln!(
+                "bashu: gateway {} listening on https://{} (metrics http://{})",
+                gateway.member, gateway.api_addr, gateway.metrics_addr
+            ),
+            // Inside the JSON stream, so every line of output parses.
+            LogFormat::Json => tracing::info!(
+                member = %gateway.member,
+                api = %format_args!("https://{}", gateway.api_addr),
+                metrics = %format_args!("http://{}", gateway.metrics_addr),
+                "gateway listening on https://{}",
+                gateway.api_addr
+            ),
+        }
         tokio::select! {
             _ = termination() => {
                 tracing::info!("shutdown requested; draining");
@@ -74,12 +85,34 @@ async fn termination() {
     }
 }
 
+/// Warns about each `BASHU_*` variable that nothing reads (a typo would
+/// otherwise be ignored silently), naming the nearest known one.
+fn warn_unknown_env<I: IntoIterator<Item = (String, String)>>(vars: I) {
+    for unknown in crate::config::unknown_env_vars(vars) {
+        match &unknown.nearest {
+            Some(nearest) => tracing::warn!(
+                variable = %unknown.name,
+                nearest = %nearest,
+                "unknown environment variable {} is ignored; did you mean {nearest}?",
+                unknown.name
+            ),
+            None => tracing::warn!(
+                variable = %unknown.name,
+                "unknown environment variable {} is ignored (see docs/operations.md, Environment overrides)",
+                unknown.name
+            ),
+        }
+    }
+}
+
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the level.
+/// Colours only on a terminal (see [`super::use_colour`]).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(super::use_colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
