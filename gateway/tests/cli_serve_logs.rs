@@ -229,4 +229,20 @@ fn a_key_that_does_not_match_the_certificate_names_both_files() {
         err.contains(&cert) && err.contains(&key) && err.contains("does not match"),
         "{err}"
     );
+
+    // In JSON mode the same error is an ERROR line of the JSON stream.
+    let out = Command::new(env!("CARGO_BIN_EXE_bashu"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&cq.config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    let error = lines.iter().find(|v| v["level"] == "ERROR").expect("an ERROR line");
+    let text = error["fields"]["error"].as_str().unwrap();
+    assert!(text.contains(&cert) && text.contains(&key), "{text}");
 }

@@ -22,20 +22,22 @@ pub enum LogFormat {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    init_tracing(args.log_format);
+    let format = args.log_format;
+    init_tracing(format);
     warn_unknown_env(std::env::vars());
+    let fail = |e: &dyn std::fmt::Display| fail_in(format, e);
     let config = match Config::load_checked(&args.config) {
         Ok(c) => c,
-        Err(e) => return super::fail(e),
+        Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
         let mut gateway = match crate::app::start(config).await {
             Ok(g) => g,
-            Err(e) => return super::fail(e),
+            Err(e) => return fail(&e),
         };
         match args.log_format {
             LogFormat::Text => eprintln!(
@@ -57,7 +59,7 @@ pub fn run(args: Args) -> ExitCode {
                 gateway.shutdown().await;
                 ExitCode::SUCCESS
             }
-            _ = gateway.wait() => super::fail("a gateway task stopped unexpectedly"),
+            _ = gateway.wait() => fail(&"a gateway task stopped unexpectedly"),
         }
     })
 }
@@ -82,6 +84,18 @@ async fn termination() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reports a fatal error (exit 1): plain `bashu: error: …` for text logs,
+/// an ERROR event inside the stream for JSON logs (so every line parses).
+fn fail_in(format: LogFormat, err: &dyn std::fmt::Display) -> ExitCode {
+    match format {
+        LogFormat::Text => super::fail(err),
+        LogFormat::Json => {
+            tracing::error!(error = %err, "bashu: error: {err}");
+            ExitCode::from(1)
+        }
     }
 }
 
