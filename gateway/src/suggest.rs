@@ -51,7 +51,10 @@ mod tests {
     fn nearest_trims_and_respects_the_limit() {
         let names = ["BASHU_LISTEN_API", "BASHU_DATA_DIR"];
         assert_eq!(nearest("BASHU_LISTN_API", names, 3), Some("BASHU_LISTEN_API"));
-        assert_eq!(nearest("职业技能等级 ", ["学历教育", "职业技能等级"], 0), Some("职业技能等级"));
+        assert_eq!(
+            nearest("职业技能等级 ", ["学历教育", "职业技能等级"], 0),
+            Some("职业技能等级")
+        );
         assert_eq!(nearest("ZZZZ", names, 3), None);
     }
 }

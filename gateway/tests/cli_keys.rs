@@ -270,14 +270,21 @@ fn issuer_keypair_writes_both_halves_and_refuses_to_overwrite() {
 #[test]
 fn federation_keypair_signs_key_sets_that_its_public_half_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let (private, public) = (dir.path().join("federation.jwk"), dir.path().join("federation.pub.jwk"));
+    let (private, public) = (
+        dir.path().join("federation.jwk"),
+        dir.path().join("federation.pub.jwk"),
+    );
     let keystore = dir.path().join("keys.json");
     let bashu = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_bashu"))
             .args(args)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     };
     let p = |path: &Path| path.to_str().unwrap().to_owned();
     let pair = [

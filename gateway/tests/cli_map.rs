@@ -190,7 +190,11 @@ fn pretty_json_arrays_and_json_lines_all_map() {
         assert!(stderr(out).contains(form), "{}", stderr(out));
         got
     };
-    let one = expect_all_ok(&map(fixture_text(CQ_FIXTURES[1]).as_bytes()), 1, "pretty-printed JSON");
+    let one = expect_all_ok(
+        &map(fixture_text(CQ_FIXTURES[1]).as_bytes()),
+        1,
+        "pretty-printed JSON",
+    );
     assert_eq!(one[0]["ok"]["record"]["id"], "urn:bashu:learner:cq:k7q2m9x4");
 
     let pretty: String = CQ_FIXTURES.iter().map(|f| fixture_text(f)).collect();
@@ -269,7 +273,10 @@ fn invalid_values_list_the_valid_ones_and_suggest_the_nearest() {
         assert_eq!(err["valid"], Value::Array(levels.clone()), "{l}");
         assert_eq!(err["suggestion"], 10, "{l}");
         let detail = err["detail"].as_str().unwrap();
-        assert!(detail.contains("1..10") && detail.contains("did you mean 10"), "{detail}");
+        assert!(
+            detail.contains("1..10") && detail.contains("did you mean 10"),
+            "{detail}"
+        );
     }
     let expect = [
         (2, "degree-education", "学历教育"),
@@ -282,13 +289,16 @@ fn invalid_values_list_the_valid_ones_and_suggest_the_nearest() {
         assert_eq!(err["suggestion"], id, "{err}");
         assert_eq!(err["valid"].as_array().unwrap().len(), 5, "{err}");
         let detail = err["detail"].as_str().unwrap();
-        assert!(detail.contains(&format!("did you mean `{id}` ({zh})?")), "{detail}");
-        assert!(detail.contains("micro-credential (微证书)"), "valid values listed: {detail}");
+        assert!(
+            detail.contains(&format!("did you mean `{id}` ({zh})?")),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("micro-credential (微证书)"),
+            "valid values listed: {detail}"
+        );
     }
-    assert!(got[3]["error"]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("whitespace"));
+    assert!(got[3]["error"]["detail"].as_str().unwrap().contains("whitespace"));
 }
 
 /// Loss notes say which numbers are credits and which are hours.

@@ -58,10 +58,7 @@ fn have_openssl() -> bool {
 
 /// Runs a printed OpenSSL script with `sh -eu`.
 fn run_script(script: &str) {
-    let out = Command::new("sh")
-        .args(["-euc", script])
-        .output()
-        .unwrap();
+    let out = Command::new("sh").args(["-euc", script]).output().unwrap();
     assert!(
         out.status.success(),
         "script failed: {}\n{script}",
@@ -99,7 +96,10 @@ fn issue_writes_identities_with_private_keys_0600_and_never_overwrites_without_f
     assert_eq!(mode(&ca_dir.join("ca.key")), 0o600);
     // A second CA over the first is refused (exit 2) and changes nothing.
     let ca_key = std::fs::read(ca_dir.join("ca.key")).unwrap();
-    assert_eq!(bashu(&["pki", "ca", "--out-dir", p(&ca_dir)]).status.code(), Some(2));
+    assert_eq!(
+        bashu(&["pki", "ca", "--out-dir", p(&ca_dir)]).status.code(),
+        Some(2)
+    );
     assert_eq!(std::fs::read(ca_dir.join("ca.key")).unwrap(), ca_key);
 
     let gz = dir.path().join("gz");

@@ -142,8 +142,8 @@ async fn json_logs_are_json_with_plain_values_and_problem_types() {
 
     let mut parsed = Vec::new();
     for line in stdout.iter().chain(&stderr) {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
         assert!(!line.contains("Some("), "Debug-formatted Option in {line}");
         assert!(!line.contains('\u{1b}'), "ANSI escape in {line}");
         parsed.push(v);
@@ -188,15 +188,15 @@ fn text_logs_to_a_pipe_have_no_colours_and_unknown_variables_are_named() {
     let mut serve = Serve::spawn(
         &cq.config,
         &[],
-        &[("BASHU_LISTN_API", "127.0.0.1:1"), ("BASHU_STORE_URL", "sqlite:data")],
+        &[
+            ("BASHU_LISTN_API", "127.0.0.1:1"),
+            ("BASHU_STORE_URL", "sqlite:data"),
+        ],
     );
     serve.wait_for("the listening line", |l| l.contains("listening on"));
     let (_, stderr) = serve.stop();
     let text = stderr.join("\n");
-    assert!(
-        !text.contains('\u{1b}'),
-        "ANSI escapes written to a pipe: {text}"
-    );
+    assert!(!text.contains('\u{1b}'), "ANSI escapes written to a pipe: {text}");
     let warning = stderr
         .iter()
         .find(|l| l.contains("BASHU_LISTN_API"))
@@ -224,7 +224,10 @@ fn a_key_that_does_not_match_the_certificate_names_both_files() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let (cert, key) = (cq.gateway_cert.display().to_string(), cq.gateway_key.display().to_string());
+    let (cert, key) = (
+        cq.gateway_cert.display().to_string(),
+        cq.gateway_key.display().to_string(),
+    );
     assert!(
         err.contains(&cert) && err.contains(&key) && err.contains("does not match"),
         "{err}"
@@ -242,7 +245,10 @@ fn a_key_that_does_not_match_the_certificate_names_both_files() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
         .collect();
-    let error = lines.iter().find(|v| v["level"] == "ERROR").expect("an ERROR line");
+    let error = lines
+        .iter()
+        .find(|v| v["level"] == "ERROR")
+        .expect("an ERROR line");
     let text = error["fields"]["error"].as_str().unwrap();
     assert!(text.contains(&cert) && text.contains(&key), "{text}");
 }

@@ -187,7 +187,14 @@ async fn a_member_is_added_with_the_cli_and_sighup_without_restarting_anyone() {
         "--out-public",
         s(&gz.join("federation.pub.jwk")),
     ]);
-    bashu(&["keys", "generate", "--member", "gz", "--keystore", s(&gz.join("keys.json"))]);
+    bashu(&[
+        "keys",
+        "generate",
+        "--member",
+        "gz",
+        "--keystore",
+        s(&gz.join("keys.json")),
+    ]);
     bashu(&[
         "keys",
         "issuer-keypair",
@@ -246,9 +253,8 @@ federation_key = "../sc/federation.pub.jwk"
     let _gz_gw = Gateway::start(&gz.join("gateway.toml"));
 
     // 4. cq and sc add [peers.gz] and reload on SIGHUP.
-    let peer = format!(
-        "\n[peers.gz]\nurl = \"https://{api}\"\nfederation_key = \"../gz/federation.pub.jwk\"\n"
-    );
+    let peer =
+        format!("\n[peers.gz]\nurl = \"https://{api}\"\nfederation_key = \"../gz/federation.pub.jwk\"\n");
     for (m, gw) in [(cq, &mut cq_gw), (sc, &mut sc_gw)] {
         append(&m.config, &peer);
         gw.hangup();

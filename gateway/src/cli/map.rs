@@ -126,7 +126,11 @@ impl std::fmt::Display for Summary {
             f,
             "read {}{}: {} record(s), {} translated, {} failed",
             self.form.describe(),
-            if self.bom { " after a UTF-8 byte order mark" } else { "" },
+            if self.bom {
+                " after a UTF-8 byte order mark"
+            } else {
+                ""
+            },
             self.records,
             self.records - self.failed,
             self.failed
@@ -348,7 +352,11 @@ fn error_line(slug: &str, detail: String) -> Value {
 /// Units and a sentence for a loss note, so `3 → 40` is not read as
 /// "3 credits became 40 credits".
 fn annotate_loss(loss: &mut Map<String, Value>, m: &Mapper<'_>) {
-    let reason = loss.get("reason").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let reason = loss
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let to = m.table.framework(m.to);
     let (source, target) = (
         loss.get("source").cloned().unwrap_or(Value::Null),
@@ -452,7 +460,9 @@ fn explain(e: &MapError, record: &Value, m: &Mapper<'_>) -> Value {
             let near = nearest_outcome(fw, outcome_type);
             if let Some((id, zh)) = &near {
                 detail.push_str(&format!("; did you mean `{id}` ({zh})?"));
-                if outcome_type.trim() != outcome_type && (outcome_type.trim() == id || outcome_type.trim() == zh) {
+                if outcome_type.trim() != outcome_type
+                    && (outcome_type.trim() == id || outcome_type.trim() == zh)
+                {
                     detail.push_str(" (the value has leading or trailing whitespace)");
                 }
             }

@@ -237,7 +237,13 @@ fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure::Failed(format!("cannot read {}: {e}", path.display())))
 }
 
-fn issue(ca_cert: &Path, ca_key: &Path, dir: &Path, req: &IssueRequest<'_>, force: bool) -> Result<(), Failure> {
+fn issue(
+    ca_cert: &Path,
+    ca_key: &Path,
+    dir: &Path,
+    req: &IssueRequest<'_>,
+    force: bool,
+) -> Result<(), Failure> {
     let targets: Vec<(Role, PathBuf, PathBuf)> = req
         .roles
         .iter()
@@ -306,14 +312,19 @@ fn sh_str(s: &str) -> String {
 /// An OpenSSL config value: the subject fields and host names here are
 /// plain, but escape what OpenSSL treats specially anyway.
 fn cnf(s: &str) -> String {
-    s.replace('\\', r"\\").replace('"', "\\\"").replace(['\n', '\r'], " ")
+    s.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace(['\n', '\r'], " ")
 }
 
 /// The commands that make the same CA as `pki ca`.
 fn openssl_ca(dir: &Path, organization: &str, name: &str) -> String {
     let (cert, key, conf) = (dir.join("ca.pem"), dir.join("ca.key"), dir.join("ca.cnf"));
     let mut s = String::new();
-    let _ = writeln!(s, "# Federation CA (OpenSSL 1.1.1 or later). Keep ca.key offline.");
+    let _ = writeln!(
+        s,
+        "# Federation CA (OpenSSL 1.1.1 or later). Keep ca.key offline."
+    );
     let _ = writeln!(s, "set -eu");
     let _ = writeln!(s, "mkdir -p {}", sh(dir));
     let _ = writeln!(
@@ -322,7 +333,10 @@ fn openssl_ca(dir: &Path, organization: &str, name: &str) -> String {
         sh(&key)
     );
     let _ = writeln!(s, "cat > {} <<'EOF'", sh(&conf));
-    let _ = writeln!(s, "[req]\nprompt = no\ndistinguished_name = dn\nx509_extensions = ca_ext");
+    let _ = writeln!(
+        s,
+        "[req]\nprompt = no\ndistinguished_name = dn\nx509_extensions = ca_ext"
+    );
     let _ = writeln!(s, "[dn]\nO = {}\nCN = {}", cnf(organization), cnf(name));
     let _ = writeln!(
         s,
@@ -440,9 +454,7 @@ mod tests {
             ips: &[],
         };
         let text = openssl_issue(Path::new("ca.pem"), Path::new("ca.key"), Path::new("out"), &req);
-        assert!(text.contains(
-            "subjectAltName = URI:spiffe://bashu.federation/gz/gateway, DNS:gz.example"
-        ));
+        assert!(text.contains("subjectAltName = URI:spiffe://bashu.federation/gz/gateway, DNS:gz.example"));
         assert!(text.contains("extendedKeyUsage = serverAuth, clientAuth"));
         assert!(text.contains("subjectAltName = URI:spiffe://bashu.federation/gz/credit-bank\n"));
         assert!(text.contains("extendedKeyUsage = clientAuth\n"));

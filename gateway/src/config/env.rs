@@ -126,8 +126,8 @@ where
         .map(|name| {
             // Up to a third of the name may differ (at least 3 edits).
             let limit = (name.len() / 3).max(3);
-            let nearest = crate::suggest::nearest(&name, known.iter().map(String::as_str), limit)
-                .map(str::to_owned);
+            let nearest =
+                crate::suggest::nearest(&name, known.iter().map(String::as_str), limit).map(str::to_owned);
             UnknownVar { name, nearest }
         })
         .collect();

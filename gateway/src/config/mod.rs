@@ -7,8 +7,8 @@
 mod env;
 mod validate;
 
-pub use env::{Kind as EnvKind, KEYS as ENV_KEYS, PREFIX as ENV_PREFIX};
 pub use env::{known_names as known_env_names, unknown_vars as unknown_env_vars, UnknownVar};
+pub use env::{Kind as EnvKind, KEYS as ENV_KEYS, PREFIX as ENV_PREFIX};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -81,11 +81,11 @@ pub enum TlsError {
     },
     /// The private key is not the key of the certificate: names both
     /// files, since either may be the wrong one.
-    #[error("private key {key} does not match the certificate {cert} (is one of them from another pair?): {source}")]
+    #[error("private key {key} does not match the certificate {cert} (is one of them from another pair?): {reason}")]
     KeyMismatch {
         cert: PathBuf,
         key: PathBuf,
-        source: rustls::Error,
+        reason: String,
     },
     /// The gateway's own certificate cannot serve as its identity.
     #[error("{path}: not usable as this gateway's certificate: {reason}")]

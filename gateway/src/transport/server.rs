@@ -320,7 +320,7 @@ pub(super) fn key_error(cert: &Path, key: &Path, context: &'static str, source: 
         rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            source,
+            reason: source.to_string(),
         },
         source => TlsError::Rustls { context, source },
     }
