@@ -150,9 +150,15 @@ fn issue_writes_identities_with_private_keys_0600_and_never_overwrites_without_f
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(std::fs::read(gz.join("operator.key")).unwrap(), before);
+    // A replaced key file ends up 0600 even if it was readable before.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(gz.join("operator.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let forced = issue(&["--role", "operator", "--force"]);
     assert!(forced.status.success());
     assert_ne!(std::fs::read(gz.join("operator.key")).unwrap(), before);
+    assert_eq!(mode(&gz.join("operator.key")), 0o600);
     assert_eq!(
         String::from_utf8_lossy(&std::fs::read(gz.join("gateway.crt")).unwrap()),
         gateway_text,
