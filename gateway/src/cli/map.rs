@@ -375,11 +375,12 @@ fn annotate_loss(loss: &mut Map<String, Value>, m: &Mapper<'_>) {
             "credits",
             "credits",
             format!(
-                "{source} {} credits convert to a fraction of the {} credit step ({} credits, {} hours per credit); rounded down to {target} {} credits",
+                "{source} {} credits, converted through learning hours at {} hours per {} credit, fall between two steps of {} {} credits; rounded down to {target} {} credits",
                 m.from,
+                to.map_or(0, Framework::hours_per_credit),
                 m.to,
                 to.map_or(Value::Null, |f| f.credit_step().to_json()),
-                to.map_or(0, Framework::hours_per_credit),
+                m.to,
                 m.to
             ),
         ),
