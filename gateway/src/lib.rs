@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus registry and the loopback metrics listener.
 //! - [`devpki`]: the development federation written by `bashu dev init`.
 //! - [`cli`]: the `bashu` command line.
+//! - [`suggest`]: nearest valid names (edit distance) for error messages.
 
 pub mod api;
 pub mod app;
@@ -35,5 +36,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod problem;
 pub mod store;
+pub mod suggest;
 pub mod transport;
 pub mod trust;

@@ -263,3 +263,67 @@ fn issuer_keypair_writes_both_halves_and_refuses_to_overwrite() {
     };
     assert_eq!(default_alg, Alg::Es256);
 }
+
+/// `bashu keys federation-keypair`: the private half (0600) signs the
+/// member's key set, the public half (0644) is what peers pin, and the
+/// set `keys publish` signs with it verifies with the public file.
+#[test]
+fn federation_keypair_signs_key_sets_that_its_public_half_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = (
+        dir.path().join("federation.jwk"),
+        dir.path().join("federation.pub.jwk"),
+    );
+    let keystore = dir.path().join("keys.json");
+    let bashu = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bashu"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    let pair = [
+        "keys",
+        "federation-keypair",
+        "--member",
+        "gz",
+        "--out-private",
+        &p(&private),
+        "--out-public",
+        &p(&public),
+    ];
+    let (code, kid, err) = bashu(&pair);
+    assert_eq!(code, Some(0), "{err}");
+    let kid = kid.trim();
+    assert!(kid.starts_with("gz-federation-"), "{kid}");
+    assert_eq!((mode(&private), mode(&public)), (0o600, 0o644));
+    let key = SigningKey::load(&private).unwrap();
+    assert_eq!((key.kid(), key.alg()), (kid, Alg::EdDsa));
+    assert!(!std::fs::read_to_string(&public).unwrap().contains("\"d\""));
+    assert!(err.contains("trust.federation_key"), "{err}");
+
+    // Never overwrites.
+    let before = std::fs::read(&private).unwrap();
+    assert_eq!(bashu(&pair).0, Some(2));
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+
+    // A key set signed with it verifies with the public half.
+    let (code, _, err) = bashu(&["keys", "generate", "--member", "gz", "--keystore", &p(&keystore)]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, jws, err) = bashu(&[
+        "keys",
+        "publish",
+        "--keystore",
+        &p(&keystore),
+        "--federation-key",
+        &p(&private),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let set = KeySet::verify(jws.trim(), &VerifyingKey::load(&public).unwrap(), now()).unwrap();
+    assert_eq!(set.iss, "gz");
+}

@@ -45,8 +45,17 @@ pub fn problem_in(p: &Problem, lang: Lang) -> Response<Body> {
     problem_body(status, p.to_json_in(lang), lang)
 }
 
+/// The `type` of a problem response, kept as a response extension so the
+/// request log line can name it without parsing the body.
+#[derive(Debug, Clone)]
+pub struct LoggedProblemType(pub String);
+
 fn problem_body(status: StatusCode, body: Value, lang: Lang) -> Response<Body> {
+    let problem_type = body.get("type").and_then(Value::as_str).map(str::to_owned);
     let mut resp = build(status, PROBLEM_CONTENT_TYPE, Bytes::from(body.to_string()));
+    if let Some(t) = problem_type {
+        resp.extensions_mut().insert(LoggedProblemType(t));
+    }
     resp.headers_mut()
         .insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.tag()));
     resp

@@ -96,7 +96,11 @@ pub async fn serve(
     });
     // Owns every connection task, so nothing outlives `serve`.
     let mut tasks = tokio::task::JoinSet::new();
-    tracing::info!(addr = ?listener.local_addr().ok(), member = %shared.local_member, "API listener started");
+    tracing::info!(
+        addr = listener.local_addr().ok().map(field::display),
+        member = %shared.local_member,
+        "API listener started"
+    );
     loop {
         while tasks.try_join_next().is_some() {}
         // Only when every slot serves a client that has sent a request do
@@ -385,9 +389,15 @@ async fn handle(
     let lang = request_lang(req.headers());
     let (route, mut resp) = route(&shared, &who, req, lang).instrument(span.clone()).await;
     let status = resp.status().as_u16();
+    // Problem answers name their type, so a 4xx in the log says why.
+    let problem = resp
+        .extensions()
+        .get::<response::LoggedProblemType>()
+        .map(|p| p.0.clone());
     span.in_scope(|| {
         tracing::info!(
             status,
+            problem = problem.as_deref(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "request done"
         )

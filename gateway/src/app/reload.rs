@@ -168,9 +168,9 @@ impl PeerReloader {
         *current = peers;
         self.delivery.notify_one();
         tracing::info!(
-            added = ?changes.added,
-            changed = ?changes.changed,
-            removed = ?changes.removed,
+            added = %changes.added.join(","),
+            changed = %changes.changed.join(","),
+            removed = %changes.removed.join(","),
             "peers reloaded"
         );
         Ok(changes)

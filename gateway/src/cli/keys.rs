@@ -105,6 +105,24 @@ enum KeysCommand {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Make this member's federation key pair: the private JWK (0600) is
+    /// the gateway's `trust.federation_key` (it signs the member's key
+    /// sets), the public JWK (0644) is what every other member pins as
+    /// `[peers.<member>].federation_key`. Needs no key store; never
+    /// overwrites a file. Prints the kid.
+    FederationKeypair {
+        /// Where to write the private JWK (created with mode 0600).
+        #[arg(long)]
+        out_private: PathBuf,
+        /// Where to write the public JWK (created with mode 0644).
+        #[arg(long)]
+        out_public: PathBuf,
+        #[arg(long, default_value = "eddsa", value_parser = parse_alg)]
+        alg: Alg,
+        /// Key id (default: `[<member>-]federation-<yyyymmdd>-<random>`).
+        #[arg(long)]
+        kid: Option<String>,
+    },
     /// Sign the key set with the federation key (seq + 1) and print it.
     Publish {
         /// Also write the signed key set to this file.
@@ -204,7 +222,19 @@ fn execute(args: Args) -> Result<(), Failure> {
         let kid = kid
             .clone()
             .unwrap_or_else(|| issuer_kid(args.member.as_deref(), now()));
-        return issuer_keypair(out_private, out_public, *alg, &kid);
+        return write_keypair(out_private, out_public, *alg, &kid, ISSUER_PAIR);
+    }
+    if let KeysCommand::FederationKeypair {
+        out_private,
+        out_public,
+        alg,
+        kid,
+    } = &args.command
+    {
+        let kid = kid
+            .clone()
+            .unwrap_or_else(|| fresh_kid(args.member.as_deref(), "federation", now()));
+        return write_keypair(out_private, out_public, *alg, &kid, FEDERATION_PAIR);
     }
     let paths = resolve(&args)?;
     match args.command {
@@ -277,26 +307,47 @@ fn execute(args: Args) -> Result<(), Failure> {
             println!("{jws}");
         }
         // Handled before the key store is resolved.
-        KeysCommand::IssuerKeypair { .. } => {}
+        KeysCommand::IssuerKeypair { .. } | KeysCommand::FederationKeypair { .. } => {}
     }
     Ok(())
 }
 
 /// A fresh issuer kid: `[<member>-]cb-<yyyymmdd>-<6 hex>`.
 fn issuer_kid(member: Option<&str>, now: i64) -> String {
+    fresh_kid(member, "cb", now)
+}
+
+/// `[<member>-]<what>-<yyyymmdd>-<6 hex>`.
+fn fresh_kid(member: Option<&str>, what: &str, now: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(now)
         .map(|t| format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day()))
         .unwrap_or_else(|_| "00000000".into());
-    let tail = format!("cb-{date}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let tail = format!("{what}-{date}-{:06x}", rand::random::<u32>() & 0xff_ffff);
     match member {
         Some(m) => format!("{m}-{tail}"),
         None => tail,
     }
 }
 
-/// Writes a new issuer key pair; refuses (usage error) if either file
-/// exists, and creates each file exclusively so a race cannot overwrite.
-fn issuer_keypair(private: &Path, public: &Path, alg: Alg, kid: &str) -> Result<(), Failure> {
+/// What the two halves of a generated key pair are for (printed after writing).
+struct PairUse {
+    private: &'static str,
+    public: &'static str,
+}
+
+const ISSUER_PAIR: PairUse = PairUse {
+    private: "private, keep it with the credit bank",
+    public: "public, give it to the operator for `bashu keys import --jwk`",
+};
+
+const FEDERATION_PAIR: PairUse = PairUse {
+    private: "private, this gateway's trust.federation_key",
+    public: "public, every other member pins it as [peers.<member>].federation_key",
+};
+
+/// Writes a new key pair; refuses (usage error) if either file exists, and
+/// creates each file exclusively so a race cannot overwrite.
+fn write_keypair(private: &Path, public: &Path, alg: Alg, kid: &str, what: PairUse) -> Result<(), Failure> {
     if private == public {
         return Err(Failure::Usage(
             "--out-private and --out-public must differ".into(),
@@ -320,9 +371,11 @@ fn issuer_keypair(private: &Path, public: &Path, alg: Alg, kid: &str) -> Result<
         return Err(e);
     }
     eprintln!(
-        "wrote {} (private, keep it with the credit bank) and {} (public, give it to the operator for `bashu keys import --jwk`)",
+        "wrote {} ({}) and {} ({})",
         private.display(),
-        public.display()
+        what.private,
+        public.display(),
+        what.public
     );
     println!("{kid}");
     Ok(())

@@ -14,6 +14,7 @@ pub mod credential;
 pub mod dev;
 pub mod keys;
 pub mod map;
+pub mod pki;
 pub mod quickstart;
 pub mod serve;
 pub mod store;
@@ -36,6 +37,8 @@ pub enum Command {
     Credential(credential::Args),
     /// Development helpers (dev PKI and federation).
     Dev(dev::Args),
+    /// Federation CA and member certificates (gateway, credit bank, operator).
+    Pki(pki::Args),
     /// Run one gateway until SIGTERM.
     Serve(serve::Args),
     /// Make a dev federation, run two gateways and exchange fixture credentials.
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Keys(a) => keys::run(a),
         Command::Credential(a) => credential::run(a),
         Command::Dev(a) => dev::run(a),
+        Command::Pki(a) => pki::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Quickstart(a) => quickstart::run(a),
         Command::Audit(a) => audit::run(a),
@@ -77,6 +81,36 @@ pub fn init_tracing_quiet() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// ANSI colours in log output only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty (<https://no-color.org>): files and pipes
+/// get plain text.
+pub fn use_colour() -> bool {
+    use std::io::IsTerminal as _;
+    colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_wanted;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+    }
 }

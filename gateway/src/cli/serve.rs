@@ -22,31 +22,44 @@ pub enum LogFormat {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    init_tracing(args.log_format);
+    let format = args.log_format;
+    init_tracing(format);
+    warn_unknown_env(std::env::vars());
+    let fail = |e: &dyn std::fmt::Display| fail_in(format, e);
     let config = match Config::load_checked(&args.config) {
         Ok(c) => c,
-        Err(e) => return super::fail(e),
+        Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
         let mut gateway = match crate::app::start(config).await {
             Ok(g) => g,
-            Err(e) => return super::fail(e),
+            Err(e) => return fail(&e),
         };
-        eprintln!(
-            "bashu: gateway {} listening on https://{} (metrics http://{})",
-            gateway.member, gateway.api_addr, gateway.metrics_addr
-        );
+        match args.log_format {
+            LogFormat::Text => eprintln!(
+                "bashu: gateway {} listening on https://{} (metrics http://{})",
+                gateway.member, gateway.api_addr, gateway.metrics_addr
+            ),
+            // Inside the JSON stream, so every line of output parses.
+            LogFormat::Json => tracing::info!(
+                member = %gateway.member,
+                api = %format_args!("https://{}", gateway.api_addr),
+                metrics = %format_args!("http://{}", gateway.metrics_addr),
+                "gateway listening on https://{}",
+                gateway.api_addr
+            ),
+        }
         tokio::select! {
             _ = termination() => {
                 tracing::info!("shutdown requested; draining");
                 gateway.shutdown().await;
                 ExitCode::SUCCESS
             }
-            _ = gateway.wait() => super::fail("a gateway task stopped unexpectedly"),
+            _ = gateway.wait() => fail(&"a gateway task stopped unexpectedly"),
         }
     })
 }
@@ -74,12 +87,46 @@ async fn termination() {
     }
 }
 
+/// Reports a fatal error (exit 1): plain `bashu: error: …` for text logs,
+/// an ERROR event inside the stream for JSON logs (so every line parses).
+fn fail_in(format: LogFormat, err: &dyn std::fmt::Display) -> ExitCode {
+    match format {
+        LogFormat::Text => super::fail(err),
+        LogFormat::Json => {
+            tracing::error!(error = %err, "bashu: error: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Warns about each `BASHU_*` variable that nothing reads (a typo would
+/// otherwise be ignored silently), naming the nearest known one.
+fn warn_unknown_env<I: IntoIterator<Item = (String, String)>>(vars: I) {
+    for unknown in crate::config::unknown_env_vars(vars) {
+        match &unknown.nearest {
+            Some(nearest) => tracing::warn!(
+                variable = %unknown.name,
+                nearest = %nearest,
+                "unknown environment variable {} is ignored; did you mean {nearest}?",
+                unknown.name
+            ),
+            None => tracing::warn!(
+                variable = %unknown.name,
+                "unknown environment variable {} is ignored (see docs/operations.md, Environment overrides)",
+                unknown.name
+            ),
+        }
+    }
+}
+
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the level.
+/// Colours only on a terminal (see [`super::use_colour`]).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(super::use_colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

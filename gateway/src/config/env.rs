@@ -6,7 +6,8 @@
 //! misspelt variable in a known section is an error rather than silently
 //! ignored. Peers are addressed as `BASHU_PEERS_<MEMBER>_URL` and
 //! `BASHU_PEERS_<MEMBER>_FEDERATION_KEY`. Variables that do not start with a
-//! known section or top-level key (e.g. `BASHU_LOG`) are left alone.
+//! known section or top-level key (e.g. `BASHU_LOG`) are left alone here;
+//! [`unknown_vars`] finds them so `bashu serve` can warn about typos.
 
 use super::ConfigError;
 use toml::{Table, Value};
@@ -74,6 +75,65 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
 const SECTIONS: &[&str] = &[
     "listen", "tls", "limits", "trust", "mapping", "delivery", "audit", "peers",
 ];
+
+/// `BASHU_*` variables read outside `gateway.toml` overrides, so they are
+/// not reported as unknown.
+pub const OTHER_KNOWN: &[&str] = &["BASHU_STORE_URL"];
+
+/// A `BASHU_*` variable that is neither an override nor otherwise known:
+/// most likely a typo, which would otherwise be ignored silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVar {
+    pub name: String,
+    /// The nearest known variable by edit distance, if any is close.
+    pub nearest: Option<String>,
+}
+
+/// Every known variable name except the per-peer patterns.
+pub fn known_names() -> Vec<String> {
+    KEYS.iter()
+        .filter(|(section, _, _)| *section != "peers")
+        .map(|(section, key, _)| {
+            if section.is_empty() {
+                format!("{PREFIX}{}", key.to_ascii_uppercase())
+            } else {
+                format!(
+                    "{PREFIX}{}_{}",
+                    section.to_ascii_uppercase(),
+                    key.to_ascii_uppercase()
+                )
+            }
+        })
+        .chain(OTHER_KNOWN.iter().map(|s| (*s).to_owned()))
+        .collect()
+}
+
+/// The `BASHU_*` variables of `vars` that [`apply`] ignores and nothing
+/// else reads, sorted, each with the nearest known name.
+pub fn unknown_vars<I>(vars: I) -> Vec<UnknownVar>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let known = known_names();
+    let mut out: Vec<UnknownVar> = vars
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with(PREFIX) && !OTHER_KNOWN.contains(&k.as_str()))
+        .filter(|k| {
+            let name = k[PREFIX.len()..].to_ascii_lowercase();
+            matches!(locate(k, &name), Ok(None))
+        })
+        .map(|name| {
+            // Up to a third of the name may differ (at least 3 edits).
+            let limit = (name.len() / 3).max(3);
+            let nearest =
+                crate::suggest::nearest(&name, known.iter().map(String::as_str), limit).map(str::to_owned);
+            UnknownVar { name, nearest }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
 
 /// Applies every relevant variable of `vars` to `doc`; returns the names applied.
 pub fn apply<I>(doc: &mut Table, vars: I) -> Result<Vec<String>, ConfigError>
@@ -169,4 +229,52 @@ fn set(doc: &mut Table, path: &[String], value: Value) -> Result<(), String> {
     }
     table.insert(last.clone(), value);
     Ok(())
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+
+    fn vars(names: &[&str]) -> Vec<(String, String)> {
+        names.iter().map(|n| ((*n).to_owned(), "x".to_owned())).collect()
+    }
+
+    #[test]
+    fn typos_are_reported_with_the_nearest_known_name() {
+        let got = unknown_vars(vars(&[
+            "BASHU_LISTN_API",
+            "BASHU_LISTEN_API",
+            "BASHU_PEERS_GZ_URL",
+            "BASHU_STORE_URL",
+            "BASHU_DATADIR",
+            "BASHU_ZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "PATH",
+        ]));
+        assert_eq!(
+            got,
+            [
+                UnknownVar {
+                    name: "BASHU_DATADIR".into(),
+                    nearest: Some("BASHU_DATA_DIR".into())
+                },
+                UnknownVar {
+                    name: "BASHU_LISTN_API".into(),
+                    nearest: Some("BASHU_LISTEN_API".into())
+                },
+                UnknownVar {
+                    name: "BASHU_ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+                    nearest: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_known_name_is_accepted_or_read_elsewhere() {
+        let names = known_names();
+        assert!(names.contains(&"BASHU_LISTEN_API".to_owned()));
+        assert!(names.contains(&"BASHU_STORE_URL".to_owned()));
+        let all: Vec<(String, String)> = names.iter().map(|n| (n.clone(), String::new())).collect();
+        assert_eq!(unknown_vars(all), []);
+    }
 }

@@ -7,6 +7,7 @@
 mod env;
 mod validate;
 
+pub use env::{known_names as known_env_names, unknown_vars as unknown_env_vars, UnknownVar};
 pub use env::{Kind as EnvKind, KEYS as ENV_KEYS, PREFIX as ENV_PREFIX};
 
 use serde::Deserialize;
@@ -310,7 +311,7 @@ impl Config {
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(&e))?;
         let applied = env::apply(&mut doc, vars)?;
         if !applied.is_empty() {
-            tracing::info!(?applied, "config overridden from the environment");
+            tracing::info!(applied = %applied.join(","), "config overridden from the environment");
         }
         let mut cfg: Config = toml::Value::Table(doc).try_into().map_err(|e| parse_err(&e))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));

@@ -17,11 +17,18 @@ const CA_DAYS: i64 = 3650;
 /// Backdating of `notBefore`, so clocks slightly behind still accept the cert.
 const BACKDATE: Duration = Duration::hours(1);
 
-/// A self-signed development CA standing in for the federation CA.
+/// A federation CA that issues leaf certificates: a fresh self-signed
+/// development CA ([`DevCa::generate`]) or one an operator holds
+/// ([`DevCa::from_pem`], used by `bashu pki issue`).
 pub struct DevCa {
     cert: rcgen::Certificate,
     key: KeyPair,
+    /// Organization put in the subject of issued leaves.
+    organization: String,
 }
+
+/// Organization of development CAs and their leaves.
+const DEV_ORGANIZATION: &str = "Bashu federation (development)";
 
 /// What to put in a leaf certificate.
 #[derive(Debug, Clone, Default)]
@@ -85,35 +92,53 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// The subject common name of the first certificate in `pem`.
-fn ca_common_name(pem: &str) -> Option<String> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
-    Some(cn)
+/// The DER of the first certificate in `pem`.
+fn first_cert_der(pem: &str) -> Result<Vec<u8>, DevPkiError> {
+    match rustls_pemfile::certs(&mut pem.as_bytes()).next() {
+        Some(Ok(der)) => Ok(der.to_vec()),
+        _ => Err(DevPkiError::Certificate(rcgen::Error::CouldNotParseCertificate)),
+    }
 }
 
-fn dn(common_name: &str) -> DistinguishedName {
+/// The subject organization of `der` (empty if it has none) and whether
+/// the certificate's public key is `public_key`.
+fn ca_subject_and_key(der: &[u8], public_key: &[u8]) -> Result<(String, bool), DevPkiError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| DevPkiError::Certificate(rcgen::Error::CouldNotParseCertificate))?;
+    let organization = cert
+        .subject()
+        .iter_organization()
+        .next()
+        .and_then(|o| o.as_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let matches = cert.public_key().subject_public_key.data.as_ref() == public_key;
+    Ok((organization, matches))
+}
+
+fn dn(organization: &str, common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Bashu federation (development)");
+    if !organization.is_empty() {
+        dn.push(DnType::OrganizationName, organization);
+    }
     dn.push(DnType::CommonName, common_name);
     dn
 }
 
 impl DevCa {
-    /// A fresh P-256 CA named `common_name`.
+    /// A fresh P-256 development CA named `common_name`.
     pub fn generate(common_name: &str) -> Result<Self, DevPkiError> {
+        Self::generate_in(DEV_ORGANIZATION, common_name)
+    }
+
+    /// A fresh P-256 CA `O=<organization>, CN=<common_name>`, valid ten
+    /// years, that may sign leaves only (path length 0).
+    pub fn generate_in(organization: &str, common_name: &str) -> Result<Self, DevPkiError> {
         let key = KeyPair::generate()?;
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(common_name);
+        params.distinguished_name = dn(organization, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -124,26 +149,33 @@ impl DevCa {
         params.not_before = now - BACKDATE;
         params.not_after = now + Duration::days(CA_DAYS);
         let cert = params.self_signed(&key)?;
-        Ok(Self { cert, key })
+        Ok(Self {
+            cert,
+            key,
+            organization: organization.to_owned(),
+        })
     }
 
-    /// The CA written by [`super::init`] (`ca.pem`, `ca.key`), to issue
-    /// more certificates later (rotations in tests and demos). The CA
-    /// certificate is re-created from its key and common name: leaves it
-    /// signs carry the same issuer name and verify against the original.
+    /// An existing CA (`ca.pem` of [`super::init`], or an operator's own
+    /// CA: certificate PEM and PKCS#8 key PEM, P-256/P-384/Ed25519/RSA), to
+    /// issue more certificates. The issuer name and key identifier of the
+    /// leaves are taken from the CA certificate byte for byte (string types
+    /// included), so they chain to the original. Refuses a key that is not
+    /// the certificate's.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, DevPkiError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let common_name = ca_common_name(cert_pem).ok_or(rcgen::Error::CouldNotParseCertificate)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn(&common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let der = first_cert_der(cert_pem)?;
+        let (organization, matches) = ca_subject_and_key(&der, key.public_key_raw())?;
+        if !matches {
+            return Err(DevPkiError::CaKeyMismatch);
+        }
+        let params = CertificateParams::from_ca_cert_der(&der.into())?;
         let cert = params.self_signed(&key)?;
-        Ok(Self { cert, key })
+        Ok(Self {
+            cert,
+            key,
+            organization,
+        })
     }
 
     pub fn cert_pem(&self) -> String {
@@ -160,7 +192,7 @@ impl DevCa {
         let now = OffsetDateTime::now_utc();
         let serial = random_serial();
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(&spec.common_name);
+        params.distinguished_name = dn(&self.organization, &spec.common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -25,6 +25,14 @@ pub(crate) fn write(path: &Path, contents: &[u8], private: bool) -> Result<(), D
     #[cfg(not(unix))]
     let _ = private;
     let mut file = opts.open(path).map_err(err)?;
+    // The mode above applies only to a new file: an existing one being
+    // replaced (`--force`) is narrowed before the key is written into it.
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)
 }

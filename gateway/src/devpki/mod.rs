@@ -14,6 +14,7 @@ mod layout;
 
 pub use ca::{DevCa, IssuedCert, LeafSpec};
 pub use files::free_ports;
+pub(crate) use files::write as write_file;
 pub use layout::{init, init_with, DevFederation, DevMember, MemberSpec};
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub enum DevPkiError {
     NotEmpty(PathBuf),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("the CA private key is not the key of the CA certificate")]
+    CaKeyMismatch,
 }
 
 /// Refuses a directory that already holds anything: writing a new CA, keys

@@ -58,7 +58,10 @@ pub async fn serve(listener: TcpListener, ready: ReadyProbe, mut shutdown: watch
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = tokio::task::JoinSet::new();
-    tracing::info!(addr = ?listener.local_addr().ok(), "metrics listener started");
+    tracing::info!(
+        addr = listener.local_addr().ok().map(tracing::field::display),
+        "metrics listener started"
+    );
     loop {
         while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {

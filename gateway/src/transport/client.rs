@@ -309,10 +309,7 @@ fn client_tls_config(
     match auth {
         ClientAuth::Files { cert, key } => builder
             .with_client_auth_cert(pem::load_certs(cert)?, pem::load_key(key)?)
-            .map_err(|source| TlsError::Rustls {
-                context: "client certificate and key",
-                source,
-            }),
+            .map_err(|source| super::server::key_error(cert, key, "client certificate and key", source)),
         ClientAuth::Resolver(resolver) => Ok(builder.with_client_cert_resolver(resolver)),
     }
 }

@@ -79,6 +79,14 @@ pub enum TlsError {
         issuer: String,
         next_update: String,
     },
+    /// The private key is not the key of the certificate: names both
+    /// files, since either may be the wrong one.
+    #[error("private key {key} does not match the certificate {cert} (is one of them from another pair?): {reason}")]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
     /// The gateway's own certificate cannot serve as its identity.
     #[error("{path}: not usable as this gateway's certificate: {reason}")]
     OwnCertificate { path: PathBuf, reason: String },
@@ -97,6 +105,7 @@ impl TlsError {
             TlsError::CrlSignature { .. } => "crl_signature",
             TlsError::CrlNoNextUpdate { .. } | TlsError::CrlExpired { .. } => "crl_expired",
             TlsError::OwnCertificate { .. } => "own_certificate",
+            TlsError::KeyMismatch { .. } => "key_mismatch",
             TlsError::Verifier(_) | TlsError::Rustls { .. } => "tls_config",
         }
     }

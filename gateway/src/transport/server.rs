@@ -68,10 +68,7 @@ fn build(paths: &TlsPaths, own_member: Option<&str>) -> Result<Built, TlsError> 
         })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Rustls {
-            context: "server certificate and key",
-            source,
-        })?;
+        .map_err(|source| key_error(&paths.cert, &paths.key, "server certificate and key", source))?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Built {
         config: Arc::new(config),
@@ -311,11 +308,22 @@ fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError>
             source,
         })?;
     let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|source| TlsError::Rustls {
-        context: "gateway certificate and key",
-        source,
-    })?;
+    certified
+        .keys_match()
+        .map_err(|source| key_error(cert, key, "gateway certificate and key", source))?;
     Ok(Arc::new(certified))
+}
+
+/// A key/certificate mismatch names both files; other errors keep `context`.
+pub(super) fn key_error(cert: &Path, key: &Path, context: &'static str, source: rustls::Error) -> TlsError {
+    match source {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            reason: source.to_string(),
+        },
+        source => TlsError::Rustls { context, source },
+    }
 }
 
 #[cfg(unix)]
