@@ -12,8 +12,8 @@ use bashu_gateway::delivery::{
 use bashu_gateway::pipeline::Envelope;
 use bashu_gateway::problem::{Problem, ProblemType};
 use bashu_gateway::store::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
-    NewInboxItem, OutboxItem, SqliteStore, Store, StoreError, StoreFault,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
+    NewExchange, NewInboxItem, OutboxItem, SqliteStore, Store, StoreError, StoreFault,
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -78,6 +78,7 @@ impl Store for Observed {
     }
     fn record_attempt_failure(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         error: &str,
         at: OffsetDateTime,
@@ -85,10 +86,10 @@ impl Store for Observed {
     ) -> Result<(), StoreError> {
         self.changed(
             self.inner
-                .record_attempt_failure(exchange_id, error, at, next_attempt_at),
+                .record_attempt_failure(lease, exchange_id, error, at, next_attempt_at),
         )
     }
-    fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+    fn mark_delivered(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         self.settle_calls.lock().unwrap().push(Instant::now());
         let failing = self
             .fail_settles
@@ -104,18 +105,32 @@ impl Store for Observed {
             self.changes.send_modify(|n| *n += 1);
             return Err(err);
         }
-        self.changed(self.inner.mark_delivered(exchange_id, at))
+        self.changed(self.inner.mark_delivered(lease, exchange_id, at))
     }
     fn mark_rejected(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         problem: &Value,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.changed(self.inner.mark_rejected(exchange_id, problem, at))
+        self.changed(self.inner.mark_rejected(lease, exchange_id, problem, at))
     }
-    fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.changed(self.inner.dead_letter(exchange_id, at))
+    fn dead_letter(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.changed(self.inner.dead_letter(lease, exchange_id, at))
+    }
+    fn acquire_lease(
+        &self,
+        destination: &str,
+        holder: &str,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError> {
+        // Not announced: renewals are not changes a test waits for.
+        self.inner.acquire_lease(destination, holder, ttl, now)
+    }
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release_lease(lease)
     }
     fn dead_letter_expired(
         &self,

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use bashu_gateway::store::{
-    ExchangeState, ExchangeStatus, Inserted, NewExchange, NewInboxItem, SqliteStore, Store, StoreError,
+    ExchangeState, ExchangeStatus, Inserted, Lease, NewExchange, NewInboxItem, SqliteStore, Store, StoreError,
 };
 use rusqlite::{params, Connection};
 use serde_json::json;
@@ -66,6 +66,18 @@ impl Fixture {
     fn raw(&self) -> Connection {
         Connection::open(&self.path).unwrap()
     }
+}
+
+/// A delivery lease for the destination of `exchange_id` ("sc" if unknown).
+fn lease_for(store: &SqliteStore, exchange_id: &str) -> Lease {
+    let destination = store
+        .exchange(exchange_id)
+        .unwrap()
+        .map_or_else(|| "sc".to_owned(), |e| e.destination);
+    store
+        .acquire_lease(&destination, "test", std::time::Duration::from_secs(3600), T0)
+        .unwrap()
+        .unwrap()
 }
 
 fn created<T: std::fmt::Debug>(outcome: Inserted<T>) -> T {
@@ -219,7 +231,13 @@ fn delivery_transitions_update_status_outbox_and_timestamps() {
     let t1 = T0 + Duration::seconds(10);
     let t2 = T0 + Duration::seconds(20);
     store
-        .record_attempt_failure("ex-1", "connect refused", t1, t1 + Duration::seconds(5))
+        .record_attempt_failure(
+            &lease_for(&store, "ex-1"),
+            "ex-1",
+            "connect refused",
+            t1,
+            t1 + Duration::seconds(5),
+        )
         .unwrap();
     let ex = store.exchange("ex-1").unwrap().unwrap();
     assert_eq!(ex.status(), ExchangeStatus::Forwarded);
@@ -229,13 +247,15 @@ fn delivery_transitions_update_status_outbox_and_timestamps() {
     assert_eq!((head.exchange_id.as_str(), head.attempts), ("ex-1", 1));
     assert_eq!(head.next_attempt_at, t1 + Duration::seconds(5));
 
-    store.mark_delivered("ex-1", t2).unwrap();
+    store
+        .mark_delivered(&lease_for(&store, "ex-1"), "ex-1", t2)
+        .unwrap();
     let ex = store.exchange("ex-1").unwrap().unwrap();
     assert_eq!(ex.state, ExchangeState::Delivered { at: t2 });
     assert_eq!((ex.attempts, ex.forwarded_at), (2, Some(t1)));
     assert_eq!(store.pending_outbox("sc", 10).unwrap()[0].exchange_id, "ex-2");
     assert!(matches!(
-        store.mark_delivered("ex-1", t2),
+        store.mark_delivered(&lease_for(&store, "ex-1"), "ex-1", t2),
         Err(StoreError::InvalidTransition {
             from: ExchangeStatus::Delivered,
             to: ExchangeStatus::Delivered,
@@ -248,11 +268,13 @@ fn delivery_transitions_update_status_outbox_and_timestamps() {
     ));
 
     let problem = json!({"type": "urn:bashu:problem:chain-broken", "status": 422, "detail": "digest"});
-    store.mark_rejected("ex-2", &problem, t2).unwrap();
+    store
+        .mark_rejected(&lease_for(&store, "ex-2"), "ex-2", &problem, t2)
+        .unwrap();
     let ex = store.exchange("ex-2").unwrap().unwrap();
     assert_eq!(ex.problem(), Some(&problem));
     assert_eq!(ex.forwarded_at, Some(t2));
-    store.dead_letter("ex-3", t2).unwrap();
+    store.dead_letter(&lease_for(&store, "ex-3"), "ex-3", t2).unwrap();
     assert_eq!(
         store.exchange("ex-3").unwrap().unwrap().state,
         ExchangeState::DeadLettered { at: t2 }
@@ -280,7 +302,7 @@ fn delivery_transitions_update_status_outbox_and_timestamps() {
         .all(|i| i.queued_at == t3 && i.next_attempt_at == t3 && i.attempts == 0));
 
     assert!(matches!(
-        store.mark_delivered("nope", t3),
+        store.mark_delivered(&lease_for(&store, "nope"), "nope", t3),
         Err(StoreError::NotFound { .. })
     ));
     // accepted ×3, attempt-failed, delivered, rejected, dead-lettered, retried ×2
@@ -303,7 +325,13 @@ fn dead_letter_sweep_expires_by_age_in_one_transaction_with_audit_entries() {
     created(store.insert_exchange(late).unwrap());
     let t1 = T0 + Duration::seconds(10);
     store
-        .record_attempt_failure("ex-1", "connect refused", t1, t1 + Duration::seconds(30))
+        .record_attempt_failure(
+            &lease_for(&store, "ex-1"),
+            "ex-1",
+            "connect refused",
+            t1,
+            t1 + Duration::seconds(30),
+        )
         .unwrap();
     let pending = store.exchange("ex-1").unwrap().unwrap();
     assert_eq!(pending.next_attempt_at, Some(t1 + Duration::seconds(30)));
@@ -357,7 +385,7 @@ fn dead_letter_sweep_expires_by_age_in_one_transaction_with_audit_entries() {
 
     // Settling an item the sweep took is an invalid transition, not a resurrection.
     assert!(matches!(
-        store.mark_delivered("ex-2", at),
+        store.mark_delivered(&lease_for(&store, "ex-2"), "ex-2", at),
         Err(StoreError::InvalidTransition {
             from: ExchangeStatus::DeadLettered,
             ..
@@ -538,10 +566,20 @@ fn reopen_keeps_everything_and_migrations_are_idempotent() {
             created(store.insert_inbox(new_inbox(n)).unwrap());
         }
         store
-            .record_attempt_failure("ex-1", "timeout", T0, T0 + Duration::seconds(1))
+            .record_attempt_failure(
+                &lease_for(&store, "ex-1"),
+                "ex-1",
+                "timeout",
+                T0,
+                T0 + Duration::seconds(1),
+            )
             .unwrap();
-        store.mark_delivered("ex-2", T0).unwrap();
-        store.mark_rejected("ex-3", &json!({"type": "x"}), T0).unwrap();
+        store
+            .mark_delivered(&lease_for(&store, "ex-2"), "ex-2", T0)
+            .unwrap();
+        store
+            .mark_rejected(&lease_for(&store, "ex-3"), "ex-3", &json!({"type": "x"}), T0)
+            .unwrap();
         store.ack(2, T0).unwrap();
         (
             store.list_exchanges(None, 100).unwrap(),
@@ -600,7 +638,9 @@ fn audited() -> Fixture {
     for n in 1..=3 {
         created(store.insert_exchange(new_exchange(n, "sc")).unwrap());
     }
-    store.mark_delivered("ex-1", T0).unwrap();
+    store
+        .mark_delivered(&lease_for(&store, "ex-1"), "ex-1", T0)
+        .unwrap();
     created(store.insert_inbox(new_inbox(1)).unwrap());
     store.ack(1, T0).unwrap();
     assert_eq!(store.audit_verify().unwrap().entries, 6);
@@ -719,10 +759,18 @@ fn redeliver_requeues_deliveries_since_a_time_in_acceptance_order() {
     created(store.insert_exchange(new_exchange(5, "gz")).unwrap());
     let early = T0 + Duration::seconds(10);
     let late = T0 + Duration::seconds(20);
-    store.mark_delivered("ex-1", early).unwrap();
-    store.mark_delivered("ex-2", late).unwrap();
-    store.mark_delivered("ex-3", late).unwrap();
-    store.mark_delivered("ex-5", late).unwrap();
+    store
+        .mark_delivered(&lease_for(&store, "ex-1"), "ex-1", early)
+        .unwrap();
+    store
+        .mark_delivered(&lease_for(&store, "ex-2"), "ex-2", late)
+        .unwrap();
+    store
+        .mark_delivered(&lease_for(&store, "ex-3"), "ex-3", late)
+        .unwrap();
+    store
+        .mark_delivered(&lease_for(&store, "ex-5"), "ex-5", late)
+        .unwrap();
 
     let at = T0 + Duration::seconds(30);
     assert_eq!(store.redeliver("sc", late, at).unwrap(), 2);
