@@ -51,7 +51,8 @@ fn new_inbox() -> NewInboxItem {
 #[test]
 fn exchange_validation_names_the_bad_field() {
     assert!(validate_exchange(&new_exchange()).is_ok());
-    let cases: [(&str, fn(&mut NewExchange)); 6] = [
+    type Spoil = fn(&mut NewExchange);
+    let cases: [(&str, Spoil); 6] = [
         ("exchange_id", |n| n.exchange_id.clear()),
         ("credential_id", |n| n.credential_id.clear()),
         ("origin", |n| n.origin.clear()),
