@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use bashu_gateway::store::{
-    Inserted, Lease, NewExchange, NewInboxItem, SqliteStore, Store, StoreError,
-};
+use bashu_gateway::store::{Inserted, Lease, NewExchange, NewInboxItem, SqliteStore, Store, StoreError};
 use rusqlite::{params, Connection};
 use serde_json::json;
 use sha2::{Digest, Sha256};
