@@ -67,12 +67,14 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("delivery", "request_timeout_ms", Kind::Int),
     ("audit", "checkpoint_interval_secs", Kind::Int),
     ("audit", "witness_interval_secs", Kind::Int),
+    ("store", "url", Kind::Str),
+    ("store", "pool_size", Kind::Int),
     ("peers", "url", Kind::Str),
     ("peers", "federation_key", Kind::Str),
 ];
 
 const SECTIONS: &[&str] = &[
-    "listen", "tls", "limits", "trust", "mapping", "delivery", "audit", "peers",
+    "listen", "tls", "limits", "trust", "mapping", "delivery", "audit", "store", "peers",
 ];
 
 /// Applies every relevant variable of `vars` to `doc`; returns the names applied.
