@@ -11,10 +11,12 @@ mod ca;
 mod files;
 mod keys;
 mod layout;
+mod replicas;
 
 pub use ca::{DevCa, IssuedCert, LeafSpec};
 pub use files::free_ports;
 pub use layout::{init, init_with, DevFederation, DevMember, MemberSpec};
+pub use replicas::{write_replicas, DevReplica, MAX_REPLICAS};
 
 use std::path::PathBuf;
 
@@ -41,6 +43,8 @@ pub enum DevPkiError {
     NotEmpty(PathBuf),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("replicas: {0}")]
+    Replicas(String),
 }
 
 /// Refuses a directory that already holds anything: writing a new CA, keys
