@@ -139,8 +139,14 @@ fn populate(m: &Member) {
     for n in 1..=3 {
         assert!(store.insert_exchange(new_exchange(n)).unwrap().is_created());
     }
-    store.mark_delivered("ex-1", T0).unwrap();
-    store.record_attempt_failure("ex-2", "peer down", T0, T0).unwrap();
+    let lease = store
+        .acquire_lease("sc", "test", std::time::Duration::from_secs(60), T0)
+        .unwrap()
+        .unwrap();
+    store.mark_delivered(&lease, "ex-1", T0).unwrap();
+    store
+        .record_attempt_failure(&lease, "ex-2", "peer down", T0, T0)
+        .unwrap();
     assert!(store.insert_inbox(new_inbox(1)).unwrap().is_created());
     store.ack(1, T0).unwrap();
     assert_eq!(m.sign(1_800_000_000).unwrap().seq, 7);

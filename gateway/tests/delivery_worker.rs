@@ -5,15 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use bashu_gateway::config::DeliveryConfig;
-use bashu_gateway::delivery::metrics::{ATTEMPTS, DEAD_LETTERED};
+use bashu_gateway::delivery::metrics::{ATTEMPTS, DEAD_LETTERED, LEASE_HELD};
 use bashu_gateway::delivery::{
     Clock, DeliveryWorker, PeerAnswer, PeerClient, SendError, TokioClock, DEAD_LETTER_SWEEP_INTERVAL,
 };
 use bashu_gateway::pipeline::Envelope;
 use bashu_gateway::problem::{Problem, ProblemType};
 use bashu_gateway::store::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
-    NewInboxItem, OutboxItem, SqliteStore, Store, StoreError, StoreFault,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
+    NewExchange, NewInboxItem, OutboxItem, SqliteStore, Store, StoreError, StoreFault,
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -78,6 +78,7 @@ impl Store for Observed {
     }
     fn record_attempt_failure(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         error: &str,
         at: OffsetDateTime,
@@ -85,10 +86,10 @@ impl Store for Observed {
     ) -> Result<(), StoreError> {
         self.changed(
             self.inner
-                .record_attempt_failure(exchange_id, error, at, next_attempt_at),
+                .record_attempt_failure(lease, exchange_id, error, at, next_attempt_at),
         )
     }
-    fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+    fn mark_delivered(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         self.settle_calls.lock().unwrap().push(Instant::now());
         let failing = self
             .fail_settles
@@ -104,18 +105,32 @@ impl Store for Observed {
             self.changes.send_modify(|n| *n += 1);
             return Err(err);
         }
-        self.changed(self.inner.mark_delivered(exchange_id, at))
+        self.changed(self.inner.mark_delivered(lease, exchange_id, at))
     }
     fn mark_rejected(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         problem: &Value,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.changed(self.inner.mark_rejected(exchange_id, problem, at))
+        self.changed(self.inner.mark_rejected(lease, exchange_id, problem, at))
     }
-    fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.changed(self.inner.dead_letter(exchange_id, at))
+    fn dead_letter(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.changed(self.inner.dead_letter(lease, exchange_id, at))
+    }
+    fn acquire_lease(
+        &self,
+        destination: &str,
+        holder: &str,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError> {
+        // Not announced: renewals are not changes a test waits for.
+        self.inner.acquire_lease(destination, holder, ttl, now)
+    }
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release_lease(lease)
     }
     fn dead_letter_expired(
         &self,
@@ -281,11 +296,21 @@ struct Harness {
     next: u32,
 }
 
+/// The defaults with an hour-long lease: the lease tests below exercise
+/// renewal and takeover; elsewhere, renewals every third of a 5 s TTL
+/// would only add thousands of store writes to hour-long virtual waits.
+fn base_config() -> DeliveryConfig {
+    DeliveryConfig {
+        lease_ttl_ms: 3_600_000,
+        ..DeliveryConfig::default()
+    }
+}
+
 fn config(initial_ms: u64, max_ms: u64) -> DeliveryConfig {
     DeliveryConfig {
         initial_backoff_ms: initial_ms,
         max_backoff_ms: max_ms,
-        ..DeliveryConfig::default()
+        ..base_config()
     }
 }
 
@@ -319,6 +344,30 @@ impl Harness {
             worker,
             next: 0,
         }
+    }
+
+    /// Starts another worker on the same store, peer and clock, asking for
+    /// leases as `holder`: a second replica of the gateway.
+    fn replica(&self, config: DeliveryConfig, holder: &str, peers: &[&str]) -> Replica {
+        let worker = DeliveryWorker::new(self.store.clone(), self.peer.clone(), config, self.clock.clone())
+            .with_peers(peers.iter().copied())
+            .with_holder(holder);
+        let (shutdown, rx) = watch::channel(false);
+        Replica {
+            shutdown,
+            worker: tokio::spawn(worker.run(rx)),
+        }
+    }
+
+    /// The holder of `destination`'s lease as stored (read with SQL).
+    fn lease_holder(&self, destination: &str) -> Option<String> {
+        let raw = rusqlite::Connection::open(self._dir.path().join("bashu.db")).unwrap();
+        raw.query_row(
+            "SELECT holder FROM delivery_leases WHERE destination = ?1",
+            [destination],
+            |r| r.get(0),
+        )
+        .ok()
     }
 
     /// Stores `count` exchanges for `destination` as the pipeline would and
@@ -414,6 +463,21 @@ impl Harness {
             worker: tokio::spawn(async {}),
             ..self
         }
+    }
+}
+
+struct Replica {
+    shutdown: watch::Sender<bool>,
+    worker: JoinHandle<()>,
+}
+
+impl Replica {
+    async fn stop(self) {
+        self.shutdown.send_replace(true);
+        tokio::time::timeout(PATIENCE, self.worker)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -851,4 +915,132 @@ async fn failures_and_breaker_transitions_are_logged_at_warn() {
     assert!(warn_lines("delivery attempt failed") >= 3, "{text}");
     assert_eq!(warn_lines("circuit breaker opened"), 1, "{text}");
     assert_eq!(warn_lines("circuit breaker closed"), 1, "{text}");
+}
+
+// --- delivery leases (SPEC §5) ----------------------------------------------
+
+fn lease_config() -> DeliveryConfig {
+    DeliveryConfig {
+        lease_ttl_ms: 5_000,
+        ..config(100, 1000)
+    }
+}
+
+/// Two replicas on one store: one lease, so one sender; every exchange is
+/// sent once, in acceptance order. Stopping the holder releases the lease
+/// and the other replica continues at its next retry, well within the TTL.
+#[tokio::test(start_paused = true)]
+async fn replicas_deliver_through_one_lease_and_hand_over_at_shutdown() {
+    let mut h = Harness::start(lease_config(), &["ha"]);
+    let b = h.replica(lease_config(), "replica-b", &["ha"]);
+    let ids = h.accept("ha", 30);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    assert_eq!(h.peer.inbox("ha"), ids);
+    assert_eq!(ids_of(&h.peer.calls_for("ha")), ids, "one sender: each sent once");
+    let ttl = Duration::from_secs(5);
+    assert_eq!(
+        h.store
+            .acquire_lease("ha", "intruder", ttl, h.clock.now())
+            .unwrap(),
+        None,
+        "held by one of the replicas"
+    );
+
+    // Stop whichever replica holds the lease; the other takes over.
+    let first = h.lease_holder("ha").unwrap();
+    let mut other = None;
+    let mut h = if first == "replica-b" {
+        b.stop().await;
+        h
+    } else {
+        other = Some(b);
+        h.stop().await
+    };
+    let stopped = Instant::now();
+    let more = h.accept("ha", 5);
+    h.until("the rest delivered", |h| {
+        all_have(h, &more, ExchangeStatus::Delivered)
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < ttl,
+        "released, not expired: took {:?}",
+        stopped.elapsed()
+    );
+    let holder = h.lease_holder("ha").unwrap();
+    assert_ne!(holder, first, "the other replica holds it now");
+    let all: Vec<String> = ids.iter().chain(&more).cloned().collect();
+    assert_eq!(h.peer.inbox("ha"), all);
+    assert_eq!(ids_of(&h.peer.calls_for("ha")), all);
+    h.store.audit_verify().unwrap();
+    match other {
+        Some(b) => b.stop().await,
+        None => drop(h.stop().await),
+    }
+}
+
+/// A worker stuck in a send past its lease TTL loses the lease to another
+/// holder: the peer's answer is then refused by the store (fenced), the
+/// worker sends nothing while the other holds the lease, and once it is
+/// released the worker takes over and resends (the peer is idempotent).
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_lost_its_lease_is_fenced_and_waits() {
+    let cfg = DeliveryConfig {
+        request_timeout_ms: 600_000,
+        ..lease_config()
+    };
+    let peer = FakePeer {
+        gate: Some(Semaphore::new(0)),
+        ..FakePeer::default()
+    };
+    let mut h = Harness::start_with(cfg, &["fe"], peer);
+    let ids = h.accept("fe", 2);
+    h.peer.sending.notified().await; // ids[0] is in flight
+    counted(|| LEASE_HELD.with_label_values(&["fe"]).get() as u64, 1).await;
+
+    // Stuck past the TTL: another holder takes the lease over.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let intruder = h
+        .store
+        .acquire_lease("fe", "intruder", Duration::from_secs(3600), h.clock.now())
+        .unwrap()
+        .expect("the stuck worker's lease expired");
+    h.peer.gate.as_ref().unwrap().add_permits(1); // the peer answers 202
+    counted(|| h.store.settle_calls.lock().unwrap().len() as u64, 1).await;
+    counted(|| LEASE_HELD.with_label_values(&["fe"]).get() as u64, 0).await;
+    assert_eq!(
+        h.status(&ids[0]),
+        ExchangeStatus::Accepted,
+        "the fenced settle wrote nothing"
+    );
+    assert_eq!(h.exchange(&ids[0]).attempts, 0);
+
+    // While the other holder has it, the worker only asks for it.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.peer.calls().len(), 1);
+
+    h.peer.gate.as_ref().unwrap().add_permits(10);
+    h.store.release_lease(&intruder).unwrap();
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    assert_eq!(h.peer.inbox("fe"), ids, "received once each, in order");
+    assert_eq!(
+        ids_of(&h.peer.calls_for("fe")),
+        [ids[0].clone(), ids[0].clone(), ids[1].clone()],
+        "the head was resent by the new tenure"
+    );
+    assert_eq!(LEASE_HELD.with_label_values(&["fe"]).get(), 1);
+    h.store.audit_verify().unwrap();
+    let h = h.stop().await;
+    assert_eq!(
+        LEASE_HELD.with_label_values(&["fe"]).get(),
+        0,
+        "released at shutdown"
+    );
+    assert!(h
+        .store
+        .acquire_lease("fe", "next", Duration::from_secs(5), h.clock.now())
+        .unwrap()
+        .is_some());
 }

@@ -72,11 +72,15 @@ fn crash_child_writer() {
             println!("inbox in-{n}");
         }
     });
+    let lease = store
+        .acquire_lease("sc", "crash-child", std::time::Duration::from_secs(3600), T0)
+        .unwrap()
+        .unwrap();
     for n in 0..CHILD_MAX {
         store.insert_exchange(new_exchange(n)).unwrap();
         println!("exchange ex-{n}");
         if n % 3 == 0 {
-            store.mark_delivered(&format!("ex-{n}"), T0).unwrap();
+            store.mark_delivered(&lease, &format!("ex-{n}"), T0).unwrap();
             println!("delivered ex-{n}");
         }
     }

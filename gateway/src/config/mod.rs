@@ -179,6 +179,10 @@ pub struct DeliveryConfig {
     pub breaker_open_ms: u64,
     pub batch_size: usize,
     pub request_timeout_ms: u64,
+    /// Per-destination delivery lease TTL (SPEC §5): a replica killed with
+    /// -9 stops blocking its destinations this long after its last renewal.
+    /// Renewed every third of it; at least 500.
+    pub lease_ttl_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -191,6 +195,7 @@ impl Default for DeliveryConfig {
             breaker_open_ms: 5_000,
             batch_size: 64,
             request_timeout_ms: 10_000,
+            lease_ttl_ms: 5_000,
         }
     }
 }

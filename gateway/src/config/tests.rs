@@ -185,6 +185,11 @@ fn invalid_values_name_their_field() {
         ),
         (
             "[tls]",
+            "[delivery]\nlease_ttl_ms = 499\n\n[tls]",
+            "delivery.lease_ttl_ms",
+        ),
+        (
+            "[tls]",
             "[audit]\ncheckpoint_interval_secs = 61\n\n[tls]",
             "audit.checkpoint_interval_secs",
         ),

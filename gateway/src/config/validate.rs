@@ -8,6 +8,9 @@
 use super::{is_member_id, Config, ConfigError};
 use std::path::Path;
 
+/// Shortest `delivery.lease_ttl_ms`.
+pub const MIN_LEASE_TTL_MS: u64 = 500;
+
 /// Collects the first failure with its field name.
 struct Check<'a> {
     path: &'a Path,
@@ -108,6 +111,12 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
         "delivery.breaker_failure_threshold",
         u64::from(d.breaker_failure_threshold),
     )?;
+    if d.lease_ttl_ms < MIN_LEASE_TTL_MS {
+        return Err(c.fail(
+            "delivery.lease_ttl_ms",
+            format!("must be at least {MIN_LEASE_TTL_MS}: renewals every third of it must fit around store writes"),
+        ));
+    }
     if d.max_backoff_ms < d.initial_backoff_ms {
         return Err(c.fail(
             "delivery.max_backoff_ms",

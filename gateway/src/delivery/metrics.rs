@@ -46,6 +46,15 @@ pub static OUTBOX_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// 1 while this process holds the destination's delivery lease, else 0.
+pub static LEASE_HELD: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    crate::metrics::gauge_vec(
+        "bashu_delivery_lease_held",
+        "1 while this replica holds the delivery lease of the destination, else 0.",
+        &["destination"],
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +66,7 @@ mod tests {
         DEAD_LETTERED.with_label_values(&["zz"]).inc();
         BREAKER_STATE.with_label_values(&["zz"]).set(1);
         OUTBOX_DEPTH.with_label_values(&["zz"]).set(3);
+        LEASE_HELD.with_label_values(&["zz"]).set(1);
         let names: Vec<String> = prometheus::default_registry()
             .gather()
             .iter()
@@ -68,6 +78,7 @@ mod tests {
             "bashu_delivery_dead_lettered_total",
             "bashu_delivery_breaker_state",
             "bashu_outbox_depth",
+            "bashu_delivery_lease_held",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

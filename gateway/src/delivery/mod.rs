@@ -18,7 +18,7 @@ mod worker;
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use worker::{DeliveryWorker, DEAD_LETTER_SWEEP_INTERVAL};
+pub use worker::{process_holder_id, DeliveryWorker, DEAD_LETTER_SWEEP_INTERVAL};
 
 use crate::pipeline::Envelope;
 use crate::problem::Problem;

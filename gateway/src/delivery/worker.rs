@@ -5,21 +5,30 @@
 //! the outbox-depth gauges current, and restarts a peer task that died.
 //! Each peer task drains its destination head-of-line: it never sends an
 //! item before every earlier one has settled.
+//!
+//! A peer task delivers only while it holds the destination's lease
+//! (SPEC §5): several replicas sharing one store each run a task per
+//! destination, and the lease makes one of them the sender. The holder
+//! renews it every third of the TTL (checked on a timer while waiting and
+//! before each send); the others retry every third of the TTL. Every settle
+//! carries the lease, so a holder that lost it (paused past its TTL, then
+//! taken over) writes nothing: it gets `LeaseLost`, drops what it had in
+//! memory and asks for the lease again. Shutdown releases it.
 
 use super::backoff::Backoff;
 use super::breaker::{BreakerState, CircuitBreaker};
-use super::metrics::{ATTEMPTS, BREAKER_STATE, DEAD_LETTERED, OUTBOX_DEPTH, RETRIES};
+use super::metrics::{ATTEMPTS, BREAKER_STATE, DEAD_LETTERED, LEASE_HELD, OUTBOX_DEPTH, RETRIES};
 use super::{Clock, PeerAnswer, PeerClient, SendError};
 use crate::config::DeliveryConfig;
 use crate::pipeline::Envelope;
-use crate::store::{blocking, OutboxItem, Store, StoreError};
+use crate::store::{blocking, Lease, OutboxItem, Store, StoreError};
 use futures::FutureExt;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{watch, Notify};
@@ -43,6 +52,24 @@ pub const DEAD_LETTER_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 const STORE_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const STORE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// This process's lease holder id: hostname, pid and a random suffix (a
+/// restarted process that got the same pid is still another holder), made
+/// once per process.
+pub fn process_holder_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let suffix: u32 = rand::thread_rng().gen();
+        format!("{host}/{}/{suffix:08x}", std::process::id())
+    })
+}
+
 /// Forwards outbox items to peer gateways until shut down.
 pub struct DeliveryWorker {
     shared: Arc<Shared>,
@@ -61,6 +88,16 @@ struct Shared {
     request_timeout: Duration,
     batch_size: usize,
     dead_letter_after: Duration,
+    /// Who this worker is when it asks for a delivery lease.
+    holder: String,
+    lease_ttl: Duration,
+}
+
+impl Shared {
+    /// How often a held lease is renewed and a held-elsewhere one asked for.
+    fn lease_period(&self) -> Duration {
+        (self.lease_ttl / 3).max(Duration::from_millis(1))
+    }
 }
 
 impl DeliveryWorker {
@@ -83,6 +120,8 @@ impl DeliveryWorker {
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
             batch_size: config.batch_size.max(1),
             dead_letter_after: Duration::from_secs(config.dead_letter_after_secs),
+            holder: process_holder_id().to_owned(),
+            lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(1)),
         };
         Self {
             shared: Arc::new(shared),
@@ -99,6 +138,16 @@ impl DeliveryWorker {
         S: Into<String>,
     {
         self.peers.extend(peers.into_iter().map(Into::into));
+        self
+    }
+
+    /// Asks for delivery leases as `holder` instead of
+    /// [`process_holder_id`]: for tests running several workers, as
+    /// replicas, in one process.
+    pub fn with_holder(mut self, holder: impl Into<String>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.holder = holder.into();
+        }
         self
     }
 
@@ -172,6 +221,8 @@ impl Supervisor {
             rng: StdRng::from_entropy(),
             unsettled: None,
             store_failures: 0,
+            lease: None,
+            renewed_at: None,
             shared: Arc::clone(&self.shared),
             peer: peer.clone(),
             wake: Arc::clone(&wake),
@@ -312,6 +363,17 @@ enum Attempt {
     Retry,
 }
 
+/// Whether a peer task holds its destination's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tenure {
+    /// Held, as before (renewed or still fresh).
+    Kept,
+    /// Held, newly taken (a new token): what was read before is stale.
+    New,
+    /// Another holder has it.
+    Elsewhere,
+}
+
 /// When a peer task should look at its outbox again.
 enum Next {
     /// At once: the batch was drained or the head was rescheduled.
@@ -335,20 +397,39 @@ struct PeerTask {
     unsettled: Option<Unsettled>,
     /// Consecutive store failures; drives the store backoff.
     store_failures: u32,
+    /// The destination's lease while this task holds it.
+    lease: Option<Lease>,
+    /// When `lease` was last renewed (or taken).
+    renewed_at: Option<Instant>,
 }
 
 impl PeerTask {
     async fn run(mut self) {
         let store_backoff = Backoff::new(STORE_BACKOFF_INITIAL, STORE_BACKOFF_MAX);
         while !shutdown_requested(&self.shutdown) {
-            let pause = match self.drain_batch().await {
-                Ok(next) => {
+            let step = match self.hold_lease().await {
+                Ok(Tenure::Elsewhere) => Ok(None),
+                Ok(Tenure::Kept | Tenure::New) => self.drain_batch().await.map(Some),
+                Err(e) => Err(e),
+            };
+            let pause = match step {
+                Ok(Some(next)) => {
                     self.store_failures = 0;
                     match next {
                         Next::Now => continue,
                         Next::After(wait) => Some(wait),
                         Next::WhenWoken => None,
                     }
+                }
+                // Another replica delivers; ask again a third of a TTL later.
+                Ok(None) => {
+                    self.store_failures = 0;
+                    Some(self.shared.lease_period())
+                }
+                Err(StoreError::LeaseLost { token, .. }) => {
+                    tracing::warn!(peer = %self.peer, token, "delivery lease lost to another holder; asking for it again");
+                    self.drop_lease();
+                    continue;
                 }
                 Err(e) => {
                     self.store_failures = self.store_failures.saturating_add(1);
@@ -366,14 +447,86 @@ impl PeerTask {
             };
             // Wait for the head to become due, for new work, or to stop.
             // New work never jumps the queue: it only makes us look again.
-            // While the store is failing, new work does not cut the backoff short.
-            let listen = self.store_failures == 0;
+            // While the store is failing, new work does not cut the backoff
+            // short; while another replica holds the lease, it is theirs.
+            // A held lease is renewed while waiting, except while the store
+            // is failing: then its backoff rules (the lease may expire; see
+            // `hold_lease` for why that loses nothing if nobody took it).
+            let listen = self.store_failures == 0 && self.lease.is_some();
+            let period = self.shared.lease_period();
+            let pause = match pause {
+                _ if self.lease.is_none() || self.store_failures > 0 => pause,
+                Some(p) => Some(p.min(period)),
+                None => Some(period),
+            };
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
                 () = self.wake.notified(), if listen => {}
                 () = sleep_opt(pause) => {}
-                () = shutdown_signalled(&mut shutdown) => return,
+                () = shutdown_signalled(&mut shutdown) => break,
             }
+        }
+        self.release_lease().await;
+    }
+
+    /// Takes or renews the destination's lease when a third of its TTL has
+    /// passed since the last renewal (at once if not held).
+    async fn hold_lease(&mut self) -> Result<Tenure, TaskError> {
+        let period = self.shared.lease_period();
+        if self.lease.is_some() && self.renewed_at.is_some_and(|at| at.elapsed() < period) {
+            return Ok(Tenure::Kept);
+        }
+        let (peer, holder) = (self.peer.clone(), self.shared.holder.clone());
+        let (ttl, now) = (self.shared.lease_ttl, self.shared.clock.now());
+        let asked = Instant::now();
+        let got = blocking(Arc::clone(&self.shared.store), move |s| {
+            s.acquire_lease(&peer, &holder, ttl, now)
+        })
+        .await?;
+        let Some(lease) = got else {
+            if self.lease.is_some() {
+                tracing::warn!(peer = %self.peer, "delivery lease expired and was taken by another holder");
+            }
+            self.drop_lease();
+            return Ok(Tenure::Elsewhere);
+        };
+        let tenure = match &self.lease {
+            // Renewed; or ours expired and we took it back with the next
+            // token, so nobody held it in between (every takeover adds one).
+            Some(old) if old.token == lease.token || old.token.checked_add(1) == Some(lease.token) => {
+                Tenure::Kept
+            }
+            _ => {
+                // Whatever this task knew from an earlier tenure may have
+                // been overtaken by another holder meanwhile.
+                self.unsettled = None;
+                tracing::info!(peer = %self.peer, token = lease.token, "delivery lease taken");
+                Tenure::New
+            }
+        };
+        self.lease = Some(lease);
+        self.renewed_at = Some(asked);
+        LEASE_HELD.with_label_values(&[&self.peer]).set(1);
+        Ok(tenure)
+    }
+
+    /// Forgets the lease and everything learned under it.
+    fn drop_lease(&mut self) {
+        self.lease = None;
+        self.renewed_at = None;
+        self.unsettled = None;
+        LEASE_HELD.with_label_values(&[&self.peer]).set(0);
+    }
+
+    /// Gives the lease up at shutdown, so another replica need not wait for
+    /// it to expire. A failure only costs that wait.
+    async fn release_lease(&mut self) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        self.drop_lease();
+        if let Err(e) = blocking(Arc::clone(&self.shared.store), move |s| s.release_lease(&lease)).await {
+            tracing::warn!(peer = %self.peer, error = %e, "cannot release the delivery lease; it expires on its own");
         }
     }
 
@@ -383,11 +536,15 @@ impl PeerTask {
         let Some(u) = self.unsettled.clone() else {
             return Ok(());
         };
+        let Some(lease) = self.lease.clone() else {
+            self.unsettled = None; // learned under a lost lease: the next holder resends
+            return Ok(());
+        };
         let store = Arc::clone(&self.shared.store);
         let (id, at) = (u.exchange_id.clone(), u.at);
         let written = match u.rejection {
-            None => blocking(store, move |s| s.mark_delivered(&id, at)).await,
-            Some(problem) => blocking(store, move |s| s.mark_rejected(&id, &problem, at)).await,
+            None => blocking(store, move |s| s.mark_delivered(&lease, &id, at)).await,
+            Some(problem) => blocking(store, move |s| s.mark_rejected(&lease, &id, &problem, at)).await,
         };
         match written {
             Ok(()) => {}
@@ -419,6 +576,11 @@ impl PeerTask {
         for item in batch {
             if let Some(wait) = self.wait_before(&item) {
                 return Ok(Next::After(wait));
+            }
+            // Still the holder, with a lease renewed within a third of its
+            // TTL; after a takeover the batch read may be stale.
+            if self.hold_lease().await? != Tenure::Kept {
+                return Ok(Next::Now);
             }
             match self.attempt(&item).await? {
                 Attempt::Settled => {}
@@ -507,10 +669,13 @@ impl PeerTask {
     ) -> Result<Attempt, TaskError> {
         let id = item.exchange_id.clone();
         let store = Arc::clone(&self.shared.store);
+        let Some(lease) = self.lease.clone() else {
+            return Ok(Attempt::Retry); // lost meanwhile: the next holder decides
+        };
         let queued_for = Duration::try_from(at - item.queued_at).unwrap_or_default();
         if queued_for >= self.shared.dead_letter_after {
             tracing::warn!(peer = %self.peer, exchange = %id, %error, "dead-lettering undeliverable exchange");
-            match blocking(store, move |s| s.dead_letter(&id, at)).await {
+            match blocking(store, move |s| s.dead_letter(&lease, &id, at)).await {
                 Ok(()) => DEAD_LETTERED.with_label_values(&[&self.peer]).inc(),
                 Err(e) if settled_elsewhere(&e) => {}
                 Err(e) => return Err(e),
@@ -535,7 +700,7 @@ impl PeerTask {
         );
         let message = error.to_string();
         match blocking(store, move |s| {
-            s.record_attempt_failure(&id, &message, at, at + delay)
+            s.record_attempt_failure(&lease, &id, &message, at, at + delay)
         })
         .await
         {

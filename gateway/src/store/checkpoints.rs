@@ -10,9 +10,7 @@ use super::{AuditHead, AuditReport, CheckpointStore, StoreError, StoredCheckpoin
 use rusqlite::{params, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 
-fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { context, source }
-}
+use super::sqlite::sqlite;
 
 fn seq_in(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)

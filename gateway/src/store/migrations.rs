@@ -129,6 +129,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX witnessed_by_member ON witnessed_checkpoints (member, id);
     "#,
+    // 5: per-destination delivery leases (SPEC v1.1 §5). `token` is the
+    // fencing token: it only grows, so a released or expired lease keeps
+    // its row and the next holder gets a greater one.
+    r#"
+    CREATE TABLE delivery_leases (
+        destination TEXT    PRIMARY KEY,
+        holder      TEXT    NOT NULL,
+        token       INTEGER NOT NULL CHECK (token > 0),
+        expires_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Applies every migration the database has not seen yet. Safe to call on
@@ -136,7 +147,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     for (version, sql) in (1_i64..).zip(MIGRATIONS) {
-        let migration = |source| StoreError::Migration { version, source };
+        let migration = |source: rusqlite::Error| StoreError::Migration {
+            backend: super::sqlite::BACKEND,
+            version,
+            source: Box::new(source),
+        };
         // IMMEDIATE: two processes opening a fresh database at once must not
         // both decide to apply the same migration.
         let tx = conn
@@ -165,8 +180,5 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// The schema version of an open database.
 pub(super) fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|source| StoreError::Sqlite {
-            context: "reading the schema version",
-            source,
-        })
+        .map_err(super::sqlite::sqlite("reading the schema version"))
 }

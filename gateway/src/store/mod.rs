@@ -1,11 +1,20 @@
 //! The durable store: exchanges and their outbox (origin side), the inbox
 //! (receiving side) and the hash-chained audit log.
 //!
-//! [`Store`] is synchronous and object safe; async callers go through
-//! `tokio::task::spawn_blocking`. Every `Ok` means the change is durable
-//! (fsynced), which is what lets the API answer 202. Every state change and
-//! its audit entry are written in one transaction, so the audit log can
-//! never disagree with the state it describes.
+//! [`Store`] is the seam between the gateway and a database: synchronous,
+//! object safe, called from async code through [`blocking`] (tokio's
+//! blocking pool; see docs/decisions.md for why not an async trait). Every
+//! `Ok` means the change is durable (fsynced, or committed with
+//! `synchronous_commit = on`), which is what lets the API answer 202. Every
+//! state change and its audit entry are written in one transaction, so the
+//! audit log can never disagree with the state it describes.
+//!
+//! The rules a backend must not get wrong — input validation, which status
+//! may become which, idempotency decisions, audit entries and their hashes,
+//! lease decisions — live in [`domain`], pure and backend independent. A
+//! backend ([`SqliteStore`]) only reads rows, asks [`domain`] what to do, and
+//! writes what it is given, inside one transaction. `tests/store_contract`
+//! holds one test suite every backend must pass.
 //!
 //! The store never reads the clock: callers pass the time of each change,
 //! which keeps tests deterministic and the delivery worker's clock injectable.
@@ -19,6 +28,7 @@ mod audit;
 mod checkpoints;
 mod configured;
 mod data_dir;
+pub mod domain;
 mod group_sync;
 mod migrations;
 pub mod postgres;
@@ -84,8 +94,8 @@ pub use data_dir::{open_data_dir, LOCK_FILE, MARKER_FILE};
 pub use sqlite::StoreOptions;
 pub use types::{AuditHead, StoredCheckpoint, WitnessedCheckpoint};
 pub use types::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
-    NewInboxItem, OutboxItem, UnknownStatus,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
+    NewExchange, NewInboxItem, OutboxItem, UnknownStatus,
 };
 
 /// Everything the gateway keeps durably. See the module docs for the
@@ -121,24 +131,42 @@ pub trait Store: Send + Sync {
 
     /// A delivery attempt made `at` failed transiently: the exchange becomes
     /// `forwarded` and stays in the outbox until `next_attempt_at`.
+    ///
+    /// This and the other settles the delivery worker makes
+    /// ([`mark_delivered`](Self::mark_delivered),
+    /// [`mark_rejected`](Self::mark_rejected),
+    /// [`dead_letter`](Self::dead_letter)) are *fenced*: in the same
+    /// transaction they check that the destination's stored lease token
+    /// still equals `lease.token`, and otherwise fail with
+    /// [`StoreError::LeaseLost`] writing nothing. A replica whose lease
+    /// expired and was taken over cannot settle behind the new holder's back.
+    /// The lease's destination must be the exchange's (`InvalidInput`).
     fn record_attempt_failure(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         error: &str,
         at: OffsetDateTime,
         next_attempt_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
-    /// The peer answered 202: leaves the outbox as `delivered`.
-    fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// The peer answered 202: leaves the outbox as `delivered`. Fenced by
+    /// `lease` (see [`record_attempt_failure`](Self::record_attempt_failure)).
+    fn mark_delivered(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// The peer answered 422 with `problem` (problem+json): leaves the
-    /// outbox as `rejected`.
-    fn mark_rejected(&self, exchange_id: &str, problem: &Value, at: OffsetDateTime)
-        -> Result<(), StoreError>;
+    /// outbox as `rejected`. Fenced by `lease`.
+    fn mark_rejected(
+        &self,
+        lease: &Lease,
+        exchange_id: &str,
+        problem: &Value,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
-    /// Undeliverable for too long: leaves the outbox as `dead-lettered`.
-    fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Undeliverable for too long (the worker's own check after a failed
+    /// attempt): leaves the outbox as `dead-lettered`. Fenced by `lease`.
+    fn dead_letter(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// The dead-letter sweep: every outbox item queued at or before
     /// `queued_before` leaves the outbox as `dead-lettered` at `at`, with one
@@ -146,6 +174,15 @@ pub trait Store: Send + Sync {
     /// delivery attempts, so a backlog behind a dead peer expires at once
     /// rather than one item per failed attempt. Returns the items in
     /// acceptance order (empty, without writing, if none has expired).
+    ///
+    /// Not fenced, like [`retry`](Self::retry) and
+    /// [`redeliver`](Self::redeliver): none of the three sends anything or
+    /// settles a send. They only move items out of or back into the outbox,
+    /// each in one transaction; a lease holder's settle of an item the sweep
+    /// took fails with `InvalidTransition` (it already left the outbox), and
+    /// items put back are picked up in acceptance order by whoever holds the
+    /// destination's lease. Fencing them would make the sweep and operators
+    /// wait for, or steal, a delivery lease for no safety gain.
     fn dead_letter_expired(
         &self,
         queued_before: OffsetDateTime,
@@ -168,6 +205,26 @@ pub trait Store: Send + Sync {
         since: OffsetDateTime,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError>;
+
+    // --- delivery leases (SPEC §5) -------------------------------------------
+
+    /// Asks for the right to deliver to `destination` until `now + ttl`.
+    /// Held by `holder` and live (`expires_at > now`): renewed, same token,
+    /// new expiry. Free, released or expired: taken, with a token strictly
+    /// greater than any the destination had. Live and held by another:
+    /// `None`. One transaction; two callers racing get one lease between them.
+    fn acquire_lease(
+        &self,
+        destination: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives the lease up at once so another holder need not wait for it to
+    /// expire. The token stays recorded (the next holder's is greater). A
+    /// lease already lost (another token is stored) is left alone: `Ok`.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
 
     // --- inbox (receiving side) --------------------------------------------
 
@@ -260,29 +317,45 @@ pub trait CheckpointStore: Send + Sync {
     fn witnessed(&self, member: &str) -> Result<Vec<WitnessedCheckpoint>, StoreError>;
 }
 
+/// A database driver's error, carried without naming the driver's type.
+pub type BackendSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Store failures. Idempotency conflicts are not errors (see [`Inserted`]).
+/// No variant names a driver type: callers match on meaning, and a backend
+/// wraps its driver's errors in [`Backend`](Self::Backend),
+/// [`Open`](Self::Open) or [`Migration`](Self::Migration).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open store {path}: {source}")]
+    /// The database could not be opened (`target`: a file path, or a URL
+    /// without its password).
+    #[error("cannot open {backend} store {target}: {source}")]
     Open {
-        path: PathBuf,
+        backend: &'static str,
+        target: String,
         #[source]
-        source: rusqlite::Error,
+        source: BackendSource,
     },
-    #[error("store schema migration to version {version} failed: {source}")]
+    #[error("{backend} store schema migration to version {version} failed: {source}")]
     Migration {
+        backend: &'static str,
         version: i64,
         #[source]
-        source: rusqlite::Error,
+        source: BackendSource,
     },
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: i64, supported: usize },
-    #[error("store failed while {context}: {source}")]
-    Sqlite {
+    /// Any other driver error, with what the store was doing.
+    #[error("{backend} store failed while {context}: {source}")]
+    Backend {
+        backend: &'static str,
         context: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: BackendSource,
     },
+    /// A fenced write with a lease whose token is no longer the
+    /// destination's: another holder took the lease over. Nothing was written.
+    #[error("delivery lease for {destination} (token {token}) was lost to another holder")]
+    LeaseLost { destination: String, token: u64 },
     #[error("exchange {exchange_id} not found")]
     NotFound { exchange_id: String },
     #[error("exchange {exchange_id} is {from}, cannot become {to}")]
@@ -343,7 +416,7 @@ fn holder_text(pid: Option<u32>) -> String {
     }
 }
 
-/// Why a store cannot commit, from SQLite's result code.
+/// Why a store cannot commit, from the database's error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreFault {
     /// Read-only file, directory or mount.
@@ -373,7 +446,7 @@ impl StoreError {
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            Self::Fault { .. } | Self::Durability { .. } | Self::Task { .. } | Self::Sqlite { .. }
+            Self::Fault { .. } | Self::Durability { .. } | Self::Task { .. } | Self::Backend { .. }
         )
     }
 }

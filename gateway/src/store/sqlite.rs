@@ -8,15 +8,19 @@
 //! even with another process on the same file. Reads use a second,
 //! query-only connection so they do not queue behind writes.
 
-use super::audit::{self, AuditEvent};
+use super::audit;
+use super::domain::{
+    self, chain_from_json, chain_json, entries, from_nanos, nanos, to_i64 as sql_int, to_u64, Admission,
+    Transition,
+};
 use super::group_sync::GroupSync;
 use super::migrations;
 use super::{
-    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
-    NewInboxItem, OutboxItem, Store, StoreError, StoreFault,
+    AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
+    NewExchange, NewInboxItem, OutboxItem, Store, StoreError, StoreFault,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -25,9 +29,6 @@ use time::OffsetDateTime;
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest `last_error` kept; peer error texts are for operators, not archives.
-const MAX_ERROR_LEN: usize = 1000;
 
 /// How long a readiness write probe's result is reused: `/readyz` may be
 /// polled often, a probe costs a commit and an fsync.
@@ -94,15 +95,26 @@ struct CheckpointState {
 /// Maps SQLite result codes that mean "this store cannot commit" to a
 /// typed [`StoreError::Fault`]; other errors are returned unchanged.
 pub(super) fn classify(path: &Path, err: StoreError) -> StoreError {
-    let StoreError::Sqlite { context, source } = err else {
+    let StoreError::Backend {
+        backend,
+        context,
+        source,
+    } = err
+    else {
         return err;
     };
-    let fault = match source.sqlite_error_code() {
+    let fault = match sqlite_code(source.as_ref()) {
         Some(rusqlite::ErrorCode::ReadOnly) => StoreFault::ReadOnly,
         Some(rusqlite::ErrorCode::DiskFull) => StoreFault::DiskFull,
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => StoreFault::Corrupt,
         Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen) => StoreFault::Io,
-        _ => return StoreError::Sqlite { context, source },
+        _ => {
+            return StoreError::Backend {
+                backend,
+                context,
+                source,
+            }
+        }
     };
     StoreError::Fault {
         path: path.to_owned(),
@@ -115,8 +127,23 @@ fn durability(reason: String) -> StoreError {
     StoreError::Durability { reason }
 }
 
-fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { context, source }
+/// The name this backend reports in errors.
+pub(super) const BACKEND: &str = "SQLite";
+
+/// Wraps a rusqlite error with what the store was doing.
+pub(super) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Backend {
+        backend: BACKEND,
+        context,
+        source: Box::new(source),
+    }
+}
+
+/// SQLite's result code of a wrapped rusqlite error, if it is one.
+fn sqlite_code(source: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<rusqlite::ErrorCode> {
+    source
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -147,29 +174,25 @@ impl SqliteStore {
     }
 
     fn open_with(path: &Path, flags: OpenFlags, options: StoreOptions) -> Result<Self, StoreError> {
-        let open_error = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
+        let open_error = |source: rusqlite::Error| StoreError::Open {
+            backend: BACKEND,
+            target: path.display().to_string(),
+            source: Box::new(source),
         };
         let mut writer = Connection::open_with_flags(path, flags).map_err(open_error)?;
-        configure(&writer, options).map_err(|source| {
-            classify(
-                path,
-                StoreError::Sqlite {
-                    context: "configuring",
-                    source,
-                },
-            )
-        })?;
+        configure(&writer, options).map_err(|source| classify(path, sqlite("configuring")(source)))?;
         quick_check(&writer, path)?;
         migrations::migrate(&mut writer).map_err(|e| match e {
-            StoreError::Migration { source, .. } if source.sqlite_error_code().is_some() => classify(
-                path,
-                StoreError::Sqlite {
-                    context: "migrating the schema",
-                    source,
-                },
-            ),
+            StoreError::Migration { backend, source, .. } if sqlite_code(source.as_ref()).is_some() => {
+                classify(
+                    path,
+                    StoreError::Backend {
+                        backend,
+                        context: "migrating the schema",
+                        source,
+                    },
+                )
+            }
             other => other,
         })?;
         let reader = Connection::open_with_flags(path, flags).map_err(open_error)?;
@@ -242,15 +265,7 @@ impl SqliteStore {
     /// part of the WAL in use (it is then left for the next checkpoint).
     pub fn checkpoint_truncate(&self) -> Result<bool, StoreError> {
         let conn = lock(&self.writer);
-        let failed = |source| {
-            classify(
-                &self.path,
-                StoreError::Sqlite {
-                    context: "checkpointing the WAL",
-                    source,
-                },
-            )
-        };
+        let failed = |source| classify(&self.path, sqlite("checkpointing the WAL")(source));
         // Do not wait for a long reader (e.g. another process) while holding
         // the writer: a busy checkpoint is simply left for the next round.
         conn.busy_timeout(Duration::ZERO).map_err(failed)?;
@@ -375,15 +390,9 @@ impl SqliteStore {
 /// `PRAGMA quick_check` (a few seconds per GiB): a damaged database is
 /// refused when opened instead of failing writes one by one later.
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(|source| {
-        classify(
-            path,
-            StoreError::Sqlite {
-                context: "checking the database",
-                source,
-            },
-        )
-    })?;
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|source| classify(path, sqlite("checking the database")(source)))?;
     let lines: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect())
@@ -394,13 +403,7 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
                     detail: e.to_string(),
                 }
             }
-            _ => classify(
-                path,
-                StoreError::Sqlite {
-                    context: "checking the database",
-                    source: e,
-                },
-            ),
+            _ => classify(path, sqlite("checking the database")(e)),
         })?;
     if lines.len() == 1 && lines[0] == "ok" {
         Ok(())
@@ -443,29 +446,8 @@ fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
 
 // --- value encoding -------------------------------------------------------
 
-fn nanos(t: OffsetDateTime, field: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| StoreError::InvalidInput {
-        field,
-        reason: format!("{t} is outside the storable range"),
-    })
-}
-
-fn from_nanos(n: i64, context: &'static str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).map_err(|e| StoreError::Corrupt {
-        context,
-        reason: e.to_string(),
-    })
-}
-
 fn opt_from_nanos(n: Option<i64>, context: &'static str) -> Result<Option<OffsetDateTime>, StoreError> {
     n.map(|n| from_nanos(n, context)).transpose()
-}
-
-fn to_u64(n: i64, context: &'static str) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| StoreError::Corrupt {
-        context,
-        reason: format!("negative value {n}"),
-    })
 }
 
 fn to_u32(n: i64, context: &'static str) -> Result<u32, StoreError> {
@@ -475,63 +457,8 @@ fn to_u32(n: i64, context: &'static str) -> Result<u32, StoreError> {
     })
 }
 
-fn chain_json(chain: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(chain).map_err(|e| StoreError::InvalidInput {
-        field: "chain",
-        reason: e.to_string(),
-    })
-}
-
-fn chain_from_json(text: &str, context: &'static str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-        context,
-        reason: e.to_string(),
-    })
-}
-
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// Sequence numbers and cursors come from SQLite's signed rowids, so they
-/// always fit back; saturating keeps an out-of-range argument matching nothing.
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-fn require(ok: bool, field: &'static str, reason: &str) -> Result<(), StoreError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidInput {
-            field,
-            reason: reason.to_owned(),
-        })
-    }
-}
-
-fn validate_exchange(new: &NewExchange) -> Result<(), StoreError> {
-    require(!new.exchange_id.is_empty(), "exchange_id", "empty")?;
-    require(!new.credential_id.is_empty(), "credential_id", "empty")?;
-    require(!new.origin.is_empty(), "origin", "empty")?;
-    require(!new.destination.is_empty(), "destination", "empty")?;
-    require(!new.chain.is_empty(), "chain", "empty")?;
-    require(
-        new.credential_digest.len() == 64
-            && new
-                .credential_digest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-        "credential_digest",
-        "must be 64 lowercase hex digits (SHA-256)",
-    )
 }
 
 // --- rows -----------------------------------------------------------------
@@ -694,39 +621,31 @@ fn acked_point(conn: &Connection) -> Result<u64, StoreError> {
     to_u64(n, "inbox ack point")
 }
 
-/// Loads the exchange and checks that it may move to `to`.
-fn transition(
+/// Loads the exchange a fenced operation is about, checks the lease's
+/// token against the stored one, then the transition.
+fn load_fenced(
     tx: &Transaction<'_>,
+    lease: &Lease,
     exchange_id: &str,
-    to: ExchangeStatus,
-    allowed_from: fn(ExchangeStatus) -> bool,
+    t: Transition,
 ) -> Result<Exchange, StoreError> {
-    let current = exchange_by_id(tx, exchange_id)?.ok_or_else(|| StoreError::NotFound {
-        exchange_id: exchange_id.to_owned(),
-    })?;
-    if allowed_from(current.status()) {
-        Ok(current)
-    } else {
-        Err(StoreError::InvalidTransition {
-            exchange_id: exchange_id.to_owned(),
-            from: current.status(),
-            to,
-        })
-    }
+    let current = exchange_by_id(tx, exchange_id)?;
+    let stored = lease_row(tx, &lease.destination)?.map(|l| l.token);
+    domain::check_fence(stored, lease, current.as_ref().map(|e| e.destination.as_str()))?;
+    t.check_found(exchange_id, current)
 }
 
 /// Takes a pending exchange out of the outbox into a terminal state.
 fn settle(
     tx: &Transaction<'_>,
+    lease: &Lease,
     exchange_id: &str,
-    to: ExchangeStatus,
+    t: Transition,
     problem: Option<&Value>,
     at: OffsetDateTime,
-) -> Result<Exchange, StoreError> {
-    let current = transition(tx, exchange_id, to, ExchangeStatus::is_pending)?;
+) -> Result<(), StoreError> {
     let at_n = nanos(at, "at")?;
-    // A settlement by the peer's answer is itself an attempt; dead-lettering is not.
-    let attempt = i64::from(matches!(to, ExchangeStatus::Delivered | ExchangeStatus::Rejected));
+    let current = load_fenced(tx, lease, exchange_id, t)?;
     let problem_text = problem.map(Value::to_string);
     tx.execute(
         "UPDATE exchanges
@@ -734,7 +653,13 @@ fn settle(
              attempts = attempts + ?5,
              forwarded_at = CASE WHEN ?5 = 1 THEN COALESCE(forwarded_at, ?3) ELSE forwarded_at END
          WHERE seq = ?1",
-        params![sql_int(current.seq), to.as_str(), at_n, problem_text, attempt],
+        params![
+            sql_int(current.seq),
+            t.to().as_str(),
+            at_n,
+            problem_text,
+            i64::from(t.counts_attempt())
+        ],
     )
     .map_err(sqlite("settling an exchange"))?;
     tx.execute(
@@ -742,44 +667,45 @@ fn settle(
         params![sql_int(current.seq)],
     )
     .map_err(sqlite("removing an outbox item"))?;
-    let event = match to {
-        ExchangeStatus::Delivered => AuditEvent::Delivered,
-        ExchangeStatus::Rejected => AuditEvent::Rejected,
-        _ => AuditEvent::DeadLettered,
-    };
-    let detail = match problem {
-        Some(p) => json!({ "from": current.status().as_str(), "problem": p }),
-        None => json!({ "from": current.status().as_str() }),
-    };
-    audit::append(tx, at_n, Some(exchange_id), event, &detail)?;
-    Ok(current)
+    audit::append(tx, at_n, entries::settled(t, &current, problem))
+}
+
+/// The destination's stored lease, if it ever had one.
+fn lease_row(conn: &Connection, destination: &str) -> Result<Option<Lease>, StoreError> {
+    const CTX: &str = "delivery lease";
+    let row: Option<(String, i64, i64)> = conn
+        .query_row(
+            "SELECT holder, token, expires_at FROM delivery_leases WHERE destination = ?1",
+            params![destination],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(sqlite("reading a delivery lease"))?;
+    row.map(|(holder, token, expires_at)| {
+        Ok(Lease {
+            destination: destination.to_owned(),
+            holder,
+            token: to_u64(token, CTX)?,
+            expires_at: from_nanos(expires_at, CTX)?,
+        })
+    })
+    .transpose()
 }
 
 impl Store for SqliteStore {
     fn insert_exchange(&self, new: NewExchange) -> Result<Inserted<Exchange>, StoreError> {
-        validate_exchange(&new)?;
+        domain::validate_exchange(&new)?;
         let at = nanos(new.accepted_at, "accepted_at")?;
         let chain = chain_json(&new.chain)?;
         self.write(|tx| {
-            let existing = exchange_where(
+            let by_credential = exchange_where(
                 tx,
                 concat!(select_exchange!(), "WHERE origin = ?1 AND credential_id = ?2"),
                 params![new.origin, new.credential_id],
             )?;
-            if let Some(existing) = existing {
-                return Ok(if existing.credential_digest == new.credential_digest {
-                    Inserted::Existing(existing)
-                } else {
-                    Inserted::Conflict {
-                        existing_exchange_id: existing.exchange_id,
-                    }
-                });
-            }
-            if exchange_by_id(tx, &new.exchange_id)?.is_some() {
-                return Err(StoreError::InvalidInput {
-                    field: "exchange_id",
-                    reason: format!("{} is already used by another credential", new.exchange_id),
-                });
+            let id_taken = by_credential.is_none() && exchange_by_id(tx, &new.exchange_id)?.is_some();
+            if let Admission::Answer(answer) = domain::admit_exchange(&new, by_credential, id_taken)? {
+                return Ok(answer);
             }
             tx.execute(
                 "INSERT INTO exchanges (exchange_id, origin, credential_id, credential_digest, destination,
@@ -803,19 +729,7 @@ impl Store for SqliteStore {
                 params![seq, new.destination, at],
             )
             .map_err(sqlite("inserting an outbox item"))?;
-            audit::append(
-                tx,
-                at,
-                Some(&new.exchange_id),
-                AuditEvent::Accepted,
-                &json!({
-                    "origin": new.origin,
-                    "destination": new.destination,
-                    "credentialId": new.credential_id,
-                    "credentialDigest": new.credential_digest,
-                    "seq": seq,
-                }),
-            )?;
+            audit::append(tx, at, entries::accepted(&new, to_u64(seq, "exchange seq")?))?;
             let created = exchange_by_id(tx, &new.exchange_id)?.ok_or_else(|| StoreError::Corrupt {
                 context: "exchange row",
                 reason: "inserted exchange cannot be read back".into(),
@@ -924,6 +838,7 @@ impl Store for SqliteStore {
 
     fn record_attempt_failure(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         error: &str,
         at: OffsetDateTime,
@@ -931,14 +846,9 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let at_n = nanos(at, "at")?;
         let next_n = nanos(next_attempt_at, "next_attempt_at")?;
-        let error = truncate(error, MAX_ERROR_LEN);
+        let error = domain::truncate_error(error);
         self.write(|tx| {
-            let current = transition(
-                tx,
-                exchange_id,
-                ExchangeStatus::Forwarded,
-                ExchangeStatus::is_pending,
-            )?;
+            let current = load_fenced(tx, lease, exchange_id, Transition::AttemptFailed)?;
             let seq = sql_int(current.seq);
             tx.execute(
                 "UPDATE exchanges
@@ -953,36 +863,26 @@ impl Store for SqliteStore {
                 params![seq, next_n],
             )
             .map_err(sqlite("rescheduling an outbox item"))?;
-            audit::append(
-                tx,
-                at_n,
-                Some(exchange_id),
-                AuditEvent::AttemptFailed,
-                &json!({
-                    "from": current.status().as_str(),
-                    "attempt": current.attempts + 1,
-                    "error": error,
-                    "nextAttemptAt": next_n,
-                }),
-            )
+            audit::append(tx, at_n, entries::attempt_failed(&current, error, next_n))
         })
     }
 
-    fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.write(|tx| settle(tx, exchange_id, ExchangeStatus::Delivered, None, at).map(drop))
+    fn mark_delivered(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.write(|tx| settle(tx, lease, exchange_id, Transition::Deliver, None, at))
     }
 
     fn mark_rejected(
         &self,
+        lease: &Lease,
         exchange_id: &str,
         problem: &Value,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.write(|tx| settle(tx, exchange_id, ExchangeStatus::Rejected, Some(problem), at).map(drop))
+        self.write(|tx| settle(tx, lease, exchange_id, Transition::Reject, Some(problem), at))
     }
 
-    fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.write(|tx| settle(tx, exchange_id, ExchangeStatus::DeadLettered, None, at).map(drop))
+    fn dead_letter(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.write(|tx| settle(tx, lease, exchange_id, Transition::DeadLetter, None, at))
     }
 
     fn dead_letter_expired(
@@ -1033,13 +933,7 @@ impl Store for SqliteStore {
             expired
                 .into_iter()
                 .map(|(exchange_id, from, destination)| {
-                    audit::append(
-                        tx,
-                        at_n,
-                        Some(&exchange_id),
-                        AuditEvent::DeadLettered,
-                        &json!({ "from": from, "sweep": true }),
-                    )?;
+                    audit::append(tx, at_n, entries::expired(&exchange_id, &from))?;
                     Ok(ExpiredItem {
                         exchange_id,
                         destination,
@@ -1052,12 +946,7 @@ impl Store for SqliteStore {
     fn retry(&self, exchange_id: &str, at: OffsetDateTime) -> Result<Exchange, StoreError> {
         let at_n = nanos(at, "at")?;
         self.write(|tx| {
-            let current = transition(
-                tx,
-                exchange_id,
-                ExchangeStatus::Accepted,
-                ExchangeStatus::is_retryable,
-            )?;
+            let current = Transition::Retry.check_found(exchange_id, exchange_by_id(tx, exchange_id)?)?;
             let seq = sql_int(current.seq);
             tx.execute(
                 "UPDATE exchanges
@@ -1072,13 +961,7 @@ impl Store for SqliteStore {
                 params![seq, current.destination, at_n],
             )
             .map_err(sqlite("re-queueing an outbox item"))?;
-            audit::append(
-                tx,
-                at_n,
-                Some(exchange_id),
-                AuditEvent::Retried,
-                &json!({ "from": current.status().as_str() }),
-            )?;
+            audit::append(tx, at_n, entries::retried(&current))?;
             exchange_by_id(tx, exchange_id)?.ok_or_else(|| StoreError::NotFound {
                 exchange_id: exchange_id.to_owned(),
             })
@@ -1121,57 +1004,83 @@ impl Store for SqliteStore {
                     params![seq, destination, at_n],
                 )
                 .map_err(sqlite("re-queueing an outbox item"))?;
-                audit::append(
-                    tx,
-                    at_n,
-                    Some(exchange_id),
-                    AuditEvent::Redelivered,
-                    &json!({ "destination": destination, "since": since_n }),
-                )?;
+                audit::append(tx, at_n, entries::redelivered(exchange_id, destination, since_n))?;
             }
             Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
         })
     }
 
+    fn acquire_lease(
+        &self,
+        destination: &str,
+        holder: &str,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.write(|tx| {
+            let current = lease_row(tx, destination)?;
+            let decision = domain::decide_lease(current.as_ref(), destination, holder, ttl, now)?;
+            let Some(lease) = decision.lease() else {
+                return Ok(None);
+            };
+            tx.execute(
+                "INSERT INTO delivery_leases (destination, holder, token, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (destination) DO UPDATE
+                 SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at",
+                params![
+                    lease.destination,
+                    lease.holder,
+                    sql_int(lease.token),
+                    nanos(lease.expires_at, "expires_at")?
+                ],
+            )
+            .map_err(sqlite("storing a delivery lease"))?;
+            Ok(Some(lease.clone()))
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let released = domain::released(lease);
+        let expires_at = nanos(released.expires_at, "expires_at")?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE delivery_leases SET expires_at = ?3 WHERE destination = ?1 AND token = ?2",
+                params![released.destination, sql_int(released.token), expires_at],
+            )
+            .map_err(sqlite("releasing a delivery lease"))
+            .map(drop)
+        })
+    }
+
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
-        require(!new.exchange_id.is_empty(), "exchange_id", "empty")?;
-        require(!new.origin.is_empty(), "origin", "empty")?;
-        require(!new.credential_id.is_empty(), "credential_id", "empty")?;
-        require(!new.chain.is_empty(), "chain", "empty")?;
+        domain::validate_inbox(&new)?;
         let at = nanos(new.received_at, "received_at")?;
         let chain = chain_json(&new.chain)?;
         self.write(|tx| {
-            if let Some(existing) = inbox_by_id(tx, &new.exchange_id)? {
-                let same = existing.origin == new.origin && existing.chain.first() == new.chain.first();
-                return Ok(if same {
-                    Inserted::Existing(existing)
-                } else {
-                    Inserted::Conflict {
-                        existing_exchange_id: existing.exchange_id,
-                    }
-                });
-            }
-            // The same original under another exchangeId: never a second item.
-            let by_original: Option<String> = tx
-                .query_row(
-                    "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
-                    params![new.origin, new.credential_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sqlite("reading an inbox item"))?;
-            // An id this gateway issued for its own outgoing exchange: taking
-            // it would make `GET /v1/exchanges/{id}` and the inbox disagree.
-            let own: Option<String> = tx
-                .query_row(
-                    "SELECT exchange_id FROM exchanges WHERE exchange_id = ?1",
-                    params![new.exchange_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sqlite("reading an exchange"))?;
-            if let Some(existing_exchange_id) = by_original.or(own) {
-                return Ok(Inserted::Conflict { existing_exchange_id });
+            let by_id = inbox_by_id(tx, &new.exchange_id)?;
+            let (by_original, own) = if by_id.is_some() {
+                (None, false)
+            } else {
+                let by_original: Option<String> = tx
+                    .query_row(
+                        "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
+                        params![new.origin, new.credential_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sqlite("reading an inbox item"))?;
+                let own: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM exchanges WHERE exchange_id = ?1)",
+                        params![new.exchange_id],
+                        |r| r.get(0),
+                    )
+                    .map_err(sqlite("reading an exchange"))?;
+                (by_original, own)
+            };
+            if let Admission::Answer(answer) = domain::admit_inbox(&new, by_id, by_original, own) {
+                return Ok(answer);
             }
             tx.execute(
                 "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
@@ -1179,16 +1088,10 @@ impl Store for SqliteStore {
                 params![new.exchange_id, new.origin, new.credential_id, at, chain],
             )
             .map_err(sqlite("inserting an inbox item"))?;
-            let cursor = tx.last_insert_rowid();
-            audit::append(
-                tx,
-                at,
-                Some(&new.exchange_id),
-                AuditEvent::InboxReceived,
-                &json!({ "origin": new.origin, "cursor": cursor }),
-            )?;
+            let cursor = to_u64(tx.last_insert_rowid(), "inbox cursor")?;
+            audit::append(tx, at, entries::inbox_received(&new, cursor))?;
             Ok(Inserted::Created(InboxItem {
-                cursor: to_u64(cursor, "inbox cursor")?,
+                cursor,
                 exchange_id: new.exchange_id,
                 origin: new.origin,
                 received_at: new.received_at,
@@ -1224,7 +1127,6 @@ impl Store for SqliteStore {
 
     fn raise_inbox_cursor_floor(&self, floor: u64, at: OffsetDateTime) -> Result<u64, StoreError> {
         let at_n = nanos(at, "at")?;
-        let floor = sql_int(floor);
         self.write(|tx| {
             // AUTOINCREMENT hands out max(sqlite_sequence, max(cursor)) + 1;
             // SQLite lets ordinary statements edit sqlite_sequence for this.
@@ -1236,30 +1138,25 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(sqlite("reading the inbox cursor"))?;
-            if floor <= current {
-                return to_u64(current, "inbox cursor");
-            }
+            let current = to_u64(current, "inbox cursor")?;
+            let Some(floor) = domain::floor_target(current, floor) else {
+                return Ok(current);
+            };
             let updated = tx
                 .execute(
                     "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox'",
-                    params![floor],
+                    params![sql_int(floor)],
                 )
                 .map_err(sqlite("raising the inbox cursor floor"))?;
             if updated == 0 {
                 tx.execute(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES ('inbox', ?1)",
-                    params![floor],
+                    params![sql_int(floor)],
                 )
                 .map_err(sqlite("raising the inbox cursor floor"))?;
             }
-            audit::append(
-                tx,
-                at_n,
-                None,
-                AuditEvent::InboxCursorFloorRaised,
-                &json!({ "from": current, "to": floor }),
-            )?;
-            to_u64(floor, "inbox cursor")
+            audit::append(tx, at_n, entries::cursor_floor_raised(current, floor))?;
+            Ok(floor)
         })
     }
 
@@ -1270,10 +1167,10 @@ impl Store for SqliteStore {
             let highest: i64 = tx
                 .query_row("SELECT COALESCE(MAX(cursor), 0) FROM inbox", [], |r| r.get(0))
                 .map_err(sqlite("reading the highest inbox cursor"))?;
-            let target = up_to.min(to_u64(highest, "inbox cursor")?);
-            if target <= current {
+            let highest = to_u64(highest, "inbox cursor")?;
+            let Some(target) = domain::ack_target(current, highest, up_to) else {
                 return Ok(0);
-            }
+            };
             let (current_i, target_i) = (sql_int(current), sql_int(target));
             let newly: i64 = tx
                 .query_row(
@@ -1282,19 +1179,14 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(sqlite("counting acknowledged items"))?;
+            let newly = to_u64(newly, "acknowledged count")?;
             tx.execute(
                 "UPDATE inbox_ack SET acked_up_to = ?1 WHERE id = 1",
                 params![target_i],
             )
             .map_err(sqlite("advancing the inbox ack point"))?;
-            audit::append(
-                tx,
-                at_n,
-                None,
-                AuditEvent::InboxAcked,
-                &json!({ "from": current, "upTo": target, "requested": up_to, "count": newly }),
-            )?;
-            to_u64(newly, "acknowledged count")
+            audit::append(tx, at_n, entries::inbox_acked(current, target, up_to, newly))?;
+            Ok(newly)
         })
     }
 

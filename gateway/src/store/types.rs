@@ -261,6 +261,22 @@ impl<T> Inserted<T> {
     }
 }
 
+/// The right to deliver to one destination until `expires_at`; `token` is
+/// the fencing token (SPEC §5). Obtained from
+/// [`Store::acquire_lease`](super::Store::acquire_lease); the delivery
+/// settles take it and fail with `LeaseLost` once another holder has taken
+/// the destination over (a greater token is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub destination: String,
+    /// Who holds it: one delivery worker process (hostname, pid, random suffix).
+    pub holder: String,
+    /// Strictly increasing per destination across takeovers; the same across
+    /// renewals.
+    pub token: u64,
+    pub expires_at: OffsetDateTime,
+}
+
 /// Result of a successful audit chain verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReport {
