@@ -122,7 +122,9 @@ impl DevPostgres {
             if Self::required() {
                 panic!("{REQUIRE_ENV}=1 but PostgreSQL is unavailable: {e}");
             }
-            print_skip(&format!("SKIPPED: PostgreSQL 15 not found ({e}); {test} did not run"));
+            print_skip(&format!(
+                "SKIPPED: PostgreSQL 15 not found ({e}); {test} did not run"
+            ));
             return None;
         }
         match SHARED.get_or_init(|| Self::start().map(Arc::new).map_err(|e| e.to_string())) {
@@ -203,7 +205,9 @@ impl DevPostgres {
     /// the test run does not kill it before it has cleaned up.
     fn spawn_guard(&mut self) -> Result<(), DevPgError> {
         let mut stop = self.pg_command("pg_ctl");
-        stop.arg("-D").arg(self.data()).args(["stop", "-m", "immediate", "-w"]);
+        stop.arg("-D")
+            .arg(self.data())
+            .args(["stop", "-m", "immediate", "-w"]);
         let mut argv = vec![stop.get_program().to_owned()];
         argv.extend(stop.get_args().map(ToOwned::to_owned));
         let mut guard = Command::new("sh");
@@ -247,7 +251,14 @@ impl DevPostgres {
                 .arg(self.data())
                 .arg("-l")
                 .arg(self.dir.join("server.log"))
-                .args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "-o", &options, "start"]);
+                .args([
+                    "-w",
+                    "-t",
+                    &START_TIMEOUT_SECS.to_string(),
+                    "-o",
+                    &options,
+                    "start",
+                ]);
             match run("pg_ctl start", &mut start) {
                 Ok(()) => {
                     self.port = port;
@@ -414,14 +425,23 @@ mod tests {
         let pg = DevPostgres::start().unwrap();
         let (a, b) = (pg.create_database().unwrap(), pg.create_database().unwrap());
         assert_ne!(a, b, "each call makes a new database");
-        assert!(a.starts_with(&format!("postgres://postgres:{}@127.0.0.1:{}/", pg.password, pg.port())));
+        assert!(a.starts_with(&format!(
+            "postgres://postgres:{}@127.0.0.1:{}/",
+            pg.password,
+            pg.port()
+        )));
         let show = |url: &str, sql: &str| {
             let url = url.to_owned();
             let sql = sql.to_owned();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
-                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
                     tokio::spawn(conn);
                     let row = client.query_one(&sql, &[]).await.unwrap();
                     row.get::<_, String>(0)
@@ -436,8 +456,15 @@ mod tests {
         // A wrong password is refused: the cluster is not open to anyone.
         let wrong = a.replace(&pg.password, "wrong");
         let refused = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async { tokio_postgres::connect(&wrong, tokio_postgres::NoTls).await.is_err() })
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                tokio_postgres::connect(&wrong, tokio_postgres::NoTls)
+                    .await
+                    .is_err()
+            })
         })
         .join()
         .unwrap();

@@ -13,8 +13,8 @@
 use bashu_gateway::config::StoreUrl;
 use bashu_gateway::devpg::DevPostgres;
 use bashu_gateway::store::{
-    open_postgres, CheckpointStore, Inserted, NewExchange, NewInboxItem, PgOptions, PgStore, Store, StoreError,
-    StoreFault,
+    open_postgres, CheckpointStore, Inserted, NewExchange, NewInboxItem, PgOptions, PgStore, Store,
+    StoreError, StoreFault,
 };
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
@@ -65,9 +65,14 @@ fn new_inbox(n: usize) -> NewInboxItem {
 fn admin(url: &str, sql: &str) {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             client.batch_execute(&sql).await.unwrap();
         })
@@ -97,15 +102,25 @@ fn two_replicas_racing_for_a_lease_get_one_and_the_losers_late_settle_is_refused
                     .unwrap()
             })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .filter_map(|h| h.join().unwrap())
         .collect();
-    assert_eq!(winners.len(), 1, "exactly one contender holds the lease: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one contender holds the lease: {winners:?}"
+    );
     let first = winners[0].clone();
     assert_eq!(first.token, 1);
 
     // Live elsewhere: refused on either replica. Renewed by its holder:
     // same token.
-    assert_eq!(b.acquire_lease("sc", "late", Duration::from_secs(5), t(12)).unwrap(), None);
+    assert_eq!(
+        b.acquire_lease("sc", "late", Duration::from_secs(5), t(12))
+            .unwrap(),
+        None
+    );
     let renewed = a
         .acquire_lease("sc", &first.holder, Duration::from_secs(5), t(12))
         .unwrap()
@@ -126,14 +141,24 @@ fn two_replicas_racing_for_a_lease_get_one_and_the_losers_late_settle_is_refused
         other => panic!("a stale lease must not settle: {other:?}"),
     }
     let pending = b.exchange("ex-00001").unwrap().unwrap();
-    assert_eq!(pending.status().as_str(), "accepted", "the refused settle wrote nothing");
+    assert_eq!(
+        pending.status().as_str(),
+        "accepted",
+        "the refused settle wrote nothing"
+    );
     assert_eq!(b.pending_outbox("sc", 10).unwrap().len(), 1);
     b.mark_delivered(&taken, "ex-00001", t(32)).unwrap();
-    assert_eq!(a.exchange("ex-00001").unwrap().unwrap().status().as_str(), "delivered");
+    assert_eq!(
+        a.exchange("ex-00001").unwrap().unwrap().status().as_str(),
+        "delivered"
+    );
 
     // Released: the next holder need not wait, and gets a greater token.
     b.release_lease(&taken).unwrap();
-    let next = a.acquire_lease("sc", "replica-a", Duration::from_secs(5), t(33)).unwrap().unwrap();
+    let next = a
+        .acquire_lease("sc", "replica-a", Duration::from_secs(5), t(33))
+        .unwrap()
+        .unwrap();
     assert_eq!(next.token, 3);
     a.audit_verify().unwrap();
 }
@@ -157,10 +182,16 @@ fn one_credential_submitted_to_two_replicas_at_once_is_one_exchange() {
                 store.insert_exchange(new).unwrap()
             })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .map(|h| h.join().unwrap())
         .collect();
     let created: Vec<_> = outcomes.iter().filter(|o| o.is_created()).collect();
-    assert_eq!(created.len(), 1, "one insert creates, the others find it: {outcomes:?}");
+    assert_eq!(
+        created.len(),
+        1,
+        "one insert creates, the others find it: {outcomes:?}"
+    );
     let id = created[0].row().unwrap().exchange_id.clone();
     for o in &outcomes {
         match o {
@@ -198,7 +229,12 @@ fn inbox_cursors_become_visible_in_order_across_replicas() {
         std::thread::spawn(move || {
             let mut snapshots = Vec::new();
             while !done.load(std::sync::atomic::Ordering::Acquire) {
-                let page: Vec<u64> = store.inbox_page(Some(0), 500).unwrap().iter().map(|i| i.cursor).collect();
+                let page: Vec<u64> = store
+                    .inbox_page(Some(0), 500)
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.cursor)
+                    .collect();
                 snapshots.push(page);
             }
             snapshots
@@ -220,10 +256,18 @@ fn inbox_cursors_become_visible_in_order_across_replicas() {
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     let snapshots = reader.join().unwrap();
-    let all: Vec<u64> = stores[0].inbox_page(Some(0), 500).unwrap().iter().map(|i| i.cursor).collect();
+    let all: Vec<u64> = stores[0]
+        .inbox_page(Some(0), 500)
+        .unwrap()
+        .iter()
+        .map(|i| i.cursor)
+        .collect();
     assert_eq!(all.len(), WRITERS * PER_WRITER);
     assert!(all.windows(2).all(|w| w[0] < w[1]), "cursors strictly increase");
-    assert!(snapshots.len() > 3, "the reader must have polled during the writes");
+    assert!(
+        snapshots.len() > 3,
+        "the reader must have polled during the writes"
+    );
     for (n, seen) in snapshots.iter().enumerate() {
         let Some(&max) = seen.last() else { continue };
         let expected: Vec<u64> = all.iter().copied().filter(|c| *c <= max).collect();
@@ -246,7 +290,10 @@ fn the_cursor_floor_moves_the_sequence_and_never_down() {
     };
     let first = stores[0].insert_inbox(new_inbox(1)).unwrap();
     assert_eq!(first.row().unwrap().cursor, 1);
-    assert_eq!(stores[0].raise_inbox_cursor_floor(1_000_000, t(2)).unwrap(), 1_000_000);
+    assert_eq!(
+        stores[0].raise_inbox_cursor_floor(1_000_000, t(2)).unwrap(),
+        1_000_000
+    );
     // A lower floor (another replica starting with a slower clock) changes nothing.
     assert_eq!(stores[1].raise_inbox_cursor_floor(500, t(3)).unwrap(), 1_000_000);
     let next = stores[1].insert_inbox(new_inbox(2)).unwrap();
@@ -281,7 +328,11 @@ fn a_replica_refuses_another_members_database_and_a_swapped_one() {
     let second = open_postgres(&d2, "cq", &url, options).unwrap();
     drop(second);
     let marker = |d: &std::path::Path| std::fs::read_to_string(d.join("store-id")).unwrap();
-    assert_eq!(marker(&d1), marker(&d2), "both replicas record the one store identity");
+    assert_eq!(
+        marker(&d1),
+        marker(&d2),
+        "both replicas record the one store identity"
+    );
 
     // Another member's gateway pointed at cq's database is refused.
     let d3 = dirs.path().join("r3");
@@ -295,8 +346,18 @@ fn a_replica_refuses_another_members_database_and_a_swapped_one() {
     match open_postgres(&d1, "cq", &empty, options) {
         Err(StoreError::Identity { reason, db, .. }) => {
             assert!(reason.contains("no store identity"), "{reason}");
-            let password = empty.expose().split('@').next().unwrap().rsplit(':').next().unwrap();
-            assert!(!db.to_string_lossy().contains(password), "the error must not show the password");
+            let password = empty
+                .expose()
+                .split('@')
+                .next()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap();
+            assert!(
+                !db.to_string_lossy().contains(password),
+                "the error must not show the password"
+            );
         }
         other => panic!("a replica's marker with an empty database: {other:?}"),
     }
@@ -335,7 +396,11 @@ fn readiness_follows_whether_postgres_can_commit() {
             _ => std::thread::sleep(Duration::from_millis(1100)),
         }
     }
-    assert_eq!(fault, Some(StoreFault::ReadOnly), "readiness must report the read-only database");
+    assert_eq!(
+        fault,
+        Some(StoreFault::ReadOnly),
+        "readiness must report the read-only database"
+    );
     let write = store.insert_exchange(new_exchange(1, "sc"));
     assert!(write.is_err(), "no write commits meanwhile: {write:?}");
 
@@ -383,6 +448,9 @@ fn checkpoints_signed_by_any_replica_are_seen_by_all() {
         jws: "w.j.s".into(),
     };
     assert!(stores[0].save_witnessed(&w).unwrap());
-    assert!(!stores[1].save_witnessed(&w).unwrap(), "the same JWS is kept once across replicas");
+    assert!(
+        !stores[1].save_witnessed(&w).unwrap(),
+        "the same JWS is kept once across replicas"
+    );
     assert_eq!(stores[1].witnessed("sc").unwrap(), vec![w]);
 }

@@ -139,7 +139,9 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
     let cq_member = fed.member("cq").unwrap().clone();
     let sc_member = fed.member("sc").unwrap().clone();
 
-    let sc_gw = app::start(Config::load(&sc_member.config).unwrap()).await.unwrap();
+    let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
+        .await
+        .unwrap();
     let mut procs: Vec<Option<Replica>> = replicas.iter().map(|r| Some(Replica::start(&r.config))).collect();
     let banks: Vec<Arc<CreditBank>> = replicas
         .iter()
@@ -208,7 +210,10 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         assert!(Instant::now() < deadline, "no deliveries before the kill");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let lease = inspect.current_lease("sc").unwrap().expect("a replica holds the cq→sc lease");
+    let lease = inspect
+        .current_lease("sc")
+        .unwrap()
+        .expect("a replica holds the cq→sc lease");
     let victim = procs
         .iter()
         .position(|p| p.as_ref().map(Replica::pid) == holder_pid(&lease.holder))
@@ -224,7 +229,10 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
     let mut resumed = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     while taken_over.is_none() || resumed.is_none() {
-        assert!(Instant::now() < deadline, "delivery did not resume after the kill");
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not resume after the kill"
+        );
         if taken_over.is_none() {
             if let Some(l) = inspect.current_lease("sc").unwrap() {
                 if l.token > lease.token {
@@ -248,7 +256,10 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         resumed.as_millis()
     );
     let bound = Duration::from_millis(LEASE_TTL_MS + LEASE_TTL_MS / 3 + 1500);
-    assert!(taken_over <= bound, "takeover took {taken_over:?}, bound {bound:?}");
+    assert!(
+        taken_over <= bound,
+        "takeover took {taken_over:?}, bound {bound:?}"
+    );
 
     // The killed replica comes back and serves again (it rejoins as a
     // follower: the lease stays where it is).
@@ -267,13 +278,24 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         if inbox.len() >= accepted.len() {
             break inbox;
         }
-        assert!(Instant::now() < deadline, "only {} of {} delivered", inbox.len(), accepted.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} delivered",
+            inbox.len(),
+            accepted.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(inbox.len(), accepted.len(), "no exchange is delivered twice");
-    assert!(inbox.windows(2).all(|w| w[0].0 < w[1].0), "inbox cursors strictly increase");
+    assert!(
+        inbox.windows(2).all(|w| w[0].0 < w[1].0),
+        "inbox cursors strictly increase"
+    );
     let delivered: HashSet<String> = inbox.iter().map(|(_, id)| id.clone()).collect();
-    assert_eq!(delivered, accepted, "the inbox holds exactly the accepted exchanges");
+    assert_eq!(
+        delivered, accepted,
+        "the inbox holds exactly the accepted exchanges"
+    );
 
     let in_acceptance_order: Vec<String> = inspect
         .list_exchanges(None, 10_000)
@@ -282,15 +304,19 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         .map(|e| e.exchange_id)
         .collect();
     let in_inbox_order: Vec<String> = inbox.into_iter().map(|(_, id)| id).collect();
-    assert_eq!(in_inbox_order, in_acceptance_order, "inbox order = acceptance order");
-    let statuses: HashMap<String, usize> = inspect
-        .list_exchanges(None, 10_000)
-        .unwrap()
-        .into_iter()
-        .fold(HashMap::new(), |mut m, e| {
-            *m.entry(e.status().as_str().to_owned()).or_default() += 1;
-            m
-        });
+    assert_eq!(
+        in_inbox_order, in_acceptance_order,
+        "inbox order = acceptance order"
+    );
+    let statuses: HashMap<String, usize> =
+        inspect
+            .list_exchanges(None, 10_000)
+            .unwrap()
+            .into_iter()
+            .fold(HashMap::new(), |mut m, e| {
+                *m.entry(e.status().as_str().to_owned()).or_default() += 1;
+                m
+            });
     assert_eq!(statuses.get("delivered"), Some(&(TOTAL + 1)), "{statuses:?}");
 
     // One verifiable chain, though three processes (one killed) wrote it.

@@ -4,7 +4,7 @@
 use crate::checkpoint::{self, SignedCheckpoint};
 use crate::config::Config;
 use crate::jose::VerifyingKey;
-use crate::store::{self, CheckpointStore, SqliteStore, StoreError};
+use crate::store::{self, StoreError};
 use crate::trust::keystore::KeyMaterial;
 use crate::trust::{KeyRole, KeyStore};
 use clap::Subcommand;

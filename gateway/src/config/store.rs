@@ -214,9 +214,6 @@ mod tests {
             assert!(!format!("{u:?}").contains("s3cret"));
             assert!(!format!("{u:?}").contains("pw@"));
         }
-        assert_eq!(
-            StoreUrl::new("postgres://a:b@c/d").expose(),
-            "postgres://a:b@c/d"
-        );
+        assert_eq!(StoreUrl::new("postgres://a:b@c/d").expose(), "postgres://a:b@c/d");
     }
 }

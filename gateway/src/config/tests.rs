@@ -272,7 +272,10 @@ fn store_defaults_to_sqlite_and_env_url_wins_without_showing_the_password() {
 
     let file = format!("{GOOD}\n[store]\nurl = \"postgres://bashu:filepw@db1:5432/bashu\"\npool_size = 4\n");
     let cfg = fx.load(&file, &[]).unwrap();
-    assert_eq!(cfg.store.url.as_ref().unwrap().expose(), "postgres://bashu:filepw@db1:5432/bashu");
+    assert_eq!(
+        cfg.store.url.as_ref().unwrap().expose(),
+        "postgres://bashu:filepw@db1:5432/bashu"
+    );
     assert_eq!(cfg.store.pool_size, 4);
 
     // Like every BASHU_* override, the environment wins over the file.
@@ -285,10 +288,16 @@ fn store_defaults_to_sqlite_and_env_url_wins_without_showing_the_password() {
             ],
         )
         .unwrap();
-    assert_eq!(cfg.store.url.as_ref().unwrap().expose(), "postgres://bashu:envpw@db2:5433/bashu");
+    assert_eq!(
+        cfg.store.url.as_ref().unwrap().expose(),
+        "postgres://bashu:envpw@db2:5433/bashu"
+    );
     assert_eq!(cfg.store.pool_size, 9);
     let shown = format!("{cfg:?}");
-    assert!(!shown.contains("envpw"), "Debug of the config shows the password: {shown}");
+    assert!(
+        !shown.contains("envpw"),
+        "Debug of the config shows the password: {shown}"
+    );
     assert!(shown.contains("postgres://bashu:***@db2:5433/bashu"));
 
     // A bad URL is refused naming the key, without echoing the password.

@@ -133,7 +133,9 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     }
     c.positive("audit.witness_interval_secs", a.witness_interval_secs)?;
 
-    cfg.store.check().map_err(|(field, message)| c.fail(field, message))?;
+    cfg.store
+        .check()
+        .map_err(|(field, message)| c.fail(field, message))?;
 
     for (id, peer) in &cfg.peers {
         if !is_member_id(id) || id == &cfg.member {

@@ -91,8 +91,8 @@ pub fn write_replicas(
         path: m.config.clone(),
         source,
     })?;
-    let base: Table = toml::from_str(&text)
-        .map_err(|e| DevPkiError::Replicas(format!("{}: {e}", m.config.display())))?;
+    let base: Table =
+        toml::from_str(&text).map_err(|e| DevPkiError::Replicas(format!("{}: {e}", m.config.display())))?;
     let mut ports = free_ports(2 * count - 1)?.into_iter();
     let mut replicas = Vec::with_capacity(count);
     for index in 1..=count {
@@ -138,7 +138,11 @@ fn replica_toml(base: &Table, r: &DevReplica, store_url: &StoreUrl) -> Table {
     listen.insert("metrics".into(), Value::String(r.metrics_addr.to_string()));
     doc.insert("listen".into(), Value::Table(listen));
     for (sec, key) in PATH_KEYS {
-        if let Some(Value::String(p)) = doc.get_mut(*sec).and_then(Value::as_table_mut).and_then(|t| t.get_mut(*key)) {
+        if let Some(Value::String(p)) = doc
+            .get_mut(*sec)
+            .and_then(Value::as_table_mut)
+            .and_then(|t| t.get_mut(*key))
+        {
             *p = up_one(p);
         }
     }
@@ -153,7 +157,11 @@ fn replica_toml(base: &Table, r: &DevReplica, store_url: &StoreUrl) -> Table {
             }
         }
     }
-    if let Some(Value::Array(crls)) = doc.get_mut("tls").and_then(Value::as_table_mut).and_then(|t| t.get_mut("crls")) {
+    if let Some(Value::Array(crls)) = doc
+        .get_mut("tls")
+        .and_then(Value::as_table_mut)
+        .and_then(|t| t.get_mut("crls"))
+    {
         for c in crls.iter_mut() {
             if let Value::String(p) = c {
                 *p = up_one(p);
@@ -161,7 +169,7 @@ fn replica_toml(base: &Table, r: &DevReplica, store_url: &StoreUrl) -> Table {
         }
     }
     if let Some(peers) = doc.get_mut("peers").and_then(Value::as_table_mut) {
-        for peer in peers.values_mut() {
+        for (_, peer) in peers.iter_mut() {
             if let Some(Value::String(p)) = peer.as_table_mut().and_then(|t| t.get_mut("federation_key")) {
                 *p = up_one(p);
             }

@@ -25,7 +25,11 @@ pub struct OpenedStore {
 pub fn open_configured(config: &Config) -> Result<OpenedStore, StoreError> {
     match &config.store.url {
         None => {
-            let s = Arc::new(open_data_dir(&config.data_dir, &config.member, StoreOptions::default())?);
+            let s = Arc::new(open_data_dir(
+                &config.data_dir,
+                &config.member,
+                StoreOptions::default(),
+            )?);
             Ok(OpenedStore {
                 store: s.clone(),
                 checkpoints: s,
@@ -53,7 +57,10 @@ pub fn open_configured(config: &Config) -> Result<OpenedStore, StoreError> {
 /// naming PostgreSQL, that database (it must hold a store identity);
 /// otherwise the SQLite file `sqlite_path`, which must exist. No data
 /// directory lock is taken: tools only read.
-pub fn open_for_tools(config: Option<&Config>, sqlite_path: &Path) -> Result<Box<dyn AuditedStore>, StoreError> {
+pub fn open_for_tools(
+    config: Option<&Config>,
+    sqlite_path: &Path,
+) -> Result<Box<dyn AuditedStore>, StoreError> {
     match config.and_then(|c| c.store.url.as_ref().map(|url| (c, url))) {
         Some((cfg, url)) => {
             let options = PgOptions {
@@ -66,7 +73,10 @@ pub fn open_for_tools(config: Option<&Config>, sqlite_path: &Path) -> Result<Box
                 Some((id, member)) => Err(StoreError::Identity {
                     marker: cfg.data_dir.join(super::MARKER_FILE),
                     db: url.redacted().into(),
-                    reason: format!("the database is store {id} of member {member}, not of {}", cfg.member),
+                    reason: format!(
+                        "the database is store {id} of member {member}, not of {}",
+                        cfg.member
+                    ),
                 }),
                 None => Err(StoreError::Identity {
                     marker: cfg.data_dir.join(super::MARKER_FILE),

@@ -4,7 +4,9 @@
 //! every replica serves the newest (`GET /v1/federation/audit/checkpoint`).
 
 use super::{backend_error, conn, to_u64, verify_chain, PgStore};
-use crate::store::{AuditHead, AuditReport, CheckpointStore, StoreError, StoredCheckpoint, WitnessedCheckpoint};
+use crate::store::{
+    AuditHead, AuditReport, CheckpointStore, StoreError, StoredCheckpoint, WitnessedCheckpoint,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Row;
 
@@ -58,7 +60,10 @@ impl CheckpointStore for PgStore {
         })
     }
 
-    fn audit_verify_at(&self, seqs: &BTreeSet<u64>) -> Result<(AuditReport, BTreeMap<u64, String>), StoreError> {
+    fn audit_verify_at(
+        &self,
+        seqs: &BTreeSet<u64>,
+    ) -> Result<(AuditReport, BTreeMap<u64, String>), StoreError> {
         let seqs = seqs.clone();
         self.run(move |pool| verify_chain(pool, seqs))
     }
@@ -98,7 +103,10 @@ impl CheckpointStore for PgStore {
         self.run(|pool| async move {
             let client = conn(&pool).await?;
             client
-                .query("SELECT seq, head, at, jws FROM audit_checkpoints ORDER BY id", &[])
+                .query(
+                    "SELECT seq, head, at, jws FROM audit_checkpoints ORDER BY id",
+                    &[],
+                )
                 .await
                 .map_err(backend_error("reading audit checkpoints"))?
                 .iter()

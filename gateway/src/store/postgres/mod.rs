@@ -113,7 +113,9 @@ pub struct PgStore {
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,15 +254,14 @@ impl PgStore {
             probe: Mutex::new(None),
             _lock: None,
         };
-        store
-            .run(|pool| async move {
-                let mut client = pool.get().await.map_err(|e| StoreError::Open {
-                    backend: BACKEND,
-                    target,
-                    source: Box::new(e),
-                })?;
-                migrations::migrate(&mut client).await
+        store.run(|pool| async move {
+            let mut client = pool.get().await.map_err(|e| StoreError::Open {
+                backend: BACKEND,
+                target,
+                source: Box::new(e),
             })?;
+            migrations::migrate(&mut client).await
+        })?;
         Ok(store)
     }
 
@@ -541,7 +542,10 @@ fn digest_of_row(table: RowTable, r: &Row) -> Result<String, StoreError> {
                 .try_get::<_, Option<i32>>(i)
                 .map_err(get_err)?
                 .map(|n| Owned::Int(i64::from(n))),
-            Type::TEXT | Type::VARCHAR => r.try_get::<_, Option<String>>(i).map_err(get_err)?.map(Owned::Text),
+            Type::TEXT | Type::VARCHAR => r
+                .try_get::<_, Option<String>>(i)
+                .map_err(get_err)?
+                .map(Owned::Text),
             ref other => return Err(corrupt(CTX, format!("column {} has type {other}", col.name()))),
         };
         cells.push(cell.unwrap_or(Owned::Null));
@@ -685,7 +689,8 @@ async fn settle(
     w.tx.execute("DELETE FROM outbox WHERE exchange_seq = $1", &[&seq])
         .await
         .map_err(backend_error("removing an outbox item"))?;
-    w.append(at, entries::settled(t, &current, problem.as_ref())).await?;
+    w.append(at, entries::settled(t, &current, problem.as_ref()))
+        .await?;
     w.commit().await
 }
 
@@ -767,11 +772,16 @@ impl Store for PgStore {
         })
     }
 
-    fn list_exchanges(&self, status: Option<ExchangeStatus>, limit: u32) -> Result<Vec<Exchange>, StoreError> {
+    fn list_exchanges(
+        &self,
+        status: Option<ExchangeStatus>,
+        limit: u32,
+    ) -> Result<Vec<Exchange>, StoreError> {
         let status = status.map(|s| s.as_str().to_owned());
         self.run(move |pool| async move {
             let client = conn(&pool).await?;
-            let sql = format!("{SELECT_EXCHANGE}WHERE $1::TEXT IS NULL OR e.status = $1 ORDER BY e.seq LIMIT $2");
+            let sql =
+                format!("{SELECT_EXCHANGE}WHERE $1::TEXT IS NULL OR e.status = $1 ORDER BY e.seq LIMIT $2");
             client
                 .query(&sql, &[&status, &i64::from(limit)])
                 .await
@@ -822,7 +832,10 @@ impl Store for PgStore {
         self.run(|pool| async move {
             let client = conn(&pool).await?;
             let rows = client
-                .query("SELECT destination, COUNT(*) FROM outbox GROUP BY destination", &[])
+                .query(
+                    "SELECT destination, COUNT(*) FROM outbox GROUP BY destination",
+                    &[],
+                )
                 .await
                 .map_err(backend_error("counting the outbox"))?;
             rows.iter()
@@ -916,9 +929,8 @@ impl Store for PgStore {
                 return Ok(Vec::new());
             }
             let mut w = Writer::begin(&mut client).await?;
-            let expired = w
-                .tx
-                .query(
+            let expired =
+                w.tx.query(
                     "SELECT e.exchange_id, e.status, o.destination
                      FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
                      WHERE o.queued_at <= $1
@@ -940,7 +952,8 @@ impl Store for PgStore {
                 .map_err(backend_error("removing expired outbox items"))?;
             let mut items = Vec::with_capacity(expired.len());
             for r in &expired {
-                let (exchange_id, from, destination): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                let (exchange_id, from, destination): (String, String, String) =
+                    (r.get(0), r.get(1), r.get(2));
                 w.append(at_n, entries::expired(&exchange_id, &from)).await?;
                 items.push(ExpiredItem {
                     exchange_id,
@@ -958,7 +971,8 @@ impl Store for PgStore {
         self.run(move |pool| async move {
             let mut client = conn(&pool).await?;
             let mut w = Writer::begin(&mut client).await?;
-            let current = Transition::Retry.check_found(&exchange_id, exchange_by_id(&*w.tx, &exchange_id).await?)?;
+            let current =
+                Transition::Retry.check_found(&exchange_id, exchange_by_id(&*w.tx, &exchange_id).await?)?;
             let seq = to_i64(current.seq);
             w.tx.execute(
                 "UPDATE exchanges
@@ -976,17 +990,23 @@ impl Store for PgStore {
             .await
             .map_err(backend_error("re-queueing an outbox item"))?;
             w.append(at_n, entries::retried(&current)).await?;
-            let updated = exchange_by_id(&*w.tx, &exchange_id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    exchange_id: exchange_id.clone(),
-                })?;
+            let updated =
+                exchange_by_id(&*w.tx, &exchange_id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        exchange_id: exchange_id.clone(),
+                    })?;
             w.commit().await?;
             Ok(updated)
         })
     }
 
-    fn redeliver(&self, destination: &str, since: OffsetDateTime, at: OffsetDateTime) -> Result<u64, StoreError> {
+    fn redeliver(
+        &self,
+        destination: &str,
+        since: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
         let (since_n, at_n) = (nanos(since, "since")?, nanos(at, "at")?);
         let destination = destination.to_owned();
         self.run(move |pool| async move {
@@ -1108,18 +1128,16 @@ impl Store for PgStore {
             let (by_original, own) = if by_id.is_some() {
                 (None, false)
             } else {
-                let by_original: Option<String> = w
-                    .tx
-                    .query_opt(
+                let by_original: Option<String> =
+                    w.tx.query_opt(
                         "SELECT exchange_id FROM inbox WHERE origin = $1 AND credential_id = $2",
                         &[&new.origin, &new.credential_id],
                     )
                     .await
                     .map_err(backend_error("reading an inbox item"))?
                     .map(|r| r.get(0));
-                let own: bool = w
-                    .tx
-                    .query_one(
+                let own: bool =
+                    w.tx.query_one(
                         "SELECT EXISTS (SELECT 1 FROM exchanges WHERE exchange_id = $1)",
                         &[&new.exchange_id],
                     )
@@ -1133,9 +1151,8 @@ impl Store for PgStore {
             }
             // The cursor is drawn here, under the audit head lock: cursors
             // commit in the order they are handed out.
-            let cursor: i64 = w
-                .tx
-                .query_one(
+            let cursor: i64 =
+                w.tx.query_one(
                     "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain)
                      VALUES ($1, $2, $3, $4, $5)
                      RETURNING cursor",
@@ -1190,19 +1207,17 @@ impl Store for PgStore {
             let mut client = conn(&pool).await?;
             let mut w = Writer::begin(&mut client).await?;
             let current = acked_point(&*w.tx).await?;
-            let highest: i64 = w
-                .tx
-                .query_one("SELECT COALESCE(MAX(cursor), 0)::BIGINT FROM inbox", &[])
-                .await
-                .map_err(backend_error("reading the highest inbox cursor"))?
-                .get(0);
+            let highest: i64 =
+                w.tx.query_one("SELECT COALESCE(MAX(cursor), 0)::BIGINT FROM inbox", &[])
+                    .await
+                    .map_err(backend_error("reading the highest inbox cursor"))?
+                    .get(0);
             let highest = to_u64(highest, "inbox cursor")?;
             let Some(target) = domain::ack_target(current, highest, up_to) else {
                 return Ok(0);
             };
-            let newly: i64 = w
-                .tx
-                .query_one(
+            let newly: i64 =
+                w.tx.query_one(
                     "SELECT COUNT(*) FROM inbox WHERE cursor > $1 AND cursor <= $2",
                     &[&to_i64(current), &to_i64(target)],
                 )
@@ -1301,7 +1316,10 @@ impl Store for PgStore {
 }
 
 /// [`ChainVerifier`] fed from one REPEATABLE READ snapshot.
-async fn verify_chain(pool: Pool, wanted: BTreeSet<u64>) -> Result<(AuditReport, BTreeMap<u64, String>), StoreError> {
+async fn verify_chain(
+    pool: Pool,
+    wanted: BTreeSet<u64>,
+) -> Result<(AuditReport, BTreeMap<u64, String>), StoreError> {
     use futures::TryStreamExt;
     let mut client = conn(&pool).await?;
     let tx = client

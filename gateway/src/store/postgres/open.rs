@@ -27,7 +27,12 @@ use std::path::{Path, PathBuf};
 /// Opens the PostgreSQL store at `url` for the gateway of `member` whose
 /// data directory is `dir`, with the guards of the module docs. The
 /// returned store holds the directory lock until it is dropped.
-pub fn open_postgres(dir: &Path, member: &str, url: &StoreUrl, options: PgOptions) -> Result<PgStore, StoreError> {
+pub fn open_postgres(
+    dir: &Path,
+    member: &str,
+    url: &StoreUrl,
+    options: PgOptions,
+) -> Result<PgStore, StoreError> {
     let lock = lock_dir(dir)?;
     let store = PgStore::connect(url, options)?;
     // One durable write before serving: a standby, a full disk or missing
