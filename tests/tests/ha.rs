@@ -218,14 +218,15 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         .iter()
         .position(|p| p.as_ref().map(Replica::pid) == holder_pid(&lease.holder))
         .unwrap_or_else(|| panic!("lease holder {} is none of the replicas", lease.holder));
-    let before = inbox_ids(&sc).await.len();
     let kill_at = Instant::now();
     procs[victim].as_mut().unwrap().kill9();
     killed.store(true, Ordering::Release);
 
-    // Failover: another replica takes the lease (a greater token) and the
-    // inbox grows again.
+    // Failover: another replica takes the lease (a greater token), then the
+    // inbox grows again through it. (Growth before the takeover is the
+    // killed replica's last batch, already on its way.)
     let mut taken_over = None;
+    let mut after_takeover = 0;
     let mut resumed = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     while taken_over.is_none() || resumed.is_none() {
@@ -238,10 +239,10 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
                 if l.token > lease.token {
                     assert_ne!(holder_pid(&l.holder), holder_pid(&lease.holder));
                     taken_over = Some(kill_at.elapsed());
+                    after_takeover = inbox_ids(&sc).await.len();
                 }
             }
-        }
-        if resumed.is_none() && inbox_ids(&sc).await.len() > before {
+        } else if inbox_ids(&sc).await.len() > after_takeover {
             resumed = Some(kill_at.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -308,8 +309,11 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         in_inbox_order, in_acceptance_order,
         "inbox order = acceptance order"
     );
-    let statuses: HashMap<String, usize> =
-        inspect
+    // The origin side settles each delivery after the receiver's answer:
+    // every exchange ends `delivered` (the last settles may lag the inbox).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses: HashMap<String, usize> = inspect
             .list_exchanges(None, 10_000)
             .unwrap()
             .into_iter()
@@ -317,7 +321,17 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
                 *m.entry(e.status().as_str().to_owned()).or_default() += 1;
                 m
             });
-    assert_eq!(statuses.get("delivered"), Some(&(TOTAL + 1)), "{statuses:?}");
+        if statuses.get("delivered") == Some(&(TOTAL + 1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all settled delivered: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still each exactly once in the inbox after the last settles.
+    assert_eq!(inbox_ids(&sc).await.len(), TOTAL + 1);
 
     // One verifiable chain, though three processes (one killed) wrote it.
     let report = inspect.audit_verify().unwrap();
