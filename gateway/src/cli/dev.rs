@@ -32,7 +32,7 @@ enum DevCommand {
         replicas: Option<usize>,
         /// `postgres://user:password@host:port/database` the replicas share
         /// (use one database per member).
-        #[arg(long, env = "BASHU_STORE_URL", hide_env_values = true)]
+        #[arg(long)]
         store_url: Option<String>,
         /// The member that runs as replicas (default: the first of --members).
         #[arg(long)]

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod keys;
 pub mod map;
 pub mod quickstart;
+mod quickstart_ha;
 pub mod serve;
 pub mod store;
 

@@ -21,7 +21,7 @@ use crate::store::StoreError;
 use tokio_postgres::Client;
 
 /// The advisory lock key serialising migrations (any constant; "bashu").
-const MIGRATION_LOCK: i64 = 0x6261_7368_75;
+const MIGRATION_LOCK: i64 = 0x62_6173_6875;
 
 /// Every migration, in order.
 pub(super) const MIGRATIONS: &[&str] = &[
