@@ -133,16 +133,6 @@ pub async fn run(
         .member("sc")
         .cloned()
         .ok_or_else(|| DevFedError::Client("no member sc".into()))?;
-    let sc_gw = app::start(Config::load(&sc_member.config)?)
-        .await
-        .map_err(|source| DevFedError::Start {
-            member: "sc".into(),
-            source,
-        })?;
-    println!(
-        "  gateway sc (home framework wfs, SQLite) on https://{}",
-        sc_gw.api_addr
-    );
     let mut procs = Vec::with_capacity(written.len());
     for r in &written {
         let config = r.config.clone();
@@ -159,8 +149,19 @@ pub async fn run(
         );
     }
 
+    let sc_gw = app::start(Config::load(&sc_member.config)?)
+        .await
+        .map_err(|source| DevFedError::Start {
+            member: "sc".into(),
+            source,
+        })?;
+    println!(
+        "  gateway sc (home framework wfs, SQLite) on https://{}",
+        sc_gw.api_addr
+    );
     let result = exchange_all(&fed, &written, &sc_member, timeout).await;
-    drop(procs);
+    // Stopping waits for each process (SIGTERM, then a bounded wait).
+    let _ = tokio::task::spawn_blocking(move || drop(procs)).await;
     sc_gw.shutdown().await;
     let rows = result?;
 
