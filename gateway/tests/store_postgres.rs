@@ -454,3 +454,37 @@ fn checkpoints_signed_by_any_replica_are_seen_by_all() {
     );
     assert_eq!(stores[1].witnessed("sc").unwrap(), vec![w]);
 }
+
+/// Accepted exchanges per second on one database from 1 and 2 replicas
+/// (8 writers in all), for docs/operations.md "High availability". A
+/// figure, not a check: run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_accept_rate() {
+    for n in [1, 2] {
+        let Some((_pg, _url, stores)) = replicas("accept rate", n) else {
+            return;
+        };
+        const PER_THREAD: usize = 100;
+        let started = std::time::Instant::now();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&stores[t % n]);
+                std::thread::spawn(move || {
+                    for k in 0..PER_THREAD {
+                        store.insert_exchange(new_exchange(t * 10_000 + k, "sc")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "MEASURED: {n} replica(s), 8 writers: {:.0} accepted exchanges/s ({:.2} ms per commit)",
+            (8 * PER_THREAD) as f64 / secs,
+            secs * 1000.0 / (8 * PER_THREAD) as f64
+        );
+    }
+}

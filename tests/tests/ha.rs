@@ -333,10 +333,23 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
     // Still each exactly once in the inbox after the last settles.
     assert_eq!(inbox_ids(&sc).await.len(), TOTAL + 1);
 
-    // One verifiable chain, though three processes (one killed) wrote it.
+    // One verifiable chain, though three processes (one killed) wrote it,
+    // also as the operator checks it: `bashu audit verify` with a replica's
+    // config reads the shared database.
     let report = inspect.audit_verify().unwrap();
     assert_eq!(report.exchanges, (TOTAL + 1) as u64);
     assert!(killed.load(Ordering::Acquire));
+    let verify = Command::new(env!("CARGO_BIN_EXE_e2e-gateway"))
+        .args(["audit", "verify", "--config"])
+        .arg(&replicas[2].config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        out.contains(&format!("{} exchange", TOTAL + 1)),
+        "audit verify must have read the shared store: {out}"
+    );
 
     drop(procs);
     sc_gw.shutdown().await;
