@@ -345,7 +345,11 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&verify.stdout);
-    assert!(verify.status.success(), "{out}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     assert!(
         out.contains(&format!("{} exchange", TOTAL + 1)),
         "audit verify must have read the shared store: {out}"
