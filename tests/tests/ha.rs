@@ -359,3 +359,127 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
     sc_gw.shutdown().await;
     drop(pg);
 }
+
+/// Submissions and kills of the soak test.
+const SOAK_TOTAL: usize = 3000;
+const SOAK_KILLS: usize = 10;
+
+/// The issue's soak case: 3,000 submissions spread over three replicas
+/// while 10 randomly chosen replicas are killed with -9 and restarted one
+/// after another: nothing lost, nothing duplicated, inbox order =
+/// acceptance order. Minutes, not seconds: run with
+/// `cargo test -p bashu-e2e --test ha -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn soak_3000_submissions_with_10_random_kills() {
+    let Some(pg) = DevPostgres::for_tests("ha soak") else {
+        return;
+    };
+    let url = StoreUrl::new(pg.create_database().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+    let replicas: Vec<DevReplica> = write_replicas(&fed, "cq", REPLICAS, &url).unwrap();
+    let cq_member = fed.member("cq").unwrap().clone();
+    let sc_member = fed.member("sc").unwrap().clone();
+    let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
+        .await
+        .unwrap();
+    let mut procs: Vec<Replica> = replicas.iter().map(|r| Replica::start(&r.config)).collect();
+    let banks: Vec<Arc<CreditBank>> = replicas
+        .iter()
+        .map(|r| Arc::new(CreditBank::new(&r.view(&cq_member), &fed.ca_cert).unwrap()))
+        .collect();
+    let sc = CreditBank::new(&sc_member, &fed.ca_cert).unwrap();
+    let inspect = PgStore::connect(
+        &url,
+        PgOptions {
+            pool_size: 2,
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
+
+    let mut submitters = tokio::task::JoinSet::new();
+    for s in 0..SUBMITTERS {
+        let banks = banks.clone();
+        submitters.spawn(async move {
+            let mut ids = Vec::new();
+            for n in (s..SOAK_TOTAL).step_by(SUBMITTERS) {
+                let jws = banks[0].issue(subject("cq", n)).unwrap();
+                let (status, body) = submit_anywhere(&banks, n, &jws).await;
+                assert!(status == 202 || status == 200, "{status} {body}");
+                ids.push(exchange_id(&body));
+            }
+            ids
+        });
+    }
+
+    // xorshift, seeded from the clock; the seed is printed to replay a run.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("HA soak: seed {seed}");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for k in 0..SOAK_KILLS {
+        let victim = (next() % REPLICAS as u64) as usize;
+        // Spread the kills over the stream: wait for the next slice of
+        // deliveries (or 20 s), then a random moment more.
+        let target = (k + 1) * SOAK_TOTAL / (SOAK_KILLS + 2);
+        let wait_until = Instant::now() + Duration::from_secs(20);
+        while inbox_ids(&sc).await.len() < target && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(next() % 500)).await;
+        procs[victim].kill9();
+        let delivered = inbox_ids(&sc).await.len();
+        eprintln!(
+            "HA soak: kill {} of replica {} ({delivered} delivered so far)",
+            k + 1,
+            victim + 1
+        );
+        let config = replicas[victim].config.clone();
+        procs[victim] = tokio::task::spawn_blocking(move || Replica::start(&config))
+            .await
+            .unwrap();
+    }
+
+    let mut accepted = HashSet::new();
+    while let Some(ids) = submitters.join_next().await {
+        accepted.extend(ids.unwrap());
+    }
+    assert_eq!(accepted.len(), SOAK_TOTAL);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = inspect
+            .list_exchanges(Some(bashu_gateway::store::ExchangeStatus::Delivered), 10_000)
+            .unwrap()
+            .len();
+        if done == SOAK_TOTAL {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {done} of {SOAK_TOTAL} delivered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let inbox = inbox_ids(&sc).await;
+    assert_eq!(inbox.len(), SOAK_TOTAL, "0 lost, 0 duplicated");
+    assert!(inbox.windows(2).all(|w| w[0].0 < w[1].0));
+    let order: Vec<String> = inspect
+        .list_exchanges(None, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.exchange_id)
+        .collect();
+    let inbox_order: Vec<String> = inbox.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(inbox_order, order, "inbox order = acceptance order");
+    assert_eq!(inbox_order.iter().cloned().collect::<HashSet<_>>(), accepted);
+    inspect.audit_verify().unwrap();
+    drop(procs);
+    sc_gw.shutdown().await;
+}
