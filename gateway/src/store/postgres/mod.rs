@@ -142,7 +142,7 @@ pub(super) fn backend_error(context: &'static str) -> impl Fn(tokio_postgres::Er
 fn classify(context: &'static str, source: tokio_postgres::Error) -> StoreError {
     let fault = match source.code() {
         Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => Some(StoreFault::ReadOnly),
-        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => Some(StoreFault::DiskFull),
+        Some(c) if *c == SqlState::DISK_FULL => Some(StoreFault::DiskFull),
         Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
             Some(StoreFault::Corrupt)
         }
