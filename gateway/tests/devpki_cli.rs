@@ -156,3 +156,30 @@ fn dev_init_replicas_writes_one_config_per_replica_without_echoing_the_password(
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn store_backup_points_a_postgres_deployment_to_postgres_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = bashu()
+        .args(["dev", "init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let config = dir.path().join("cq/gateway.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[store]\nurl = \"postgres://bashu:hunter2@127.0.0.1:1/bashu_cq\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = bashu()
+        .args(["store", "backup", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("backup.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pg_basebackup"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!dir.path().join("backup.db").exists());
+}
