@@ -15,6 +15,7 @@
 //! - [`pipeline`]: accept → verify → map → sign, and the receiving side.
 //! - [`metrics`]: Prometheus registry and the loopback metrics listener.
 //! - [`devpki`]: the development federation written by `bashu dev init`.
+//! - [`devpg`]: a throwaway PostgreSQL cluster for tests and demos.
 //! - [`cli`]: the `bashu` command line.
 //! - [`suggest`]: nearest valid names (edit distance) for error messages.
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod credential;
 pub mod delivery;
 pub mod devfed;
+pub mod devpg;
 pub mod devpki;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -19,7 +19,7 @@ use crate::credential::Verifier;
 use crate::delivery::{DeliveryWorker, SystemClock};
 use crate::mapping::MappingTables;
 use crate::pipeline::{GatewayService, PeerSet, Pipeline};
-use crate::store::{open_data_dir, CheckpointStore, Store, StoreOptions};
+use crate::store::{open_configured, CheckpointStore, Store};
 use crate::transport::{ReloadableTls, TlsPaths};
 use crate::trust::local::{sync_own_keys, watch_own_keys, OWN_KEYS_POLL};
 use crate::trust::{FileSeqMarks, LocalKeys, MemberRouter, TrustCache, TrustCacheConfig};
@@ -117,15 +117,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // --- store safety (resil-store): key file modes, then the data
     // directory's lock, identity marker, permissions and health checks.
     check_private_key_files(&config)?;
-    let (data_dir, member) = (config.data_dir.clone(), config.member.clone());
-    // Opening runs quick_check, migrations and fsyncs: off the async workers.
-    let opened =
-        tokio::task::spawn_blocking(move || open_data_dir(&data_dir, &member, StoreOptions::default()))
-            .await
-            .map_err(|e| StartError::StoreTask(e.to_string()))?;
-    let sqlite = Arc::new(opened?);
-    let checkpoints: Arc<dyn CheckpointStore> = sqlite.clone();
-    let store: Arc<dyn Store> = sqlite;
+    // Opening runs checks, migrations and a durable write: off the async
+    // workers. SQLite in data_dir, or the PostgreSQL of `[store] url`.
+    let store_config = config.clone();
+    let opened = tokio::task::spawn_blocking(move || open_configured(&store_config))
+        .await
+        .map_err(|e| StartError::StoreTask(e.to_string()))??;
+    let checkpoints: Arc<dyn CheckpointStore> = opened.checkpoints;
+    let store: Arc<dyn Store> = opened.store;
     raise_cursor_floor(&store).await?;
     // --- end store safety
     let (table, tables) = load_tables(&config)?;

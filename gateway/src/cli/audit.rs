@@ -4,7 +4,7 @@
 use crate::checkpoint::{self, SignedCheckpoint};
 use crate::config::Config;
 use crate::jose::VerifyingKey;
-use crate::store::{self, CheckpointStore, SqliteStore, StoreError};
+use crate::store::{self, StoreError};
 use crate::trust::keystore::KeyMaterial;
 use crate::trust::{KeyRole, KeyStore};
 use clap::Subcommand;
@@ -166,7 +166,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         (None, None) => return super::fail("one of --config or --db is required"),
     };
     // Never create a store here: an empty one would "verify" trivially.
-    let store = match SqliteStore::open_existing(&path) {
+    let store = match store::open_for_tools(config.as_ref(), &path) {
         Ok(s) => s,
         Err(e) => return super::fail(e),
     };
@@ -354,7 +354,7 @@ fn witnessed(args: WitnessedArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
-    let store = match SqliteStore::open_existing(&store::db_path(&cfg.data_dir)) {
+    let store = match store::open_for_tools(Some(&cfg), &store::db_path(&cfg.data_dir)) {
         Ok(s) => s,
         Err(e) => return super::fail(e),
     };

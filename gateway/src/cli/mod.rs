@@ -16,6 +16,7 @@ pub mod keys;
 pub mod map;
 pub mod pki;
 pub mod quickstart;
+mod quickstart_ha;
 pub mod serve;
 pub mod store;
 

@@ -21,6 +21,15 @@ pub struct Args {
     /// Give up on an exchange that is not delivered within this many seconds.
     #[arg(long, default_value_t = 20)]
     pub timeout_secs: u64,
+    /// Run member cq as this many `bashu serve` replicas sharing one
+    /// PostgreSQL database (high availability; see docs/operations.md).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: Option<u16>,
+    /// With --replicas: the database they share (`postgres://…`, an empty
+    /// database). Without it, a throwaway PostgreSQL 15 cluster is started
+    /// when its binaries are installed.
+    #[arg(long, requires = "replicas")]
+    pub store_url: Option<String>,
 }
 
 /// Members of the quickstart federation; fixtures exist for both.
@@ -75,6 +84,10 @@ async fn quickstart(args: Args) -> Result<bool, DevFedError> {
         "  dev federation (CA, certificates, federation and signing keys) in {}",
         dir.display()
     );
+    if let Some(n) = args.replicas {
+        let timeout = Duration::from_secs(args.timeout_secs);
+        return super::quickstart_ha::run(&dir, usize::from(n), args.store_url, timeout).await;
+    }
     let cluster = DevCluster::init_and_start(&dir, &MEMBERS).await?;
     for gw in &cluster.gateways {
         let framework = cluster

@@ -49,6 +49,10 @@ pub enum StoreCliError {
     Exists(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// `bashu store backup|restore` copy the SQLite file; a PostgreSQL
+    /// store is backed up with PostgreSQL's own tools.
+    #[error("the store is PostgreSQL ({0}): back it up with pg_basebackup and WAL archiving (point-in-time recovery) or pg_dump; see docs/operations.md \"High availability\"")]
+    Postgres(String),
 }
 
 /// What a verified backup holds.
@@ -94,7 +98,11 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn load(config: &Path) -> Result<PathBuf, StoreCliError> {
-    Ok(store::db_path(&Config::load(config)?.data_dir))
+    let cfg = Config::load(config)?;
+    if let Some(url) = &cfg.store.url {
+        return Err(StoreCliError::Postgres(url.redacted()));
+    }
+    Ok(store::db_path(&cfg.data_dir))
 }
 
 fn fmt_time(t: Option<OffsetDateTime>) -> String {

@@ -69,17 +69,20 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("delivery", "lease_ttl_ms", Kind::Int),
     ("audit", "checkpoint_interval_secs", Kind::Int),
     ("audit", "witness_interval_secs", Kind::Int),
+    ("store", "url", Kind::Str),
+    ("store", "pool_size", Kind::Int),
     ("peers", "url", Kind::Str),
     ("peers", "federation_key", Kind::Str),
 ];
 
 const SECTIONS: &[&str] = &[
-    "listen", "tls", "limits", "trust", "mapping", "delivery", "audit", "peers",
+    "listen", "tls", "limits", "trust", "mapping", "delivery", "audit", "store", "peers",
 ];
 
-/// `BASHU_*` variables read outside `gateway.toml` overrides, so they are
+/// `BASHU_*` variables read outside `gateway.toml` overrides (the dev
+/// PostgreSQL cluster of `quickstart --replicas` and the tests), so they are
 /// not reported as unknown.
-pub const OTHER_KNOWN: &[&str] = &["BASHU_STORE_URL"];
+pub const OTHER_KNOWN: &[&str] = &["BASHU_PG_BIN", "BASHU_REQUIRE_POSTGRES"];
 
 /// A `BASHU_*` variable that is neither an override nor otherwise known:
 /// most likely a typo, which would otherwise be ignored silently.
@@ -275,6 +278,14 @@ mod unknown_tests {
         let names = known_names();
         assert!(names.contains(&"BASHU_LISTEN_API".to_owned()));
         assert!(names.contains(&"BASHU_STORE_URL".to_owned()));
+        for read_by_devpg in [crate::devpg::PG_BIN_ENV, crate::devpg::REQUIRE_ENV] {
+            assert!(names.contains(&read_by_devpg.to_owned()), "{read_by_devpg}");
+        }
+        assert_eq!(
+            names.iter().filter(|n| *n == "BASHU_STORE_URL").count(),
+            1,
+            "each name once"
+        );
         let all: Vec<(String, String)> = names.iter().map(|n| (n.clone(), String::new())).collect();
         assert_eq!(unknown_vars(all), []);
     }

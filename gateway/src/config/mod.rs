@@ -5,9 +5,12 @@
 //! `BASHU_<SECTION>_<KEY>` override single values (see docs/operations.md).
 
 mod env;
+mod store;
 mod validate;
 
 pub use env::{known_names as known_env_names, unknown_vars as unknown_env_vars, UnknownVar};
+pub use store::{redact as redact_url, StoreConfig, StoreUrl, DEFAULT_POOL_SIZE};
+
 pub use env::{Kind as EnvKind, KEYS as ENV_KEYS, PREFIX as ENV_PREFIX};
 
 use serde::Deserialize;
@@ -38,6 +41,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The database: SQLite in `data_dir` by default, or a shared PostgreSQL.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Peer gateways by member id. Any number: nothing assumes two members.
     #[serde(default)]
     pub peers: BTreeMap<MemberId, PeerConfig>,

@@ -262,3 +262,53 @@ fn load_does_not_need_the_files_but_check_files_does() {
     }
     assert!(Config::load_checked(&fx.dir.path().join("gateway.toml")).is_err());
 }
+
+#[test]
+fn store_defaults_to_sqlite_and_env_url_wins_without_showing_the_password() {
+    let fx = Fixture::new();
+    let cfg = fx.load(GOOD, &[]).unwrap();
+    assert!(cfg.store.url.is_none(), "no [store]: the embedded SQLite store");
+    assert_eq!(cfg.store.pool_size, DEFAULT_POOL_SIZE);
+
+    let file = format!("{GOOD}\n[store]\nurl = \"postgres://bashu:filepw@db1:5432/bashu\"\npool_size = 4\n");
+    let cfg = fx.load(&file, &[]).unwrap();
+    assert_eq!(
+        cfg.store.url.as_ref().unwrap().expose(),
+        "postgres://bashu:filepw@db1:5432/bashu"
+    );
+    assert_eq!(cfg.store.pool_size, 4);
+
+    // Like every BASHU_* override, the environment wins over the file.
+    let cfg = fx
+        .load(
+            &file,
+            &[
+                ("BASHU_STORE_URL", "postgres://bashu:envpw@db2:5433/bashu"),
+                ("BASHU_STORE_POOL_SIZE", "9"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        cfg.store.url.as_ref().unwrap().expose(),
+        "postgres://bashu:envpw@db2:5433/bashu"
+    );
+    assert_eq!(cfg.store.pool_size, 9);
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("envpw"),
+        "Debug of the config shows the password: {shown}"
+    );
+    assert!(shown.contains("postgres://bashu:***@db2:5433/bashu"));
+
+    // A bad URL is refused naming the key, without echoing the password.
+    let err = fx
+        .load(GOOD, &[("BASHU_STORE_URL", "mysql://root:envpw@db/x")])
+        .unwrap_err();
+    match err {
+        ConfigError::Invalid { field, message, .. } => {
+            assert_eq!(field, "store.url");
+            assert!(!message.contains("envpw"), "{message}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}

@@ -133,6 +133,10 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     }
     c.positive("audit.witness_interval_secs", a.witness_interval_secs)?;
 
+    cfg.store
+        .check()
+        .map_err(|(field, message)| c.fail(field, message))?;
+
     for (id, peer) in &cfg.peers {
         if !is_member_id(id) || id == &cfg.member {
             return Err(c.fail("peers", format!("{id:?} is not a valid peer member id")));

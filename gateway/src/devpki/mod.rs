@@ -11,11 +11,13 @@ mod ca;
 mod files;
 mod keys;
 mod layout;
+mod replicas;
 
 pub use ca::{DevCa, IssuedCert, LeafSpec};
 pub use files::free_ports;
 pub(crate) use files::write as write_file;
 pub use layout::{init, init_with, DevFederation, DevMember, MemberSpec};
+pub use replicas::{write_replicas, DevReplica, MAX_REPLICAS};
 
 use std::path::PathBuf;
 
@@ -44,6 +46,8 @@ pub enum DevPkiError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("the CA private key is not the key of the CA certificate")]
     CaKeyMismatch,
+    #[error("replicas: {0}")]
+    Replicas(String),
 }
 
 /// Refuses a directory that already holds anything: writing a new CA, keys

@@ -325,3 +325,39 @@ fn check_member(stored: &str, configured: &str) -> Result<(), String> {
         ))
     }
 }
+
+// --- for stores that keep their database elsewhere (PostgreSQL) -------------
+
+/// Creates `dir` (0700) or takes group and other access away from it, and
+/// takes its lock: one gateway process per data directory, whatever the
+/// backend, since the directory still holds per-process state.
+pub(super) fn lock_dir(dir: &Path) -> Result<DirLock, StoreError> {
+    if dir.exists() {
+        restrict(dir)?;
+    } else {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        set_mode(dir, DIR_MODE)?;
+    }
+    DirLock::acquire(dir)
+}
+
+/// `(store id, member)` of the marker in `dir`, if there is one.
+pub(super) fn read_dir_marker(dir: &Path) -> Result<Option<(String, String)>, StoreError> {
+    Ok(read_marker(&dir.join(MARKER_FILE))?.map(|m| (m.store_id, m.member)))
+}
+
+/// Writes the marker of `dir` (atomically, 0600).
+pub(super) fn write_dir_marker(dir: &Path, store_id: &str, member: &str) -> Result<(), StoreError> {
+    write_marker(
+        &dir.join(MARKER_FILE),
+        &Marker {
+            store_id: store_id.to_owned(),
+            member: member.to_owned(),
+        },
+    )
+}
+
+/// `Err(reason)` unless the store's member is the configured one.
+pub(super) fn same_member(stored: &str, configured: &str) -> Result<(), String> {
+    check_member(stored, configured)
+}

@@ -26,13 +26,17 @@ use time::OffsetDateTime;
 
 mod audit;
 mod checkpoints;
+mod configured;
 mod data_dir;
 pub mod domain;
 mod group_sync;
 mod migrations;
+pub mod postgres;
 mod sqlite;
 mod types;
 
+pub use configured::{open_configured, open_for_tools, AuditedStore, OpenedStore};
+pub use postgres::{open_postgres, PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 /// File name of the SQLite store inside the gateway's `data_dir`.
