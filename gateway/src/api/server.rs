@@ -94,6 +94,7 @@ pub async fn serve(
         open: AtomicI64::new(0),
         limits,
     });
+    set_backlog(&listener, shared.limits.listen_backlog);
     // Owns every connection task, so nothing outlives `serve`.
     let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(
@@ -116,6 +117,8 @@ pub async fn serve(
             () = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                // That one connection failed while queued: next.
+                Err(err) if connection_error(&err) => continue,
                 Err(err) => {
                     tracing::warn!(%err, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -123,16 +126,9 @@ pub async fn serve(
                 }
             },
         };
-        if !shared.sources.admits(peer.ip(), Instant::now()) {
-            Closed::SourceRateLimited.count();
+        let Some(slot) = admit(&shared, peer) else {
+            refuse(tcp);
             continue;
-        }
-        let slot = match shared.table.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(reason) => {
-                reason.count();
-                continue;
-            }
         };
         let acceptor = TlsAcceptor::from(tls.current());
         let task = connection(Arc::clone(&shared), acceptor, tcp, peer, slot, shutdown.clone());
@@ -149,6 +145,56 @@ pub async fn serve(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+/// Sets the listener's backlog (connections the kernel queues for the
+/// accept loop); `listen` on a listening socket only changes that. The
+/// kernel caps it at `net.core.somaxconn`.
+fn set_backlog(listener: &TcpListener, backlog: u32) {
+    let backlog = i32::try_from(backlog.max(1)).unwrap_or(i32::MAX);
+    if let Err(err) = socket2::SockRef::from(listener).listen(backlog) {
+        tracing::warn!(%err, backlog, "cannot set the listen backlog; keeping the previous one");
+    }
+}
+
+/// Failures of `accept` that concern one queued connection (reset or
+/// unreachable before it was accepted): the next one is accepted at once.
+/// Anything else (out of descriptors or memory) is worth a pause.
+fn connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        err.kind(),
+        K::ConnectionAborted
+            | K::ConnectionReset
+            | K::Interrupted
+            | K::NetworkDown
+            | K::NetworkUnreachable
+            | K::HostUnreachable
+    )
+}
+
+/// Admission at `accept`: the source address's failed-authentication
+/// budget, then the connection caps. `None` (counted) if refused.
+fn admit(shared: &Shared, peer: SocketAddr) -> Option<Slot> {
+    if !shared.sources.admits(peer.ip(), Instant::now()) {
+        Closed::SourceRateLimited.count();
+        return None;
+    }
+    match shared.table.admit(peer.ip()) {
+        Ok(slot) => Some(slot),
+        Err(reason) => {
+            reason.count();
+            None
+        }
+    }
+}
+
+/// Closes a refused socket with a reset (`SO_LINGER` 0): no TLS, no FIN
+/// exchange and no `TIME_WAIT` entry left behind, and the client learns at
+/// once that it was refused.
+fn refuse(tcp: TcpStream) {
+    let _ = tcp.set_zero_linger();
+    drop(tcp);
 }
 
 /// Resolves once shutdown is requested or the sender is gone.

@@ -50,6 +50,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("limits", "max_connections_per_identity", Kind::Int),
     ("limits", "unauthenticated_per_second", Kind::Int),
     ("limits", "unauthenticated_burst", Kind::Int),
+    ("limits", "listen_backlog", Kind::Int),
     ("trust", "keystore", Kind::Str),
     ("trust", "federation_key", Kind::Str),
     ("trust", "keyset_ttl_secs", Kind::Int),

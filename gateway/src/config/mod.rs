@@ -110,6 +110,11 @@ pub struct LimitsConfig {
     /// before the handshake until its bucket refills.
     pub unauthenticated_per_second: u32,
     pub unauthenticated_burst: u32,
+    /// Backlog of the API listener: connections the kernel queues for the
+    /// accept loop (capped by `net.core.somaxconn`). Large enough that a
+    /// reconnect flood does not overflow it, since an overflow drops a
+    /// legitimate client's packets and costs it a retransmission timeout.
+    pub listen_backlog: u32,
 }
 
 impl Default for LimitsConfig {
@@ -128,6 +133,7 @@ impl Default for LimitsConfig {
             max_connections_per_identity: 256,
             unauthenticated_per_second: 10,
             unauthenticated_burst: 50,
+            listen_backlog: 4096,
         }
     }
 }

@@ -85,6 +85,7 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
         u64::from(l.unauthenticated_per_second),
     )?;
     c.positive("limits.unauthenticated_burst", u64::from(l.unauthenticated_burst))?;
+    c.positive("limits.listen_backlog", u64::from(l.listen_backlog))?;
 
     let t = &cfg.trust;
     c.positive("trust.keyset_ttl_secs", t.keyset_ttl_secs)?;

@@ -187,6 +187,15 @@ impl LocalKeys {
         st.set.clone()
     }
 
+    /// `seq` of the current signed key set, reloading the store first if it
+    /// changed: what [`sync_own_keys`] polls every [`OWN_KEYS_POLL`], without
+    /// copying the whole set as [`LocalKeys::keyset`] does.
+    pub fn published_seq(&self) -> u64 {
+        let mut st = self.lock();
+        self.refresh(&mut st);
+        st.set.seq
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -369,7 +378,7 @@ pub async fn watch_own_keys(
 /// gateway never serves a request before its own revocations apply.
 pub async fn sync_own_keys(member: &str, local: &LocalKeys, cache: &super::TrustCache) {
     cache.set_local_revocations(member, local.revocations());
-    let published = local.keyset().seq;
+    let published = local.published_seq();
     if cache
         .cached_seq(member)
         .await
@@ -378,5 +387,43 @@ pub async fn sync_own_keys(member: &str, local: &LocalKeys, cache: &super::Trust
         if let Err(e) = cache.refresh(member).await {
             tracing::warn!(member, error = %e, "own key set changed but could not be installed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::ManualClock;
+    use super::super::KeyRole;
+    use super::*;
+    use crate::jose::Alg;
+
+    const T0: i64 = 1_700_000_000;
+
+    #[test]
+    fn published_seq_follows_the_published_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_path = dir.path().join("keystore.json");
+        let fed_path = dir.path().join("federation.jwk");
+        let mut store = KeyStore::create("cq").unwrap();
+        store.generate(KeyRole::Gateway, Alg::Es256, T0).unwrap();
+        store.save(&store_path).unwrap();
+        SigningKey::generate(Alg::EdDsa, "cq-fed")
+            .unwrap()
+            .save_private(&fed_path)
+            .unwrap();
+        let clock = Arc::new(ManualClock::at_secs(T0));
+        let local = LocalKeys::open_with_clock(&store_path, &fed_path, 600, clock.clone()).unwrap();
+        let first = local.published_seq();
+        assert!(first > 0);
+        assert_eq!(first, local.keyset().seq);
+
+        // A key store change is re-published with a higher seq, and the
+        // accessor reloads first, like `keyset()`.
+        store.generate(KeyRole::Gateway, Alg::Es256, T0).unwrap();
+        store.save(&store_path).unwrap();
+        clock.advance_ms(1000);
+        let second = local.published_seq();
+        assert!(second > first, "{second} > {first}");
+        assert_eq!(second, local.keyset().seq);
     }
 }
