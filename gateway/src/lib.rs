@@ -16,12 +16,15 @@
 //! - [`metrics`]: Prometheus registry and the loopback metrics listener.
 //! - [`devpki`]: the development federation written by `bashu dev init`.
 //! - [`cli`]: the `bashu` command line.
+//! - [`wire`]: the federation wire shapes (envelope, batch, results) of SPEC §4.
+//! - [`clock`]: injectable wall-clock time for pipeline and delivery.
 
 pub mod api;
 pub mod app;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod delivery;
@@ -37,3 +40,4 @@ pub mod problem;
 pub mod store;
 pub mod transport;
 pub mod trust;
+pub mod wire;

@@ -65,6 +65,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("delivery", "breaker_open_ms", Kind::Int),
     ("delivery", "batch_size", Kind::Int),
     ("delivery", "request_timeout_ms", Kind::Int),
+    ("delivery", "peer_batch_max", Kind::Int),
     ("audit", "checkpoint_interval_secs", Kind::Int),
     ("audit", "witness_interval_secs", Kind::Int),
     ("peers", "url", Kind::Str),

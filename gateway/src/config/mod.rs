@@ -173,6 +173,9 @@ pub struct DeliveryConfig {
     pub breaker_open_ms: u64,
     pub batch_size: usize,
     pub request_timeout_ms: u64,
+    /// Most envelopes sent to a peer in one batch request (1..=256; 1 sends
+    /// single envelopes only). Batches are also capped at 4 MiB.
+    pub peer_batch_max: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -185,6 +188,7 @@ impl Default for DeliveryConfig {
             breaker_open_ms: 5_000,
             batch_size: 64,
             request_timeout_ms: 10_000,
+            peer_batch_max: crate::wire::MAX_BATCH_ENVELOPES,
         }
     }
 }

@@ -20,7 +20,9 @@ mod checkpoints;
 mod data_dir;
 mod group_sync;
 mod migrations;
+mod settlement;
 mod sqlite;
+mod sqlite_batch;
 mod types;
 
 pub use sqlite::SqliteStore;
@@ -77,6 +79,7 @@ pub async fn maintain_periodically(
 
 pub(crate) use data_dir::DirLock;
 pub use data_dir::{open_data_dir, LOCK_FILE, MARKER_FILE};
+pub use settlement::{SettleOutcome, Settlement};
 pub use sqlite::StoreOptions;
 pub use types::{AuditHead, StoredCheckpoint, WitnessedCheckpoint};
 pub use types::{
@@ -136,6 +139,35 @@ pub trait Store: Send + Sync {
     /// Undeliverable for too long: leaves the outbox as `dead-lettered`.
     fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
+    /// Records the outcomes of one batch sent to a peer, in order, in ONE
+    /// transaction (one commit, one fsync). An item that already left the
+    /// outbox by another path (the dead-letter sweep, an operator) is
+    /// skipped and reported `false`; any other failure rolls back all of
+    /// them. The default applies them one by one (not atomically), for
+    /// backends and doubles that have nothing better.
+    fn settle_batch(&self, outcomes: &[Settlement], at: OffsetDateTime) -> Result<Vec<bool>, StoreError> {
+        outcomes
+            .iter()
+            .map(|s| {
+                let id = s.exchange_id.as_str();
+                let written = match &s.outcome {
+                    SettleOutcome::Delivered => self.mark_delivered(id, at),
+                    SettleOutcome::Rejected { problem } => self.mark_rejected(id, problem, at),
+                    SettleOutcome::Failed {
+                        error,
+                        next_attempt_at,
+                    } => self.record_attempt_failure(id, error, at, *next_attempt_at),
+                    SettleOutcome::DeadLettered => self.dead_letter(id, at),
+                };
+                match written {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.left_outbox() => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect()
+    }
+
     /// The dead-letter sweep: every outbox item queued at or before
     /// `queued_before` leaves the outbox as `dead-lettered` at `at`, with one
     /// audit entry each, all in one transaction. Age alone decides, not
@@ -174,6 +206,15 @@ pub trait Store: Send + Sync {
     /// credential_id)` under another exchange id, and an exchange id this
     /// gateway issued for one of its own outgoing exchanges.
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError>;
+
+    /// Stores the accepted envelopes of one batch in request order, durable
+    /// together (one commit): cursors follow the order of `items`. Each item
+    /// is judged like [`Store::insert_inbox`], including against the items
+    /// before it in the same batch (a duplicate is `Existing`). The default
+    /// inserts one by one, for backends and doubles without a batch path.
+    fn insert_inbox_batch(&self, items: Vec<NewInboxItem>) -> Result<Vec<Inserted<InboxItem>>, StoreError> {
+        items.into_iter().map(|item| self.insert_inbox(item)).collect()
+    }
 
     fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError>;
 
@@ -364,6 +405,16 @@ impl std::fmt::Display for StoreFault {
 }
 
 impl StoreError {
+    /// The exchange is not (or no longer) in the outbox: a settlement for it
+    /// has nothing left to record.
+    pub fn left_outbox(&self) -> bool {
+        match self {
+            Self::NotFound { .. } => true,
+            Self::InvalidTransition { from, .. } => !from.is_pending(),
+            _ => false,
+        }
+    }
+
     /// The store as a whole is failing (as opposed to one bad request):
     /// callers back off instead of retrying at once.
     pub fn is_fault(&self) -> bool {

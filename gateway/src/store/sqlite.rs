@@ -13,7 +13,7 @@ use super::group_sync::GroupSync;
 use super::migrations;
 use super::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, NewExchange,
-    NewInboxItem, OutboxItem, Store, StoreError, StoreFault,
+    NewInboxItem, OutboxItem, Settlement, Store, StoreError, StoreFault,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{json, Value};
@@ -715,8 +715,53 @@ fn transition(
     }
 }
 
+/// [`Store::record_attempt_failure`] inside a write transaction.
+pub(super) fn record_failure_tx(
+    tx: &Transaction<'_>,
+    exchange_id: &str,
+    error: &str,
+    at: OffsetDateTime,
+    next_attempt_at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let at_n = nanos(at, "at")?;
+    let next_n = nanos(next_attempt_at, "next_attempt_at")?;
+    let error = truncate(error, MAX_ERROR_LEN);
+    let current = transition(
+        tx,
+        exchange_id,
+        ExchangeStatus::Forwarded,
+        ExchangeStatus::is_pending,
+    )?;
+    let seq = sql_int(current.seq);
+    tx.execute(
+        "UPDATE exchanges
+             SET status = 'forwarded', attempts = attempts + 1, last_error = ?2,
+                 forwarded_at = COALESCE(forwarded_at, ?3), updated_at = ?3
+             WHERE seq = ?1",
+        params![seq, error, at_n],
+    )
+    .map_err(sqlite("recording a failed attempt"))?;
+    tx.execute(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE exchange_seq = ?1",
+        params![seq, next_n],
+    )
+    .map_err(sqlite("rescheduling an outbox item"))?;
+    audit::append(
+        tx,
+        at_n,
+        Some(exchange_id),
+        AuditEvent::AttemptFailed,
+        &json!({
+            "from": current.status().as_str(),
+            "attempt": current.attempts + 1,
+            "error": error,
+            "nextAttemptAt": next_n,
+        }),
+    )
+}
+
 /// Takes a pending exchange out of the outbox into a terminal state.
-fn settle(
+pub(super) fn settle(
     tx: &Transaction<'_>,
     exchange_id: &str,
     to: ExchangeStatus,
@@ -753,6 +798,86 @@ fn settle(
     };
     audit::append(tx, at_n, Some(exchange_id), event, &detail)?;
     Ok(current)
+}
+
+/// An inbox item checked and encoded for the database.
+pub(super) struct PreparedInbox {
+    new: NewInboxItem,
+    at: i64,
+    chain: String,
+}
+
+impl PreparedInbox {
+    pub(super) fn new(new: NewInboxItem) -> Result<Self, StoreError> {
+        require(!new.exchange_id.is_empty(), "exchange_id", "empty")?;
+        require(!new.origin.is_empty(), "origin", "empty")?;
+        require(!new.credential_id.is_empty(), "credential_id", "empty")?;
+        require(!new.chain.is_empty(), "chain", "empty")?;
+        let at = nanos(new.received_at, "received_at")?;
+        let chain = chain_json(&new.chain)?;
+        Ok(Self { new, at, chain })
+    }
+}
+
+/// [`Store::insert_inbox`] inside a write transaction.
+pub(super) fn insert_inbox_tx(
+    tx: &Transaction<'_>,
+    prepared: PreparedInbox,
+) -> Result<Inserted<InboxItem>, StoreError> {
+    let PreparedInbox { new, at, chain } = prepared;
+    if let Some(existing) = inbox_by_id(tx, &new.exchange_id)? {
+        let same = existing.origin == new.origin && existing.chain.first() == new.chain.first();
+        return Ok(if same {
+            Inserted::Existing(existing)
+        } else {
+            Inserted::Conflict {
+                existing_exchange_id: existing.exchange_id,
+            }
+        });
+    }
+    // The same original under another exchangeId: never a second item.
+    let by_original: Option<String> = tx
+        .query_row(
+            "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
+            params![new.origin, new.credential_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sqlite("reading an inbox item"))?;
+    // An id this gateway issued for its own outgoing exchange: taking
+    // it would make `GET /v1/exchanges/{id}` and the inbox disagree.
+    let own: Option<String> = tx
+        .query_row(
+            "SELECT exchange_id FROM exchanges WHERE exchange_id = ?1",
+            params![new.exchange_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sqlite("reading an exchange"))?;
+    if let Some(existing_exchange_id) = by_original.or(own) {
+        return Ok(Inserted::Conflict { existing_exchange_id });
+    }
+    tx.execute(
+        "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![new.exchange_id, new.origin, new.credential_id, at, chain],
+    )
+    .map_err(sqlite("inserting an inbox item"))?;
+    let cursor = tx.last_insert_rowid();
+    audit::append(
+        tx,
+        at,
+        Some(&new.exchange_id),
+        AuditEvent::InboxReceived,
+        &json!({ "origin": new.origin, "cursor": cursor }),
+    )?;
+    Ok(Inserted::Created(InboxItem {
+        cursor: to_u64(cursor, "inbox cursor")?,
+        exchange_id: new.exchange_id,
+        origin: new.origin,
+        received_at: new.received_at,
+        chain: new.chain,
+    }))
 }
 
 impl Store for SqliteStore {
@@ -929,43 +1054,7 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
         next_attempt_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let at_n = nanos(at, "at")?;
-        let next_n = nanos(next_attempt_at, "next_attempt_at")?;
-        let error = truncate(error, MAX_ERROR_LEN);
-        self.write(|tx| {
-            let current = transition(
-                tx,
-                exchange_id,
-                ExchangeStatus::Forwarded,
-                ExchangeStatus::is_pending,
-            )?;
-            let seq = sql_int(current.seq);
-            tx.execute(
-                "UPDATE exchanges
-                 SET status = 'forwarded', attempts = attempts + 1, last_error = ?2,
-                     forwarded_at = COALESCE(forwarded_at, ?3), updated_at = ?3
-                 WHERE seq = ?1",
-                params![seq, error, at_n],
-            )
-            .map_err(sqlite("recording a failed attempt"))?;
-            tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE exchange_seq = ?1",
-                params![seq, next_n],
-            )
-            .map_err(sqlite("rescheduling an outbox item"))?;
-            audit::append(
-                tx,
-                at_n,
-                Some(exchange_id),
-                AuditEvent::AttemptFailed,
-                &json!({
-                    "from": current.status().as_str(),
-                    "attempt": current.attempts + 1,
-                    "error": error,
-                    "nextAttemptAt": next_n,
-                }),
-            )
-        })
+        self.write(|tx| record_failure_tx(tx, exchange_id, error, at, next_attempt_at))
     }
 
     fn mark_delivered(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -979,6 +1068,10 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.write(|tx| settle(tx, exchange_id, ExchangeStatus::Rejected, Some(problem), at).map(drop))
+    }
+
+    fn settle_batch(&self, outcomes: &[Settlement], at: OffsetDateTime) -> Result<Vec<bool>, StoreError> {
+        self.settle_batch_tx(outcomes, at)
     }
 
     fn dead_letter(&self, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -1134,67 +1227,12 @@ impl Store for SqliteStore {
     }
 
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
-        require(!new.exchange_id.is_empty(), "exchange_id", "empty")?;
-        require(!new.origin.is_empty(), "origin", "empty")?;
-        require(!new.credential_id.is_empty(), "credential_id", "empty")?;
-        require(!new.chain.is_empty(), "chain", "empty")?;
-        let at = nanos(new.received_at, "received_at")?;
-        let chain = chain_json(&new.chain)?;
-        self.write(|tx| {
-            if let Some(existing) = inbox_by_id(tx, &new.exchange_id)? {
-                let same = existing.origin == new.origin && existing.chain.first() == new.chain.first();
-                return Ok(if same {
-                    Inserted::Existing(existing)
-                } else {
-                    Inserted::Conflict {
-                        existing_exchange_id: existing.exchange_id,
-                    }
-                });
-            }
-            // The same original under another exchangeId: never a second item.
-            let by_original: Option<String> = tx
-                .query_row(
-                    "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
-                    params![new.origin, new.credential_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sqlite("reading an inbox item"))?;
-            // An id this gateway issued for its own outgoing exchange: taking
-            // it would make `GET /v1/exchanges/{id}` and the inbox disagree.
-            let own: Option<String> = tx
-                .query_row(
-                    "SELECT exchange_id FROM exchanges WHERE exchange_id = ?1",
-                    params![new.exchange_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sqlite("reading an exchange"))?;
-            if let Some(existing_exchange_id) = by_original.or(own) {
-                return Ok(Inserted::Conflict { existing_exchange_id });
-            }
-            tx.execute(
-                "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![new.exchange_id, new.origin, new.credential_id, at, chain],
-            )
-            .map_err(sqlite("inserting an inbox item"))?;
-            let cursor = tx.last_insert_rowid();
-            audit::append(
-                tx,
-                at,
-                Some(&new.exchange_id),
-                AuditEvent::InboxReceived,
-                &json!({ "origin": new.origin, "cursor": cursor }),
-            )?;
-            Ok(Inserted::Created(InboxItem {
-                cursor: to_u64(cursor, "inbox cursor")?,
-                exchange_id: new.exchange_id,
-                origin: new.origin,
-                received_at: new.received_at,
-                chain: new.chain,
-            }))
-        })
+        let prepared = PreparedInbox::new(new)?;
+        self.write(|tx| insert_inbox_tx(tx, prepared))
+    }
+
+    fn insert_inbox_batch(&self, items: Vec<NewInboxItem>) -> Result<Vec<Inserted<InboxItem>>, StoreError> {
+        self.insert_inbox_batch_tx(items)
     }
 
     fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError> {
