@@ -146,26 +146,7 @@ pub trait Store: Send + Sync {
     /// them. The default applies them one by one (not atomically), for
     /// backends and doubles that have nothing better.
     fn settle_batch(&self, outcomes: &[Settlement], at: OffsetDateTime) -> Result<Vec<bool>, StoreError> {
-        outcomes
-            .iter()
-            .map(|s| {
-                let id = s.exchange_id.as_str();
-                let written = match &s.outcome {
-                    SettleOutcome::Delivered => self.mark_delivered(id, at),
-                    SettleOutcome::Rejected { problem } => self.mark_rejected(id, problem, at),
-                    SettleOutcome::Failed {
-                        error,
-                        next_attempt_at,
-                    } => self.record_attempt_failure(id, error, at, *next_attempt_at),
-                    SettleOutcome::DeadLettered => self.dead_letter(id, at),
-                };
-                match written {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.left_outbox() => Ok(false),
-                    Err(e) => Err(e),
-                }
-            })
-            .collect()
+        settle_one_by_one(self, outcomes, at)
     }
 
     /// The dead-letter sweep: every outbox item queued at or before
@@ -260,6 +241,36 @@ pub trait Store: Send + Sync {
     fn checkpoint_store(&self) -> Option<&dyn CheckpointStore> {
         None
     }
+}
+
+/// [`Store::settle_batch`] through the single-item operations, one
+/// transaction each: the default for stores without a batch path, and for
+/// wrappers that want their single-item hooks to see every settlement.
+pub fn settle_one_by_one<S: Store + ?Sized>(
+    store: &S,
+    outcomes: &[Settlement],
+    at: OffsetDateTime,
+) -> Result<Vec<bool>, StoreError> {
+    outcomes
+        .iter()
+        .map(|s| {
+            let id = s.exchange_id.as_str();
+            let written = match &s.outcome {
+                SettleOutcome::Delivered => store.mark_delivered(id, at),
+                SettleOutcome::Rejected { problem } => store.mark_rejected(id, problem, at),
+                SettleOutcome::Failed {
+                    error,
+                    next_attempt_at,
+                } => store.record_attempt_failure(id, error, at, *next_attempt_at),
+                SettleOutcome::DeadLettered => store.dead_letter(id, at),
+            };
+            match written {
+                Ok(()) => Ok(true),
+                Err(e) if e.left_outbox() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .collect()
 }
 
 /// Signed checkpoints of the audit head (SPEC §5): this gateway's own, and
