@@ -328,4 +328,63 @@ mod tests {
             Err(SendError::RateLimited { retry_after: None })
         ));
     }
+
+    fn env(id: &str) -> Envelope {
+        Envelope {
+            exchange_id: id.into(),
+            origin: "cq".into(),
+            destination: "sc".into(),
+            chain: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn batch_answers_map_per_envelope_and_a_v1_refusal_to_unsupported() {
+        let sent = [env("e1"), env("e2"), env("e3")];
+        let problem = Problem::new(ProblemType::InvalidSignature, "x").to_json();
+        let unavailable = Problem::new(ProblemType::Unavailable, "x").to_json();
+        let body = serde_json::json!({"results": [
+            {"exchangeId": "e1", "status": 202},
+            {"exchangeId": "e2", "status": 422, "problem": problem},
+            {"exchangeId": "e3", "status": 503, "problem": unavailable},
+        ]})
+        .to_string();
+        match classify_batch_answer(&answer(200, &body), &sent) {
+            Ok(BatchAnswer::Results(r)) => {
+                assert_eq!(r[0], Ok(PeerAnswer::Accepted));
+                assert!(
+                    matches!(&r[1], Ok(PeerAnswer::Rejected(p)) if p.kind == ProblemType::InvalidSignature)
+                );
+                assert_eq!(r[2], Err(SendError::Status { status: 503 }));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A v1 peer: the batch body is not an envelope, or the form is unknown.
+        for status in [400, 404, 415, 413] {
+            assert_eq!(
+                classify_batch_answer(&answer(status, "{}"), &sent),
+                Ok(BatchAnswer::Unsupported),
+                "{status}"
+            );
+        }
+        // Results that do not match what was sent are a protocol error.
+        let short = r#"{"results":[{"exchangeId":"e1","status":202}]}"#;
+        assert!(matches!(
+            classify_batch_answer(&answer(200, short), &sent),
+            Err(SendError::Protocol(_))
+        ));
+        let swapped = r#"{"results":[{"exchangeId":"e2","status":202},{"exchangeId":"e1","status":202},{"exchangeId":"e3","status":202}]}"#;
+        assert!(matches!(
+            classify_batch_answer(&answer(200, swapped), &sent),
+            Err(SendError::Protocol(_))
+        ));
+        assert_eq!(
+            classify_batch_answer(&answer(503, ""), &sent),
+            Err(SendError::Status { status: 503 })
+        );
+        assert!(matches!(
+            classify_batch_answer(&answer(429, ""), &sent),
+            Err(SendError::RateLimited { .. })
+        ));
+    }
 }
