@@ -15,6 +15,7 @@
 //! Truncation and recomputation of the chain itself are caught by the
 //! signed checkpoints (`crate::checkpoint`), which this module only reads.
 
+use super::cached::Cached;
 use super::{AuditReport, StoreError};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -167,7 +168,7 @@ fn current_row_digest(
         ),
         RowTable::None => return Ok(None),
     };
-    conn.query_row(sql, params![exchange_id], |r| row_digest(name, r, columns))
+    conn.row(sql, params![exchange_id], |r| row_digest(name, r, columns))
         .optional()
         .map_err(sqlite("digesting a row for the audit log"))
 }
@@ -211,7 +212,7 @@ pub(super) fn append(
     detail: &Value,
 ) -> Result<(), StoreError> {
     let (head_seq, head_hash): (i64, String) = tx
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+        .row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(sqlite("reading the audit head"))?;
@@ -224,13 +225,13 @@ pub(super) fn append(
     }
     let detail = detail.to_string();
     let hash = entry_hash(&head_hash, seq, at, exchange_id, event.as_str(), &detail);
-    tx.execute(
+    tx.exec(
         "INSERT INTO audit (seq, at, exchange_id, event, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![seq, at, exchange_id, event.as_str(), detail, head_hash, hash],
     )
     .map_err(sqlite("appending to the audit log"))?;
-    tx.execute(
+    tx.exec(
         "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
         params![seq, hash],
     )
@@ -388,7 +389,7 @@ fn check_rows(conn: &Connection, mut expected: Expected, head_seq: i64) -> Resul
     }
 
     let acked: i64 = conn
-        .query_row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
+        .row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
         .map_err(sqlite("reading the inbox ack point"))?;
     let (seq, recorded) = expected.acked.unwrap_or((head_seq, 0));
     if u64::try_from(acked).ok() != Some(recorded) {
@@ -486,7 +487,7 @@ pub(super) fn verify_at(
     let entries = expected_seq - 1;
 
     let head: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+        .row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()
@@ -518,7 +519,7 @@ pub(super) fn verify_at(
 /// The current head: `(seq, hash)`.
 pub(super) fn head(conn: &Connection) -> Result<(u64, String), StoreError> {
     let (seq, hash): (i64, String) = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+        .row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(sqlite("reading the audit head"))?;
@@ -535,7 +536,7 @@ pub(super) fn entry_hash_at(conn: &Connection, seq: u64) -> Result<Option<String
         return Ok(Some(GENESIS_HASH.to_owned()));
     }
     let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-    conn.query_row("SELECT hash FROM audit WHERE seq = ?1", params![seq], |r| {
+    conn.row("SELECT hash FROM audit WHERE seq = ?1", params![seq], |r| {
         r.get(0)
     })
     .optional()

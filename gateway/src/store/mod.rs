@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 mod audit;
+mod cached;
 mod checkpoints;
 mod data_dir;
 mod group_sync;

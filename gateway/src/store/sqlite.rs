@@ -9,6 +9,7 @@
 //! query-only connection so they do not queue behind writes.
 
 use super::audit::{self, AuditEvent};
+use super::cached::Cached;
 use super::group_sync::GroupSync;
 use super::migrations;
 use super::{
@@ -197,7 +198,7 @@ impl SqliteStore {
     /// The store's identity `(store id, member)`, if one was recorded.
     pub(super) fn identity(&self) -> Result<Option<(String, String)>, StoreError> {
         self.read(|tx| {
-            tx.query_row(
+            tx.row(
                 "SELECT store_id, member FROM store_identity WHERE id = 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -216,7 +217,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let at = nanos(at, "at")?;
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO store_identity (id, store_id, member, created_at) VALUES (1, ?1, ?2, ?3)",
                 params![store_id, member, at],
             )
@@ -263,7 +264,7 @@ impl SqliteStore {
     fn probe_write(&self) -> Result<(), StoreError> {
         let at = nanos(OffsetDateTime::now_utc(), "probed_at")?;
         self.write(|tx| {
-            tx.execute("UPDATE health SET probed_at = ?1 WHERE id = 1", params![at])
+            tx.exec("UPDATE health SET probed_at = ?1 WHERE id = 1", params![at])
                 .map_err(sqlite("writing the health probe"))
                 .map(drop)
         })
@@ -354,7 +355,7 @@ impl SqliteStore {
     pub fn last_change_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
         self.read(|tx| {
             let at: Option<i64> = tx
-                .query_row("SELECT MAX(at) FROM audit", [], |r| r.get(0))
+                .row("SELECT MAX(at) FROM audit", [], |r| r.get(0))
                 .map_err(sqlite("reading the audit log"))?;
             opt_from_nanos(at, "audit time")
         })
@@ -414,6 +415,7 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(super::cached::STATEMENT_CACHE);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -637,7 +639,7 @@ fn exchange_where(
     sql: &'static str,
     params: impl rusqlite::Params,
 ) -> Result<Option<Exchange>, StoreError> {
-    conn.query_row(sql, params, ExchangeRow::from_row)
+    conn.row(sql, params, ExchangeRow::from_row)
         .optional()
         .map_err(sqlite("reading an exchange"))?
         .map(ExchangeRow::into_exchange)
@@ -676,7 +678,7 @@ fn into_inbox_item(
 }
 
 fn inbox_by_id(conn: &Connection, exchange_id: &str) -> Result<Option<InboxItem>, StoreError> {
-    conn.query_row(
+    conn.row(
         concat!(select_inbox!(), "WHERE exchange_id = ?1"),
         params![exchange_id],
         inbox_from_row,
@@ -689,7 +691,7 @@ fn inbox_by_id(conn: &Connection, exchange_id: &str) -> Result<Option<InboxItem>
 
 fn acked_point(conn: &Connection) -> Result<u64, StoreError> {
     let n: i64 = conn
-        .query_row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
+        .row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
         .map_err(sqlite("reading the inbox ack point"))?;
     to_u64(n, "inbox ack point")
 }
@@ -733,7 +735,7 @@ pub(super) fn record_failure_tx(
         ExchangeStatus::is_pending,
     )?;
     let seq = sql_int(current.seq);
-    tx.execute(
+    tx.exec(
         "UPDATE exchanges
              SET status = 'forwarded', attempts = attempts + 1, last_error = ?2,
                  forwarded_at = COALESCE(forwarded_at, ?3), updated_at = ?3
@@ -741,7 +743,7 @@ pub(super) fn record_failure_tx(
         params![seq, error, at_n],
     )
     .map_err(sqlite("recording a failed attempt"))?;
-    tx.execute(
+    tx.exec(
         "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE exchange_seq = ?1",
         params![seq, next_n],
     )
@@ -773,7 +775,7 @@ pub(super) fn settle(
     // A settlement by the peer's answer is itself an attempt; dead-lettering is not.
     let attempt = i64::from(matches!(to, ExchangeStatus::Delivered | ExchangeStatus::Rejected));
     let problem_text = problem.map(Value::to_string);
-    tx.execute(
+    tx.exec(
         "UPDATE exchanges
          SET status = ?2, settled_at = ?3, updated_at = ?3, problem = ?4,
              attempts = attempts + ?5,
@@ -782,7 +784,7 @@ pub(super) fn settle(
         params![sql_int(current.seq), to.as_str(), at_n, problem_text, attempt],
     )
     .map_err(sqlite("settling an exchange"))?;
-    tx.execute(
+    tx.exec(
         "DELETE FROM outbox WHERE exchange_seq = ?1",
         params![sql_int(current.seq)],
     )
@@ -837,7 +839,7 @@ pub(super) fn insert_inbox_tx(
     }
     // The same original under another exchangeId: never a second item.
     let by_original: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
             params![new.origin, new.credential_id],
             |r| r.get(0),
@@ -847,7 +849,7 @@ pub(super) fn insert_inbox_tx(
     // An id this gateway issued for its own outgoing exchange: taking
     // it would make `GET /v1/exchanges/{id}` and the inbox disagree.
     let own: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT exchange_id FROM exchanges WHERE exchange_id = ?1",
             params![new.exchange_id],
             |r| r.get(0),
@@ -857,7 +859,7 @@ pub(super) fn insert_inbox_tx(
     if let Some(existing_exchange_id) = by_original.or(own) {
         return Ok(Inserted::Conflict { existing_exchange_id });
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         params![new.exchange_id, new.origin, new.credential_id, at, chain],
@@ -906,7 +908,7 @@ impl Store for SqliteStore {
                     reason: format!("{} is already used by another credential", new.exchange_id),
                 });
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO exchanges (exchange_id, origin, credential_id, credential_digest, destination,
                                         chain, status, accepted_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?7)",
@@ -922,7 +924,7 @@ impl Store for SqliteStore {
             )
             .map_err(sqlite("inserting an exchange"))?;
             let seq = tx.last_insert_rowid();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
                  VALUES (?1, ?2, ?3, ?3)",
                 params![seq, new.destination, at],
@@ -970,7 +972,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Exchange>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx
-                .prepare(concat!(
+                .prepare_cached(concat!(
                     select_exchange!(),
                     "WHERE ?1 IS NULL OR status = ?1 ORDER BY seq LIMIT ?2"
                 ))
@@ -990,7 +992,7 @@ impl Store for SqliteStore {
         const CTX: &str = "outbox row";
         self.read(|tx| {
             let mut stmt = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT o.exchange_seq, e.exchange_id, e.origin, o.destination, e.chain,
                             o.queued_at, o.next_attempt_at, o.attempts
                      FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
@@ -1034,7 +1036,7 @@ impl Store for SqliteStore {
     fn outbox_depths(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx
-                .prepare("SELECT destination, COUNT(*) FROM outbox GROUP BY destination")
+                .prepare_cached("SELECT destination, COUNT(*) FROM outbox GROUP BY destination")
                 .map_err(sqlite("counting the outbox"))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -1088,7 +1090,7 @@ impl Store for SqliteStore {
         // Nearly every sweep finds nothing: answer that from the reader
         // (an index lookup) without a write transaction and its fsync.
         let any = self.read(|tx| {
-            tx.query_row(
+            tx.row(
                 "SELECT EXISTS (SELECT 1 FROM outbox WHERE queued_at <= ?1)",
                 params![cutoff],
                 |r| r.get::<_, bool>(0),
@@ -1101,7 +1103,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let expired: Vec<(String, String, String)> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "SELECT e.exchange_id, e.status, o.destination
                          FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
                          WHERE o.queued_at <= ?1
@@ -1114,14 +1116,14 @@ impl Store for SqliteStore {
                 rows.collect::<Result<_, _>>()
                     .map_err(sqlite("reading expired outbox items"))?
             };
-            tx.execute(
+            tx.exec(
                 "UPDATE exchanges
                  SET status = 'dead-lettered', settled_at = ?2, updated_at = ?2, problem = NULL
                  WHERE seq IN (SELECT exchange_seq FROM outbox WHERE queued_at <= ?1)",
                 params![cutoff, at_n],
             )
             .map_err(sqlite("dead-lettering expired exchanges"))?;
-            tx.execute("DELETE FROM outbox WHERE queued_at <= ?1", params![cutoff])
+            tx.exec("DELETE FROM outbox WHERE queued_at <= ?1", params![cutoff])
                 .map_err(sqlite("removing expired outbox items"))?;
             expired
                 .into_iter()
@@ -1152,14 +1154,14 @@ impl Store for SqliteStore {
                 ExchangeStatus::is_retryable,
             )?;
             let seq = sql_int(current.seq);
-            tx.execute(
+            tx.exec(
                 "UPDATE exchanges
                  SET status = 'accepted', settled_at = NULL, problem = NULL, updated_at = ?2
                  WHERE seq = ?1",
                 params![seq, at_n],
             )
             .map_err(sqlite("retrying an exchange"))?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
                  VALUES (?1, ?2, ?3, ?3)",
                 params![seq, current.destination, at_n],
@@ -1188,7 +1190,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let ids: Vec<(i64, String)> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "SELECT seq, exchange_id FROM exchanges
                          WHERE destination = ?1 AND status = 'delivered' AND settled_at >= ?2
                          ORDER BY seq",
@@ -1201,14 +1203,14 @@ impl Store for SqliteStore {
                     .map_err(sqlite("finding delivered exchanges"))?
             };
             for (seq, exchange_id) in &ids {
-                tx.execute(
+                tx.exec(
                     "UPDATE exchanges
                      SET status = 'accepted', settled_at = NULL, updated_at = ?2
                      WHERE seq = ?1",
                     params![seq, at_n],
                 )
                 .map_err(sqlite("re-queueing a delivered exchange"))?;
-                tx.execute(
+                tx.exec(
                     "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
                      VALUES (?1, ?2, ?3, ?3)",
                     params![seq, destination, at_n],
@@ -1247,7 +1249,7 @@ impl Store for SqliteStore {
             };
             let after = sql_int(after);
             let mut stmt = tx
-                .prepare(concat!(
+                .prepare_cached(concat!(
                     select_inbox!(),
                     "WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"
                 ))
@@ -1267,7 +1269,7 @@ impl Store for SqliteStore {
             // AUTOINCREMENT hands out max(sqlite_sequence, max(cursor)) + 1;
             // SQLite lets ordinary statements edit sqlite_sequence for this.
             let current: i64 = tx
-                .query_row(
+                .row(
                     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'inbox'), 0),
                                 COALESCE((SELECT MAX(cursor) FROM inbox), 0))",
                     [],
@@ -1278,13 +1280,13 @@ impl Store for SqliteStore {
                 return to_u64(current, "inbox cursor");
             }
             let updated = tx
-                .execute(
+                .exec(
                     "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox'",
                     params![floor],
                 )
                 .map_err(sqlite("raising the inbox cursor floor"))?;
             if updated == 0 {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES ('inbox', ?1)",
                     params![floor],
                 )
@@ -1306,7 +1308,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let current = acked_point(tx)?;
             let highest: i64 = tx
-                .query_row("SELECT COALESCE(MAX(cursor), 0) FROM inbox", [], |r| r.get(0))
+                .row("SELECT COALESCE(MAX(cursor), 0) FROM inbox", [], |r| r.get(0))
                 .map_err(sqlite("reading the highest inbox cursor"))?;
             let target = up_to.min(to_u64(highest, "inbox cursor")?);
             if target <= current {
@@ -1314,13 +1316,13 @@ impl Store for SqliteStore {
             }
             let (current_i, target_i) = (sql_int(current), sql_int(target));
             let newly: i64 = tx
-                .query_row(
+                .row(
                     "SELECT COUNT(*) FROM inbox WHERE cursor > ?1 AND cursor <= ?2",
                     params![current_i, target_i],
                     |r| r.get(0),
                 )
                 .map_err(sqlite("counting acknowledged items"))?;
-            tx.execute(
+            tx.exec(
                 "UPDATE inbox_ack SET acked_up_to = ?1 WHERE id = 1",
                 params![target_i],
             )
