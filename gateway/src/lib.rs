@@ -18,12 +18,15 @@
 //! - [`devpg`]: a throwaway PostgreSQL cluster for tests and demos.
 //! - [`cli`]: the `bashu` command line.
 //! - [`suggest`]: nearest valid names (edit distance) for error messages.
+//! - [`wire`]: the federation wire shapes (envelope, batch, results) of SPEC §4.
+//! - [`clock`]: injectable wall-clock time for pipeline and delivery.
 
 pub mod api;
 pub mod app;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod delivery;
@@ -41,3 +44,4 @@ pub mod store;
 pub mod suggest;
 pub mod transport;
 pub mod trust;
+pub mod wire;

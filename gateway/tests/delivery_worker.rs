@@ -7,13 +7,15 @@
 use bashu_gateway::config::DeliveryConfig;
 use bashu_gateway::delivery::metrics::{ATTEMPTS, DEAD_LETTERED, LEASE_HELD};
 use bashu_gateway::delivery::{
-    Clock, DeliveryWorker, PeerAnswer, PeerClient, SendError, TokioClock, DEAD_LETTER_SWEEP_INTERVAL,
+    BatchAnswer, Clock, DeliveryWorker, PeerAnswer, PeerClient, SendError, TokioClock,
+    DEAD_LETTER_SWEEP_INTERVAL, SINGLE_MODE_FOR,
 };
 use bashu_gateway::pipeline::Envelope;
 use bashu_gateway::problem::{Problem, ProblemType};
+use bashu_gateway::store::settle_one_by_one;
 use bashu_gateway::store::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
-    NewExchange, NewInboxItem, OutboxItem, SqliteStore, Store, StoreError, StoreFault,
+    NewExchange, NewInboxItem, OutboxItem, Settlement, SqliteStore, Store, StoreError, StoreFault,
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -42,6 +44,8 @@ struct Observed {
     fail_settles: AtomicU32,
     /// Every `mark_delivered` call, failed or not, in virtual time.
     settle_calls: Mutex<Vec<Instant>>,
+    /// The size of every batch settlement committed (one transaction each).
+    settled_batches: Mutex<Vec<usize>>,
 }
 
 impl Observed {
@@ -132,6 +136,24 @@ impl Store for Observed {
     fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         self.inner.release_lease(lease)
     }
+    fn settle_batch(
+        &self,
+        lease: &Lease,
+        outcomes: &[Settlement],
+        at: OffsetDateTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        // Batches of more than one go to SQLite's one-transaction path;
+        // single settlements keep going through `mark_delivered` & co., so
+        // the fault injection above applies to them.
+        if outcomes.len() < 2 {
+            return settle_one_by_one(self, lease, outcomes, at);
+        }
+        let r = self.inner.settle_batch(lease, outcomes, at);
+        if r.is_ok() {
+            self.settled_batches.lock().unwrap().push(outcomes.len());
+        }
+        self.changed(r)
+    }
     fn dead_letter_expired(
         &self,
         queued_before: OffsetDateTime,
@@ -196,7 +218,14 @@ struct PeerState {
     /// Exchange ids whose next send panics inside the client (once each).
     panic_once: HashSet<String>,
     reject: HashMap<String, Problem>,
+    /// Exchange ids answered with a transient problem (the peer lacks the
+    /// mapping table) while listed.
+    transient: HashSet<String>,
     calls: Vec<Call>,
+    /// Exchange ids of every batch request, in order.
+    batch_calls: Vec<Vec<String>>,
+    /// Batch requests refused because the peer does not take the form.
+    batch_refusals: u32,
     /// Exchange ids the peer stored, in arrival order, per peer.
     inbox: BTreeMap<String, Vec<String>>,
 }
@@ -209,6 +238,8 @@ struct FakePeer {
     state: Mutex<PeerState>,
     gate: Option<Semaphore>,
     sending: Notify,
+    /// Takes the batch form (a v1.1 peer); otherwise only single envelopes.
+    batches: bool,
 }
 
 impl FakePeer {
@@ -248,6 +279,33 @@ impl FakePeer {
     }
 }
 
+impl FakePeer {
+    /// Answers one envelope as the peer would, recording the call.
+    fn answer(st: &mut PeerState, peer: &str, env: &Envelope) -> Result<PeerAnswer, SendError> {
+        assert_eq!(env.destination, peer, "envelope sent to the wrong peer");
+        let (answer, result) = if st.down.contains(peer) {
+            ("down", Err(SendError::Connect("connection refused".into())))
+        } else if let Some(p) = st.reject.get(&env.exchange_id) {
+            ("rejected", Ok(PeerAnswer::Rejected(p.clone())))
+        } else if st.transient.contains(&env.exchange_id) {
+            ("transient", Err(SendError::Status { status: 422 }))
+        } else {
+            let inbox = st.inbox.entry(peer.to_owned()).or_default();
+            if !inbox.contains(&env.exchange_id) {
+                inbox.push(env.exchange_id.clone());
+            }
+            ("accepted", Ok(PeerAnswer::Accepted))
+        };
+        st.calls.push(Call {
+            peer: peer.to_owned(),
+            exchange_id: env.exchange_id.clone(),
+            at: Instant::now(),
+            answer,
+        });
+        result
+    }
+}
+
 impl PeerClient for FakePeer {
     fn send<'a>(&'a self, peer: &'a str, env: &'a Envelope) -> BoxFuture<'a, Result<PeerAnswer, SendError>> {
         Box::pin(async move {
@@ -256,29 +314,43 @@ impl PeerClient for FakePeer {
                 gate.acquire().await.unwrap().forget();
             }
             let mut st = self.state.lock().unwrap();
-            assert_eq!(env.destination, peer, "envelope sent to the wrong peer");
             if st.panic_once.remove(&env.exchange_id) {
                 drop(st);
                 panic!("fake client bug");
             }
-            let (answer, result) = if st.down.contains(peer) {
-                ("down", Err(SendError::Connect("connection refused".into())))
-            } else if let Some(p) = st.reject.get(&env.exchange_id) {
-                ("rejected", Ok(PeerAnswer::Rejected(p.clone())))
-            } else {
-                let inbox = st.inbox.entry(peer.to_owned()).or_default();
-                if !inbox.contains(&env.exchange_id) {
-                    inbox.push(env.exchange_id.clone());
-                }
-                ("accepted", Ok(PeerAnswer::Accepted))
-            };
-            st.calls.push(Call {
-                peer: peer.to_owned(),
-                exchange_id: env.exchange_id.clone(),
-                at: Instant::now(),
-                answer,
-            });
-            result
+            Self::answer(&mut st, peer, env)
+        })
+    }
+
+    fn send_batch<'a>(
+        &'a self,
+        peer: &'a str,
+        envelopes: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<BatchAnswer, SendError>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap();
+            if !self.batches {
+                st.batch_refusals += 1;
+                return Ok(BatchAnswer::Unsupported);
+            }
+            st.batch_calls
+                .push(envelopes.iter().map(|e| e.exchange_id.clone()).collect());
+            if st.down.contains(peer) {
+                return Err(SendError::Connect("connection refused".into()));
+            }
+            // Like the real receiver: nothing is stored after a transient failure.
+            let mut results = Vec::new();
+            let mut blocked = false;
+            for env in envelopes {
+                let r = if blocked {
+                    Err(SendError::Status { status: 503 })
+                } else {
+                    Self::answer(&mut st, peer, env)
+                };
+                blocked |= r.is_err();
+                results.push(r);
+            }
+            Ok(BatchAnswer::Results(results))
         })
     }
 }
@@ -326,6 +398,7 @@ impl Harness {
             changes: watch::Sender::new(0),
             fail_settles: AtomicU32::new(0),
             settle_calls: Mutex::new(Vec::new()),
+            settled_batches: Mutex::new(Vec::new()),
         });
         let peer = Arc::new(peer);
         let clock = Arc::new(TokioClock::new(datetime!(2026-11-25 03:00 UTC)));
@@ -1043,4 +1116,137 @@ async fn a_worker_that_lost_its_lease_is_fenced_and_waits() {
         .acquire_lease("fe", "next", Duration::from_secs(5), h.clock.now())
         .unwrap()
         .is_some());
+}
+
+// --- batches (SPEC §4 batch form) ----------------------------------------
+
+fn batch_peer() -> FakePeer {
+    FakePeer {
+        batches: true,
+        ..FakePeer::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_goes_out_as_batches_in_order_each_settled_in_one_commit() {
+    let mut h = Harness::start_with(config(100, 1000), &["bat"], batch_peer());
+    h.peer.set_down("bat", true);
+    let ids = h.accept("bat", 300);
+    h.until("the head failed", |h| h.exchange(&ids[0]).attempts >= 1)
+        .await;
+    h.peer.set_down("bat", false);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+
+    assert_eq!(h.peer.inbox("bat"), ids, "inbox order is acceptance order");
+    let batches = h.peer.state.lock().unwrap().batch_calls.clone();
+    assert!(batches.iter().all(|b| b.len() <= 256), "at most 256 per batch");
+    assert!(
+        batches
+            .iter()
+            .all(|b| b[..] == ids[..b.len()] || b[..] == ids[256..]),
+        "{batches:?}"
+    );
+    assert_eq!(batches.last().map(Vec::len), Some(300 - 256));
+    assert!(h.peer.calls_for("bat").iter().all(|c| c.answer == "accepted"));
+    // Every batch that reached the peer was settled in one commit of its size.
+    let settled = h.store.settled_batches.lock().unwrap().clone();
+    assert_eq!(settled, vec![256, 300 - 256], "{batches:?}");
+    // Each exchange answered 202 exactly once.
+    let accepted = ids_of(
+        &h.peer
+            .calls_for("bat")
+            .into_iter()
+            .filter(|c| c.answer == "accepted")
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(accepted, ids);
+    h.store.audit_verify().unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_batch_a_rejection_settles_alone_and_a_transient_failure_stops_the_rest() {
+    let mut h = Harness::start_with(config(100, 1000), &["mix"], batch_peer());
+    h.peer.set_down("mix", true);
+    let ids = h.accept("mix", 6);
+    h.until("the head failed", |h| h.exchange(&ids[0]).attempts >= 1)
+        .await;
+    let problem = Problem::new(ProblemType::InvalidSignature, "bad").with_exchange(ids[1].clone());
+    h.peer.reject(&ids[1], Some(problem));
+    h.peer.state.lock().unwrap().transient.insert(ids[3].clone());
+    h.peer.set_down("mix", false);
+    h.until("0 delivered, 1 rejected, 3 retried", |h| {
+        h.status(&ids[0]) == ExchangeStatus::Delivered
+            && h.status(&ids[1]) == ExchangeStatus::Rejected
+            && h.exchange(&ids[3]).attempts >= 2
+    })
+    .await;
+    // Before the transient failure: settled; after it: untouched, in order.
+    assert_eq!(h.status(&ids[2]), ExchangeStatus::Delivered);
+    assert_eq!(h.status(&ids[4]), ExchangeStatus::Accepted);
+    assert_eq!(h.status(&ids[5]), ExchangeStatus::Accepted);
+    assert_eq!(h.peer.inbox("mix"), vec![ids[0].clone(), ids[2].clone()]);
+
+    h.peer.state.lock().unwrap().transient.clear();
+    h.until("all settled", |h| {
+        all_have(
+            h,
+            &[
+                ids[0].clone(),
+                ids[2].clone(),
+                ids[3].clone(),
+                ids[4].clone(),
+                ids[5].clone(),
+            ],
+            ExchangeStatus::Delivered,
+        )
+    })
+    .await;
+    let want: Vec<String> = [0, 2, 3, 4, 5].iter().map(|&i| ids[i].clone()).collect();
+    assert_eq!(
+        h.peer.inbox("mix"),
+        want,
+        "order kept across the transient failure"
+    );
+    h.store.audit_verify().unwrap();
+    h.stop().await;
+}
+
+/// A v1 peer (no batch form) gets single envelopes, in order; the batch
+/// form is tried again only after [`SINGLE_MODE_FOR`].
+#[tokio::test(start_paused = true)]
+async fn a_peer_without_the_batch_form_gets_single_envelopes_and_is_probed_again_later() {
+    let mut h = Harness::start(config(100, 1000), &["v1"]);
+    h.peer.set_down("v1", true);
+    let ids = h.accept("v1", 5);
+    h.until("the head failed", |h| h.exchange(&ids[0]).attempts >= 1)
+        .await;
+    h.peer.set_down("v1", false);
+    h.until("all delivered", |h| all_have(h, &ids, ExchangeStatus::Delivered))
+        .await;
+    assert_eq!(h.peer.inbox("v1"), ids);
+    let singles: Vec<String> = ids_of(
+        &h.peer
+            .calls_for("v1")
+            .into_iter()
+            .filter(|c| c.answer == "accepted")
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(singles, ids, "one single envelope per exchange, in order");
+    assert!(h.store.settled_batches.lock().unwrap().is_empty());
+    assert_eq!(
+        h.peer.state.lock().unwrap().batch_refusals,
+        1,
+        "refusal remembered"
+    );
+
+    // Virtual time: past the single-envelope period the form is tried again.
+    tokio::time::sleep(SINGLE_MODE_FOR + Duration::from_secs(1)).await;
+    let more = h.accept("v1", 3);
+    h.until("all delivered", |h| all_have(h, &more, ExchangeStatus::Delivered))
+        .await;
+    assert_eq!(h.peer.state.lock().unwrap().batch_refusals, 2, "probed again");
+    assert_eq!(h.peer.inbox("v1"), [ids, more].concat());
+    h.stop().await;
 }

@@ -325,8 +325,8 @@ async fn every_route_answers_as_documented() {
     assert_eq!(r.status.as_u16(), 405);
     c.check("post", "/v1/inbox/ack", &r);
 
-    // Gateway → peer gateway: a chain that does not verify, and a batch
-    // (not served yet: a 400 problem).
+    // Gateway → peer gateway: a chain that does not verify, alone and in a
+    // batch (200 with per-envelope results), and an empty batch (400).
     let env = json!({"exchangeId": "ex-probe", "origin": "sc", "destination": "cq", "chain": ["a.b.c"]});
     let r = sc_gw
         .post_json(&format!("{cq_url}/v1/federation/envelopes"), &env)
@@ -337,6 +337,17 @@ async fn every_route_answers_as_documented() {
     let batch = json!({"envelopes": [env]});
     let r = sc_gw
         .post_json(&format!("{cq_url}/v1/federation/envelopes"), &batch)
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 200);
+    let results = c.check("post", "/v1/federation/envelopes", &r);
+    assert_eq!(results["results"][0]["exchangeId"], "ex-probe", "{results}");
+    assert_eq!(results["results"][0]["status"], 422, "{results}");
+    let r = sc_gw
+        .post_json(
+            &format!("{cq_url}/v1/federation/envelopes"),
+            &json!({"envelopes": []}),
+        )
         .await
         .unwrap();
     assert_eq!(r.status.as_u16(), 400);

@@ -1,13 +1,14 @@
 //! One function per route: parse, call the [`GatewayService`], render.
 
 use super::request::{
-    admin_status_param, check_exchange_id, inbox_params, parse_json, parse_query, read_body,
+    admin_status_param, check_exchange_id, inbox_params, malformed, parse_json, parse_query, read_body,
 };
 use super::response::{self, Body};
 use super::routes::Handler;
-use crate::pipeline::{Envelope, GatewayService, SubmitRequest};
+use crate::pipeline::{GatewayService, SubmitRequest};
 use crate::problem::{Problem, ProblemType};
 use crate::transport::ClientIdentity;
+use crate::wire::{BatchResults, BodyError, EnvelopeBody, EnvelopeRequest, MAX_BATCH_BYTES};
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use serde::Deserialize;
@@ -103,8 +104,27 @@ where
             Ok(response::json(StatusCode::OK, &json!({"upTo": point})))
         }
         Handler::ReceiveEnvelope => {
-            let bytes = read_body(call.headers, call.body, call.max_body).await?;
-            let env: Envelope = parse_json(call.headers, &bytes)?;
+            // A batch may be up to 4 MiB whatever the general body limit.
+            let limit = call.max_body.max(MAX_BATCH_BYTES);
+            let bytes = read_body(call.headers, call.body, limit).await?;
+            let body: EnvelopeBody = parse_json(call.headers, &bytes)?;
+            let env = match body.into_request() {
+                Ok(EnvelopeRequest::Single(env)) => env,
+                Ok(EnvelopeRequest::Batch(envelopes)) => {
+                    let results = svc.receive_batch(&call.caller.member, envelopes).await?;
+                    let doc = serde_json::to_value(BatchResults { results }).map_err(|e| {
+                        Problem::new(
+                            ProblemType::Unavailable,
+                            format!("cannot render batch results: {e}"),
+                        )
+                    })?;
+                    return Ok(response::json(StatusCode::OK, &doc));
+                }
+                Err(e @ BodyError::TooMany) => {
+                    return Err(Problem::new(ProblemType::PayloadTooLarge, e.to_string()))
+                }
+                Err(e) => return Err(malformed(format!("request body: {e}"))),
+            };
             let id = check_exchange_id(&env.exchange_id)?.to_owned();
             record_exchange(&id);
             if env.origin != call.caller.member {

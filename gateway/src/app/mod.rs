@@ -204,12 +204,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         member: config.member.clone(),
         framework: config.framework.clone(),
         peers: peer_set,
-        table,
+        table: Arc::new(table),
         verifier,
         local: local.clone(),
         store,
         delivery: worker.notifier(),
         clock: Arc::new(SystemClock),
+        verify_pool: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )),
     });
 
     let api_listener = bind(config.listen.api).await?;

@@ -239,7 +239,7 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         setup: Setup {
             build: if cfg!(debug_assertions) { "debug" } else { "release" },
             gateways: "two `bashu serve` child processes (cq, sc) on 127.0.0.1, mTLS, default config except rate limits",
-            store: "SQLite WAL, synchronous=FULL, one fsync per accepted exchange, inbox item and ack",
+            store: "SQLite WAL with group commit (fsync before every answer, shared by concurrent writers); one commit per received batch and per settled batch",
             requested_count: opts.count,
             requested_duration_secs: opts.duration.map(|d| d.as_secs_f64()),
             clients: opts.clients,

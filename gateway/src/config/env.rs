@@ -68,6 +68,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("delivery", "batch_size", Kind::Int),
     ("delivery", "request_timeout_ms", Kind::Int),
     ("delivery", "lease_ttl_ms", Kind::Int),
+    ("delivery", "peer_batch_max", Kind::Int),
     ("audit", "checkpoint_interval_secs", Kind::Int),
     ("audit", "witness_interval_secs", Kind::Int),
     ("store", "url", Kind::Str),

@@ -190,6 +190,9 @@ pub struct DeliveryConfig {
     /// -9 stops blocking its destinations this long after its last renewal.
     /// Renewed every third of it; at least 500.
     pub lease_ttl_ms: u64,
+    /// Most envelopes sent to a peer in one batch request (1..=256; 1 sends
+    /// single envelopes only). Batches are also capped at 4 MiB.
+    pub peer_batch_max: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -203,6 +206,7 @@ impl Default for DeliveryConfig {
             batch_size: 64,
             request_timeout_ms: 10_000,
             lease_ttl_ms: 5_000,
+            peer_batch_max: crate::wire::MAX_BATCH_ENVELOPES,
         }
     }
 }

@@ -106,6 +106,13 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     let d = &cfg.delivery;
     c.positive("delivery.initial_backoff_ms", d.initial_backoff_ms)?;
     c.positive("delivery.batch_size", d.batch_size as u64)?;
+    c.positive("delivery.peer_batch_max", d.peer_batch_max as u64)?;
+    if d.peer_batch_max > crate::wire::MAX_BATCH_ENVELOPES {
+        return Err(c.fail(
+            "delivery.peer_batch_max",
+            "must be at most 256 (SPEC §4 batch limit)",
+        ));
+    }
     c.positive("delivery.request_timeout_ms", d.request_timeout_ms)?;
     c.positive("delivery.dead_letter_after_secs", d.dead_letter_after_secs)?;
     c.positive(

@@ -11,17 +11,16 @@
 
 mod backoff;
 mod breaker;
-mod clock;
 pub mod metrics;
 mod worker;
 
+pub use crate::clock::{Clock, SystemClock, TokioClock};
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, CircuitBreaker};
-pub use clock::{Clock, SystemClock, TokioClock};
-pub use worker::{process_holder_id, DeliveryWorker, DEAD_LETTER_SWEEP_INTERVAL};
+pub use worker::{process_holder_id, DeliveryWorker, DEAD_LETTER_SWEEP_INTERVAL, SINGLE_MODE_FOR};
 
-use crate::pipeline::Envelope;
 use crate::problem::Problem;
+use crate::wire::Envelope;
 use futures::future::BoxFuture;
 use std::time::Duration;
 
@@ -52,6 +51,17 @@ pub enum SendError {
     Protocol(String),
 }
 
+/// What a peer answered to a batch of envelopes (SPEC §4 batch form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchAnswer {
+    /// One answer per envelope, in request order: what each would have got
+    /// alone (a transient one as its `SendError`).
+    Results(Vec<Result<PeerAnswer, SendError>>),
+    /// The peer does not take the batch form (a v1 gateway: 400, 404 or
+    /// 415; or 413, a smaller body limit): send it single envelopes.
+    Unsupported,
+}
+
 /// Sends envelopes to peer gateways. The gateway implements it over mTLS;
 /// tests use fakes. Object safe so the worker holds `Arc<dyn PeerClient>`.
 pub trait PeerClient: Send + Sync {
@@ -61,4 +71,15 @@ pub trait PeerClient: Send + Sync {
         peer: &'a str,
         envelope: &'a Envelope,
     ) -> BoxFuture<'a, Result<PeerAnswer, SendError>>;
+
+    /// Sends `envelopes` as one batch request. The default says the batch
+    /// form is not supported, so a client without it gets single envelopes.
+    fn send_batch<'a>(
+        &'a self,
+        peer: &'a str,
+        envelopes: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<BatchAnswer, SendError>> {
+        let _ = (peer, envelopes);
+        Box::pin(async { Ok(BatchAnswer::Unsupported) })
+    }
 }

@@ -18,14 +18,14 @@
 use super::backoff::Backoff;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::metrics::{ATTEMPTS, BREAKER_STATE, DEAD_LETTERED, LEASE_HELD, OUTBOX_DEPTH, RETRIES};
-use super::{Clock, PeerAnswer, PeerClient, SendError};
+use super::{BatchAnswer, Clock, PeerAnswer, PeerClient, SendError};
 use crate::config::DeliveryConfig;
-use crate::pipeline::Envelope;
-use crate::store::{blocking, Lease, OutboxItem, Store, StoreError};
+use crate::store::{blocking, Lease, OutboxItem, SettleOutcome, Settlement, Store, StoreError};
+use crate::wire::Envelope;
+use crate::wire::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
@@ -70,6 +70,11 @@ pub fn process_holder_id() -> &'static str {
     })
 }
 
+/// How long a peer that refused the batch form (a v1 gateway) is sent
+/// single envelopes before the batch form is tried again (it may have
+/// been upgraded meanwhile).
+pub const SINGLE_MODE_FOR: Duration = Duration::from_secs(600);
+
 /// Forwards outbox items to peer gateways until shut down.
 pub struct DeliveryWorker {
     shared: Arc<Shared>,
@@ -87,6 +92,8 @@ struct Shared {
     breaker_open: Duration,
     request_timeout: Duration,
     batch_size: usize,
+    /// Most envelopes per batch request (1: never batch).
+    peer_batch_max: usize,
     dead_letter_after: Duration,
     /// Who this worker is when it asks for a delivery lease.
     holder: String,
@@ -119,6 +126,7 @@ impl DeliveryWorker {
             breaker_open: Duration::from_millis(config.breaker_open_ms),
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
             batch_size: config.batch_size.max(1),
+            peer_batch_max: config.peer_batch_max.clamp(1, MAX_BATCH_ENVELOPES),
             dead_letter_after: Duration::from_secs(config.dead_letter_after_secs),
             holder: process_holder_id().to_owned(),
             lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(1)),
@@ -220,6 +228,7 @@ impl Supervisor {
             breaker_seen: BreakerState::Closed,
             rng: StdRng::from_entropy(),
             unsettled: None,
+            single_until: None,
             store_failures: 0,
             lease: None,
             renewed_at: None,
@@ -334,24 +343,12 @@ fn shutdown_requested(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow() || shutdown.has_changed().is_err()
 }
 
-/// The peer answered but recording its answer failed: kept until the
-/// store takes it, so the item is not sent again meanwhile.
+/// Answers from the peer not yet recorded (the store failed): kept until
+/// the store takes them, so their items are not sent again meanwhile.
 #[derive(Debug, Clone)]
 struct Unsettled {
-    exchange_id: String,
-    /// `None` for a 202; the problem+json of a 422.
-    rejection: Option<Value>,
+    outcomes: Vec<Settlement>,
     at: OffsetDateTime,
-}
-
-/// The item already left the outbox by another path (the dead-letter
-/// sweep, or an operator): there is nothing left to record.
-fn settled_elsewhere(e: &StoreError) -> bool {
-    match e {
-        StoreError::NotFound { .. } => true,
-        StoreError::InvalidTransition { from, .. } => !from.is_pending(),
-        _ => false,
-    }
 }
 
 /// What a single delivery attempt led to.
@@ -393,8 +390,10 @@ struct PeerTask {
     /// The breaker state last published, to log its transitions.
     breaker_seen: BreakerState,
     rng: StdRng,
-    /// An answer still to be recorded (see [`Unsettled`]).
+    /// Answers still to be recorded (see [`Unsettled`]).
     unsettled: Option<Unsettled>,
+    /// The peer refused the batch form: single envelopes until then.
+    single_until: Option<Instant>,
     /// Consecutive store failures; drives the store backoff.
     store_failures: u32,
     /// The destination's lease while this task holds it.
@@ -439,7 +438,7 @@ impl PeerTask {
                         error = %e,
                         failures = self.store_failures,
                         ?delay,
-                        unsettled = self.unsettled.as_ref().map(|u| u.exchange_id.as_str()),
+                        unsettled = self.unsettled.as_ref().map_or(0, |u| u.outcomes.len()),
                         "delivery store failure; backing off"
                     );
                     Some(delay)
@@ -530,48 +529,62 @@ impl PeerTask {
         }
     }
 
-    /// Records the answer kept in `unsettled`, if any. An answer for an
-    /// item that already left the outbox otherwise is dropped.
-    async fn settle_pending(&mut self) -> Result<(), TaskError> {
+    /// Records the answers kept in `unsettled`, if any, in one store
+    /// transaction. Returns, per answer, whether it was recorded (`false`:
+    /// the item had already left the outbox by another path).
+    async fn settle_pending(&mut self) -> Result<Vec<bool>, TaskError> {
         let Some(u) = self.unsettled.clone() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let Some(lease) = self.lease.clone() else {
             self.unsettled = None; // learned under a lost lease: the next holder resends
-            return Ok(());
+            return Ok(Vec::new());
         };
         let store = Arc::clone(&self.shared.store);
-        let (id, at) = (u.exchange_id.clone(), u.at);
-        let written = match u.rejection {
-            None => blocking(store, move |s| s.mark_delivered(&lease, &id, at)).await,
-            Some(problem) => blocking(store, move |s| s.mark_rejected(&lease, &id, &problem, at)).await,
-        };
-        match written {
-            Ok(()) => {}
-            Err(e) if settled_elsewhere(&e) => {
-                tracing::warn!(peer = %self.peer, exchange = %u.exchange_id, error = %e,
-                    "peer answered for an exchange that already left the outbox");
+        let (outcomes, at) = (u.outcomes.clone(), u.at);
+        let recorded = blocking(store, move |s| s.settle_batch(&lease, &outcomes, at)).await?;
+        for (done, s) in recorded.iter().zip(&u.outcomes) {
+            match (&s.outcome, done) {
+                (SettleOutcome::DeadLettered, true) => DEAD_LETTERED.with_label_values(&[&self.peer]).inc(),
+                (_, false) => tracing::warn!(peer = %self.peer, exchange = %s.exchange_id,
+                    "peer answered for an exchange that already left the outbox"),
+                _ => {}
             }
-            Err(e) => return Err(e),
         }
         self.unsettled = None;
-        Ok(())
+        Ok(recorded)
     }
 
-    /// Sends the due items of one batch, in order, stopping at the first
-    /// that is not due or fails.
+    /// Sends what is due at the head of the outbox — as one batch when the
+    /// peer takes batches and more than one item is due, else one item at a
+    /// time — stopping at the first that is not due or fails.
     async fn drain_batch(&mut self) -> Result<Next, TaskError> {
-        // First record an answer we already have: re-reading the outbox
-        // before that would send the same item again.
+        // First record answers we already have: re-reading the outbox
+        // before that would send the same items again.
         self.settle_pending().await?;
-        let (peer, limit) = (self.peer.clone(), self.shared.batch_size);
+        let peer = self.peer.clone();
+        let limit = self.shared.batch_size.max(self.shared.peer_batch_max);
         let batch = blocking(Arc::clone(&self.shared.store), move |s| {
             s.pending_outbox(&peer, limit)
         })
         .await?;
-        if batch.is_empty() {
+        let Some(head) = batch.first() else {
             OUTBOX_DEPTH.with_label_values(&[&self.peer]).set(0);
             return Ok(Next::WhenWoken);
+        };
+        if let Some(wait) = self.wait_before(head) {
+            return Ok(Next::After(wait));
+        }
+        if self.batching() {
+            let due = self.due_prefix(&batch);
+            if due > 1 {
+                // As for single items below: still the holder, renewed
+                // within a third of its TTL, and the batch read is current.
+                if self.hold_lease().await? != Tenure::Kept {
+                    return Ok(Next::Now);
+                }
+                return self.attempt_batch(&batch[..due]).await;
+            }
         }
         for item in batch {
             if let Some(wait) = self.wait_before(&item) {
@@ -593,6 +606,44 @@ impl PeerTask {
         Ok(Next::Now)
     }
 
+    /// Whether the next send may use the batch form.
+    fn batching(&mut self) -> bool {
+        if self.shared.peer_batch_max < 2 {
+            return false;
+        }
+        match self.single_until {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                tracing::info!(peer = %self.peer, "trying the batch form with this peer again");
+                self.single_until = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// How many items from the head are due now and fit one batch (count
+    /// and bytes); the head itself always counts.
+    fn due_prefix(&self, items: &[OutboxItem]) -> usize {
+        let now = self.shared.clock.now();
+        let mut bytes = 64usize;
+        let mut n = 0;
+        for item in items.iter().take(self.shared.peer_batch_max) {
+            let size: usize = item
+                .chain
+                .iter()
+                .map(|l| l.len().saturating_add(4))
+                .sum::<usize>()
+                + 160;
+            if n > 0 && (item.next_attempt_at > now || bytes.saturating_add(size) > MAX_BATCH_BYTES) {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            n += 1;
+        }
+        n
+    }
+
     /// How long until `item` may be sent: its backoff and the breaker.
     fn wait_before(&mut self, item: &OutboxItem) -> Option<Duration> {
         let until_due = item.next_attempt_at - self.shared.clock.now();
@@ -607,13 +658,90 @@ impl PeerTask {
         blocked.map(|until| until.saturating_duration_since(now))
     }
 
-    async fn attempt(&mut self, item: &OutboxItem) -> Result<Attempt, TaskError> {
-        let envelope = Envelope {
-            exchange_id: item.exchange_id.clone(),
-            origin: item.origin.clone(),
-            destination: item.destination.clone(),
-            chain: item.chain.clone(),
+    /// Sends `items` (due, in acceptance order) as one batch and records
+    /// every answer in one transaction.
+    ///
+    /// Order: answers are recorded in order up to and including the first
+    /// transient one, which is rescheduled with backoff; the items after it
+    /// are left untouched at the head, unsent as far as the outbox knows.
+    /// (A receiver of this contract stores nothing after an envelope that
+    /// failed transiently, so they cannot overtake it; a terminal answer —
+    /// 409, 422 — does not hold back the rest, since it is final.)
+    async fn attempt_batch(&mut self, items: &[OutboxItem]) -> Result<Next, TaskError> {
+        let envelopes: Vec<Envelope> = items.iter().map(envelope).collect();
+        let retries = items.iter().filter(|i| i.attempts > 0).count();
+        if retries > 0 {
+            RETRIES
+                .with_label_values(&[&self.peer])
+                .inc_by(u64::try_from(retries).unwrap_or(u64::MAX));
+        }
+        let send = AssertUnwindSafe(self.shared.client.send_batch(&self.peer, &envelopes)).catch_unwind();
+        let sent = match tokio::time::timeout(self.shared.request_timeout, send).await {
+            Err(_elapsed) => Err(SendError::Timeout),
+            Ok(Err(_panic)) => Err(SendError::Protocol("peer client panicked".into())),
+            Ok(Ok(answer)) => answer,
         };
+        let at = self.shared.clock.now();
+        let results = match sent {
+            Ok(BatchAnswer::Results(results)) => results,
+            Ok(BatchAnswer::Unsupported) => {
+                tracing::warn!(peer = %self.peer, for_secs = SINGLE_MODE_FOR.as_secs(),
+                    "peer does not take batches of envelopes; sending single envelopes");
+                self.single_until = Some(Instant::now() + SINGLE_MODE_FOR);
+                return Ok(Next::Now);
+            }
+            // The request as a whole failed: it counts against the head.
+            Err(error) => {
+                self.count("transient");
+                self.breaker.on_failure(Instant::now());
+                self.publish_breaker();
+                let Some(head) = items.first() else {
+                    return Ok(Next::Now);
+                };
+                let settlement = self.failure_settlement(head, error, at);
+                self.unsettled = Some(Unsettled {
+                    outcomes: vec![settlement],
+                    at,
+                });
+                self.settle_pending().await?;
+                return Ok(Next::Now);
+            }
+        };
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut transient = false;
+        for (item, result) in items.iter().zip(results) {
+            match result {
+                Ok(PeerAnswer::Accepted) => {
+                    self.count("delivered");
+                    outcomes.push(settled(item, SettleOutcome::Delivered));
+                }
+                Ok(PeerAnswer::Rejected(problem)) => {
+                    self.count("rejected");
+                    tracing::warn!(peer = %self.peer, exchange = %item.exchange_id, problem = %problem, "peer rejected exchange");
+                    let problem = problem.to_json();
+                    outcomes.push(settled(item, SettleOutcome::Rejected { problem }));
+                }
+                Err(error) => {
+                    self.count("transient");
+                    outcomes.push(self.failure_settlement(item, error, at));
+                    transient = true;
+                    break;
+                }
+            }
+        }
+        if transient {
+            self.breaker.on_failure(Instant::now());
+        } else {
+            self.breaker.on_success();
+        }
+        self.publish_breaker();
+        self.unsettled = Some(Unsettled { outcomes, at });
+        self.settle_pending().await?;
+        Ok(Next::Now)
+    }
+
+    async fn attempt(&mut self, item: &OutboxItem) -> Result<Attempt, TaskError> {
+        let envelope = envelope(item);
         if item.attempts > 0 {
             RETRIES.with_label_values(&[&self.peer]).inc();
         }
@@ -627,60 +755,49 @@ impl PeerTask {
             Ok(Ok(answer)) => answer,
         };
         let at = self.shared.clock.now();
-        let id = item.exchange_id.clone();
-        let answered = match sent {
+        let settlement = match sent {
             Ok(PeerAnswer::Accepted) => {
                 self.count("delivered");
                 self.breaker.on_success();
-                Some(None)
+                settled(item, SettleOutcome::Delivered)
             }
             Ok(PeerAnswer::Rejected(problem)) => {
                 self.count("rejected");
                 self.breaker.on_success();
-                tracing::warn!(peer = %self.peer, exchange = %id, problem = %problem, "peer rejected exchange");
-                Some(Some(problem.to_json()))
+                tracing::warn!(peer = %self.peer, exchange = %item.exchange_id, problem = %problem, "peer rejected exchange");
+                let problem = problem.to_json();
+                settled(item, SettleOutcome::Rejected { problem })
             }
             Err(error) => {
                 self.count("transient");
                 self.breaker.on_failure(Instant::now());
-                self.publish_breaker();
-                return self.record_failure(item, error, at).await;
+                self.failure_settlement(item, error, at)
             }
         };
         self.publish_breaker();
-        if let Some(rejection) = answered {
-            self.unsettled = Some(Unsettled {
-                exchange_id: id,
-                rejection,
-                at,
-            });
-            self.settle_pending().await?;
+        let retry = matches!(settlement.outcome, SettleOutcome::Failed { .. });
+        self.unsettled = Some(Unsettled {
+            outcomes: vec![settlement],
+            at,
+        });
+        let recorded = self.settle_pending().await?;
+        // A failure recorded keeps the item at the head; one that found the
+        // item gone (dead-lettered by the sweep meanwhile) moves on.
+        if retry && recorded.first().copied().unwrap_or(false) {
+            Ok(Attempt::Retry)
+        } else {
+            Ok(Attempt::Settled)
         }
-        Ok(Attempt::Settled)
     }
 
     /// A transient failure: schedule the next attempt, or dead-letter the
     /// item if it has been queued longer than the configured age.
-    async fn record_failure(
-        &mut self,
-        item: &OutboxItem,
-        error: SendError,
-        at: time::OffsetDateTime,
-    ) -> Result<Attempt, TaskError> {
+    fn failure_settlement(&mut self, item: &OutboxItem, error: SendError, at: OffsetDateTime) -> Settlement {
         let id = item.exchange_id.clone();
-        let store = Arc::clone(&self.shared.store);
-        let Some(lease) = self.lease.clone() else {
-            return Ok(Attempt::Retry); // lost meanwhile: the next holder decides
-        };
         let queued_for = Duration::try_from(at - item.queued_at).unwrap_or_default();
         if queued_for >= self.shared.dead_letter_after {
             tracing::warn!(peer = %self.peer, exchange = %id, %error, "dead-lettering undeliverable exchange");
-            match blocking(store, move |s| s.dead_letter(&lease, &id, at)).await {
-                Ok(()) => DEAD_LETTERED.with_label_values(&[&self.peer]).inc(),
-                Err(e) if settled_elsewhere(&e) => {}
-                Err(e) => return Err(e),
-            }
-            return Ok(Attempt::Settled);
+            return settled(item, SettleOutcome::DeadLettered);
         }
         let retry_after = match error {
             SendError::RateLimited { retry_after } => retry_after,
@@ -698,17 +815,13 @@ impl PeerTask {
             ?delay,
             "delivery attempt failed"
         );
-        let message = error.to_string();
-        match blocking(store, move |s| {
-            s.record_attempt_failure(&lease, &id, &message, at, at + delay)
-        })
-        .await
-        {
-            Ok(()) => Ok(Attempt::Retry),
-            // Dead-lettered by the sweep while we were sending: move on.
-            Err(e) if settled_elsewhere(&e) => Ok(Attempt::Settled),
-            Err(e) => Err(e),
-        }
+        settled(
+            item,
+            SettleOutcome::Failed {
+                error: error.to_string(),
+                next_attempt_at: at + delay,
+            },
+        )
     }
 
     fn count(&self, outcome: &str) {
@@ -735,6 +848,22 @@ impl PeerTask {
             }
             _ => {}
         }
+    }
+}
+
+fn envelope(item: &OutboxItem) -> Envelope {
+    Envelope {
+        exchange_id: item.exchange_id.clone(),
+        origin: item.origin.clone(),
+        destination: item.destination.clone(),
+        chain: item.chain.clone(),
+    }
+}
+
+fn settled(item: &OutboxItem, outcome: SettleOutcome) -> Settlement {
+    Settlement {
+        exchange_id: item.exchange_id.clone(),
+        outcome,
     }
 }
 

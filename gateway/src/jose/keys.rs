@@ -1,18 +1,19 @@
 //! Signing and verifying keys (JWK) for the two allowed algorithms.
 //!
-//! Keys are validated once, when they are loaded, and hold a ready-made
-//! josekit signer/verifier so the hot path does no key parsing. Cloning is
+//! Keys are validated once, when they are loaded (josekit parses and
+//! checks the JWK), and hold a ready-made aws-lc-rs signer/verifier so the
+//! hot path does no key parsing. Cloning is
 //! cheap (`Arc`). `Debug` never prints key material.
 
 use super::error::JoseError;
 use super::{atomic_file, b64, json_strict};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use aws_lc_rs::signature::{UnparsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_FIXED, ED25519};
 use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
 use josekit::jwk::alg::ed::{EdCurve, EdKeyPair};
 use josekit::jwk::{Jwk, KeyPair};
-use josekit::jws::alg::ecdsa::EcdsaJwsSigner;
-use josekit::jws::alg::eddsa::EddsaJwsSigner;
-use josekit::jws::{EdDSA, JwsSigner, ES256};
+use josekit::jws::{EdDSA, ES256};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::Path;
@@ -99,10 +100,51 @@ pub fn is_valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-#[derive(Clone)]
+/// Signing runs on aws-lc-rs, like verification: several times cheaper
+/// per call than josekit's OpenSSL path, and every exchange signs a
+/// translation at both gateways. ES256 signatures come out as the fixed
+/// 64-byte `r || s` that JWS wants.
 enum Signer {
-    Es256(EcdsaJwsSigner),
-    EdDsa(EddsaJwsSigner),
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+}
+
+impl Signer {
+    /// Builds the signer from a private JWK's (validated) coordinates.
+    fn from_jwk(alg: Alg, jwk: &Map<String, Value>) -> Result<Self, JoseError> {
+        let coord = |name: &str| -> Result<Vec<u8>, JoseError> {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .and_then(|v| b64::decode(v).ok())
+                .ok_or_else(|| JoseError::InvalidKey(format!("private JWK has no usable {name}")))
+        };
+        let rejected = |e: aws_lc_rs::error::KeyRejected| JoseError::InvalidKey(e.to_string());
+        let d = coord("d")?;
+        match alg {
+            Alg::Es256 => {
+                let mut public = vec![0x04];
+                public.extend(coord("x")?);
+                public.extend(coord("y")?);
+                EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, &d, &public)
+                    .map(Signer::Es256)
+                    .map_err(rejected)
+            }
+            Alg::EdDsa => Ed25519KeyPair::from_seed_and_public_key(&d, &coord("x")?)
+                .map(Signer::EdDsa)
+                .map_err(rejected),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
+        match self {
+            // aws-lc-rs draws its own nonce; the `rng` argument is unused.
+            Signer::Es256(k) => k
+                .sign(&SystemRandom::new(), message)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| JoseError::Signing("ES256 signing failed".into())),
+            Signer::EdDsa(k) => Ok(k.sign(message).as_ref().to_vec()),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -203,11 +245,9 @@ impl SigningKey {
         private_jwk.insert("kid".into(), kid.into());
         private_jwk.insert("alg".into(), alg.as_str().into());
         private_jwk.insert("use".into(), "sig".into());
-        let jwk = Jwk::from_map(private_jwk.clone()).map_err(invalid)?;
-        let signer = match alg {
-            Alg::Es256 => Signer::Es256(ES256.signer_from_jwk(&jwk).map_err(invalid)?),
-            Alg::EdDsa => Signer::EdDsa(EdDSA.signer_from_jwk(&jwk).map_err(invalid)?),
-        };
+        // josekit validates the complete JWK; aws-lc-rs signs with it.
+        Jwk::from_map(private_jwk.clone()).map_err(invalid)?;
+        let signer = Signer::from_jwk(alg, &private_jwk)?;
         let mut public_map = private_jwk.clone();
         public_map.remove("d");
         let public = VerifyingKey::from_jwk(&public_map)?;
@@ -265,11 +305,7 @@ impl SigningKey {
 
     /// Raw signature (64 bytes) over `message`.
     pub fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
-        let r = match &self.inner.signer {
-            Signer::Es256(s) => s.sign(message),
-            Signer::EdDsa(s) => s.sign(message),
-        };
-        r.map_err(|e| JoseError::Signing(e.to_string()))
+        self.inner.signer.sign(message)
     }
 }
 

@@ -7,8 +7,8 @@
 //! produces new bytes.
 
 use super::{blocking, metrics, Envelope, ReceiveOutcome, SubmitOutcome, SubmitRequest};
+use crate::clock::Clock;
 use crate::credential::{issue_translation, IssuerId, VerifiedCredential, Verifier};
-use crate::delivery::Clock;
 use crate::problem::{Problem, ProblemType};
 use crate::store::{Inserted, NewExchange, NewInboxItem, Store};
 use crate::trust::{KeyRole, LocalKeys};
@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 pub const INTERCHANGE_FRAMEWORK: &str = "wfs";
 
 /// Longest exchange id accepted from a peer; ours are 36-byte UUIDs.
-const MAX_EXCHANGE_ID_LEN: usize = 128;
+pub(super) const MAX_EXCHANGE_ID_LEN: usize = 128;
 
 /// Everything the pipeline needs, built once at start-up by the app. It
 /// holds no state of its own beyond these handles, so the fields are plain.
@@ -31,13 +31,17 @@ pub struct Pipeline {
     pub framework: String,
     /// Configured peers; replaced when a SIGHUP reloads them.
     pub peers: super::PeerSet,
-    pub table: MappingTable,
+    pub table: Arc<MappingTable>,
     pub verifier: Verifier,
     pub local: Arc<LocalKeys>,
     pub store: Arc<dyn Store>,
     /// Woken after every new outbox row so delivery starts at once.
     pub delivery: Arc<Notify>,
     pub clock: Arc<dyn Clock>,
+    /// Bounds how many chain verifications of received batches run at once
+    /// on the runtime's workers (one permit per core), so a big batch
+    /// cannot crowd out the tasks serving connections.
+    pub verify_pool: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -84,14 +88,10 @@ impl Pipeline {
             ));
         }
 
-        // Replays are answered from the store before anything is signed.
-        let (origin, cred_id) = (self.member.clone(), original.id().to_owned());
-        if let Some(existing) =
-            blocking(&self.store, move |s| s.find_by_credential(&origin, &cred_id)).await?
-        {
-            return replay_outcome(existing, &original, &req.destination);
-        }
-
+        // One store round trip: the insert itself answers a replay (same
+        // credential id) with the stored exchange, and the interchange
+        // signed here for it is dropped unseen, so a resubmission never
+        // produces new bytes.
         let interchange = self.translate_and_sign(&original, &self.framework, INTERCHANGE_FRAMEWORK)?;
         let new = NewExchange {
             exchange_id: uuid::Uuid::new_v4().to_string(),
@@ -113,7 +113,7 @@ impl Pipeline {
                     created: true,
                 }
             }
-            // Lost a race with an identical concurrent submission.
+            // A replay, or an identical submission that won a race.
             Inserted::Existing(ex) => return replay_outcome(ex, &original, &req.destination),
             Inserted::Conflict { existing_exchange_id } => return Err(conflict(existing_exchange_id)),
         };
@@ -128,48 +128,9 @@ impl Pipeline {
         caller_member: &str,
         env: Envelope,
     ) -> Result<ReceiveOutcome, Problem> {
-        if env.exchange_id.is_empty()
-            || env.exchange_id.len() > MAX_EXCHANGE_ID_LEN
-            || !env
-                .exchange_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b':')
-        {
-            return Err(Problem::new(
-                ProblemType::MalformedRequest,
-                "exchangeId is not a valid identifier",
-            ));
-        }
+        self.check_envelope(caller_member, &env)?;
         let exchange_id = env.exchange_id.clone();
         let with_id = |p: Problem| p.with_exchange(exchange_id.clone());
-        if env.origin != caller_member {
-            return Err(with_id(Problem::new(
-                ProblemType::ForbiddenRole,
-                "envelope origin must be the calling gateway's member",
-            )));
-        }
-        if env.destination != self.member {
-            return Err(with_id(Problem::new(
-                ProblemType::UnknownDestination,
-                format!("this gateway is {}, not {:?}", self.member, env.destination),
-            )));
-        }
-        if !self.peers.contains(&env.origin) {
-            return Err(with_id(Problem::new(
-                ProblemType::ForbiddenRole,
-                format!("{:?} is not a configured peer", env.origin),
-            )));
-        }
-        if env.chain.len() != 2 {
-            return Err(with_id(Problem::new(
-                ProblemType::ChainBroken,
-                format!(
-                    "an envelope carries [original, interchange], got {} links",
-                    env.chain.len()
-                ),
-            )));
-        }
-
         let id = env.exchange_id.clone();
         if let Some(item) = blocking(&self.store, move |s| s.inbox_by_exchange(&id)).await? {
             let same = item.origin == env.origin && item.chain.first() == env.chain.first();
@@ -223,44 +184,104 @@ impl Pipeline {
         }
     }
 
+    /// The checks of an envelope that need no store and no cryptography:
+    /// identifier, origin, destination, peer, chain length.
+    pub(super) fn check_envelope(&self, caller_member: &str, env: &Envelope) -> Result<(), Problem> {
+        if env.exchange_id.is_empty()
+            || env.exchange_id.len() > MAX_EXCHANGE_ID_LEN
+            || !env
+                .exchange_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b':')
+        {
+            return Err(Problem::new(
+                ProblemType::MalformedRequest,
+                "exchangeId is not a valid identifier",
+            ));
+        }
+        let with_id = |p: Problem| p.with_exchange(env.exchange_id.clone());
+        if env.origin != caller_member {
+            return Err(with_id(Problem::new(
+                ProblemType::ForbiddenRole,
+                "envelope origin must be the calling gateway's member",
+            )));
+        }
+        if env.destination != self.member {
+            return Err(with_id(Problem::new(
+                ProblemType::UnknownDestination,
+                format!("this gateway is {}, not {:?}", self.member, env.destination),
+            )));
+        }
+        if !self.peers.contains(&env.origin) {
+            return Err(with_id(Problem::new(
+                ProblemType::ForbiddenRole,
+                format!("{:?} is not a configured peer", env.origin),
+            )));
+        }
+        if env.chain.len() != 2 {
+            return Err(with_id(Problem::new(
+                ProblemType::ChainBroken,
+                format!(
+                    "an envelope carries [original, interchange], got {} links",
+                    env.chain.len()
+                ),
+            )));
+        }
+        Ok(())
+    }
+
     /// Translates `pred`'s learning record `from` → `to` and signs the
     /// result as a translation credential of this member's gateway.
     fn translate_and_sign(&self, pred: &VerifiedCredential, from: &str, to: &str) -> Result<String, Problem> {
-        let mut record_json = match pred.subject() {
-            Value::Object(map) => map.clone(),
-            _ => {
-                return Err(Problem::new(
-                    ProblemType::SchemaViolation,
-                    "credentialSubject must be an object",
-                ))
-            }
-        };
-        let learner = record_json
-            .remove("id")
-            .ok_or_else(|| Problem::new(ProblemType::SchemaViolation, "credentialSubject.id is required"))?;
-        let record = LearningRecord::from_json(&Value::Object(record_json)).map_err(Problem::from)?;
-        let translation = translate(&record, from, to, &self.table).map_err(Problem::from)?;
-
-        let mut subject = Map::new();
-        subject.insert("id".into(), learner);
-        if let Value::Object(fields) = translation.record.to_json() {
-            subject.extend(fields);
-        }
-        let issuer = IssuerId::gateway(&self.member).map_err(|e| e.problem())?;
-        let key = self.local.signing_key().map_err(|e| {
-            tracing::error!(error = %e, "no usable gateway signing key");
-            Problem::new(ProblemType::Unavailable, "gateway signing key unavailable")
-        })?;
-        issue_translation(
-            pred,
-            Value::Object(subject),
-            &translation.table_id,
-            &translation.table_version,
-            &issuer,
-            &key,
-        )
-        .map_err(|e| e.problem())
+        translate_and_sign(&self.table, &self.local, &self.member, pred, from, to)
     }
+}
+
+/// Translates `pred`'s learning record `from` → `to` with `table` and signs
+/// the result as a translation credential of `member`'s gateway. A free
+/// function so that receive tasks can run it off the request's task.
+pub(super) fn translate_and_sign(
+    table: &MappingTable,
+    local: &LocalKeys,
+    member: &str,
+    pred: &VerifiedCredential,
+    from: &str,
+    to: &str,
+) -> Result<String, Problem> {
+    let mut record_json = match pred.subject() {
+        Value::Object(map) => map.clone(),
+        _ => {
+            return Err(Problem::new(
+                ProblemType::SchemaViolation,
+                "credentialSubject must be an object",
+            ))
+        }
+    };
+    let learner = record_json
+        .remove("id")
+        .ok_or_else(|| Problem::new(ProblemType::SchemaViolation, "credentialSubject.id is required"))?;
+    let record = LearningRecord::from_json(&Value::Object(record_json)).map_err(Problem::from)?;
+    let translation = translate(&record, from, to, table).map_err(Problem::from)?;
+
+    let mut subject = Map::new();
+    subject.insert("id".into(), learner);
+    if let Value::Object(fields) = translation.record.to_json() {
+        subject.extend(fields);
+    }
+    let issuer = IssuerId::gateway(member).map_err(|e| e.problem())?;
+    let key = local.signing_key().map_err(|e| {
+        tracing::error!(error = %e, "no usable gateway signing key");
+        Problem::new(ProblemType::Unavailable, "gateway signing key unavailable")
+    })?;
+    issue_translation(
+        pred,
+        Value::Object(subject),
+        &translation.table_id,
+        &translation.table_version,
+        &issuer,
+        &key,
+    )
+    .map_err(|e| e.problem())
 }
 
 /// Answer to a resubmission of a credential id that is already stored.
@@ -290,7 +311,7 @@ fn conflict(exchange_id: String) -> Problem {
 /// An envelope that collides with what the inbox (or our own outbox)
 /// already holds: another original under its exchangeId, its original under
 /// another exchangeId, or an exchangeId this gateway issued itself.
-fn receive_conflict(exchange_id: String) -> Problem {
+pub(super) fn receive_conflict(exchange_id: String) -> Problem {
     Problem::new(
         ProblemType::DuplicateConflict,
         "the envelope's exchangeId or original credential is already held here under a different exchange",

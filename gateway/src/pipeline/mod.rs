@@ -9,11 +9,12 @@
 
 use crate::problem::{Problem, ProblemType};
 use crate::store::{ExchangeStatus, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+mod batch;
 mod exchange;
 mod metrics;
 mod peer_set;
@@ -38,15 +39,7 @@ pub struct SubmitOutcome {
     pub created: bool,
 }
 
-/// `POST /v1/federation/envelopes` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Envelope {
-    pub exchange_id: String,
-    pub origin: String,
-    pub destination: String,
-    pub chain: Vec<String>,
-}
+pub use crate::wire::{Envelope, EnvelopeResult};
 
 /// Result of receiving an envelope: `created` is false for a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +74,49 @@ pub trait GatewayService: Send + Sync + 'static {
 
     /// A peer gateway (`caller_member`) delivers an envelope.
     fn receive<'a>(&'a self, caller_member: &'a str, env: Envelope) -> ServiceFuture<'a, ReceiveOutcome>;
+
+    /// A peer gateway delivers a batch of envelopes (SPEC §4): one result
+    /// per envelope, in request order. The default receives them one by one
+    /// through [`GatewayService::receive`] and, like the pipeline, stores
+    /// nothing after the first transient failure (see `pipeline/batch.rs`);
+    /// the pipeline overrides it with one commit for the whole batch.
+    fn receive_batch<'a>(
+        &'a self,
+        caller_member: &'a str,
+        envelopes: Vec<Envelope>,
+    ) -> ServiceFuture<'a, Vec<EnvelopeResult>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(envelopes.len());
+            let mut blocked = false;
+            for env in envelopes {
+                let exchange_id = env.exchange_id.clone();
+                let answer = if blocked {
+                    Err(Problem::new(
+                        ProblemType::Unavailable,
+                        "not stored: an earlier envelope of this batch failed transiently",
+                    ))
+                } else {
+                    self.receive(caller_member, env).await
+                };
+                results.push(match answer {
+                    Ok(out) => EnvelopeResult {
+                        exchange_id,
+                        status: if out.created { 202 } else { 200 },
+                        problem: None,
+                    },
+                    Err(p) => {
+                        blocked |= batch::is_transient(&p);
+                        EnvelopeResult {
+                            status: p.status(),
+                            problem: Some(p.with_exchange(exchange_id.clone()).to_json()),
+                            exchange_id,
+                        }
+                    }
+                });
+            }
+            Ok(results)
+        })
+    }
 
     /// This member's signed trust key set (compact JWS).
     fn keyset(&self) -> ServiceFuture<'_, String>;
@@ -230,6 +266,14 @@ impl GatewayService for Pipeline {
 
     fn receive<'a>(&'a self, caller_member: &'a str, env: Envelope) -> ServiceFuture<'a, ReceiveOutcome> {
         Box::pin(self.receive_inner(caller_member, env))
+    }
+
+    fn receive_batch<'a>(
+        &'a self,
+        caller_member: &'a str,
+        envelopes: Vec<Envelope>,
+    ) -> ServiceFuture<'a, Vec<EnvelopeResult>> {
+        Box::pin(self.receive_batch_inner(caller_member, envelopes))
     }
 
     fn keyset(&self) -> ServiceFuture<'_, String> {

@@ -2,6 +2,7 @@
 //! rules (entries, digests, hashes, verification) are in
 //! [`domain::audit`](super::domain::audit); this module only feeds them.
 
+use super::cached::Cached;
 use super::domain::audit::{AuditEntry, Cell, ChainVerifier, Draft, RowTable, GENESIS_HASH};
 use super::sqlite::sqlite;
 use super::{AuditHead, AuditReport, StoreError};
@@ -57,7 +58,7 @@ fn current_row_digest(
         RowTable::Inbox => concat!("SELECT ", inbox_columns!(), " FROM inbox WHERE exchange_id = ?1"),
         RowTable::None => return Ok(None),
     };
-    conn.query_row(sql, params![exchange_id], |r| row_digest(table, r))
+    conn.row(sql, params![exchange_id], |r| row_digest(table, r))
         .optional()
         .map_err(sqlite("digesting a row for the audit log"))
 }
@@ -74,7 +75,7 @@ pub(super) fn append(tx: &Transaction<'_>, at: i64, draft: Draft) -> Result<(), 
         None => None,
     };
     let entry = AuditEntry::next(&AuditHead { seq, hash }, at, draft, digest);
-    tx.execute(
+    tx.exec(
         "INSERT INTO audit (seq, at, exchange_id, event, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -88,7 +89,7 @@ pub(super) fn append(tx: &Transaction<'_>, at: i64, draft: Draft) -> Result<(), 
         ],
     )
     .map_err(sqlite("appending to the audit log"))?;
-    tx.execute(
+    tx.exec(
         "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
         params![entry.seq, entry.hash],
     )
@@ -113,7 +114,9 @@ pub(super) fn verify_at(
     let mut verifier = ChainVerifier::new(wanted);
     {
         let mut stmt = conn
-            .prepare("SELECT seq, at, exchange_id, event, detail, prev_hash, hash FROM audit ORDER BY seq")
+            .prepare_cached(
+                "SELECT seq, at, exchange_id, event, detail, prev_hash, hash FROM audit ORDER BY seq",
+            )
             .map_err(sqlite("reading the audit log"))?;
         let rows = stmt
             .query_map([], |r| {
@@ -133,7 +136,7 @@ pub(super) fn verify_at(
         }
     }
     let head: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+        .row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()
@@ -150,7 +153,9 @@ pub(super) fn verify_at(
         ),
     ];
     for (table, sql) in tables {
-        let mut stmt = conn.prepare(sql).map_err(sqlite("reading rows to audit"))?;
+        let mut stmt = conn
+            .prepare_cached(sql)
+            .map_err(sqlite("reading rows to audit"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(1)?, row_digest(table, r)?)))
             .map_err(sqlite("reading rows to audit"))?;
@@ -161,7 +166,7 @@ pub(super) fn verify_at(
         verifier.rows_done(table)?;
     }
     let acked: i64 = conn
-        .query_row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
+        .row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
         .map_err(sqlite("reading the inbox ack point"))?;
     verifier.finish(acked)
 }
@@ -169,7 +174,7 @@ pub(super) fn verify_at(
 /// The current head: `(seq, hash)`.
 pub(super) fn head(conn: &Connection) -> Result<(u64, String), StoreError> {
     let (seq, hash): (i64, String) = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+        .row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(sqlite("reading the audit head"))?;
@@ -186,7 +191,7 @@ pub(super) fn entry_hash_at(conn: &Connection, seq: u64) -> Result<Option<String
         return Ok(Some(GENESIS_HASH.to_owned()));
     }
     let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-    conn.query_row("SELECT hash FROM audit WHERE seq = ?1", params![seq], |r| {
+    conn.row("SELECT hash FROM audit WHERE seq = ?1", params![seq], |r| {
         r.get(0)
     })
     .optional()

@@ -5,6 +5,7 @@
 //! copied payload columns only order and filter rows.
 
 use super::audit;
+use super::cached::Cached;
 use super::sqlite::SqliteStore;
 use super::{AuditHead, AuditReport, CheckpointStore, StoreError, StoredCheckpoint, WitnessedCheckpoint};
 use rusqlite::{params, OptionalExtension};
@@ -74,7 +75,7 @@ impl CheckpointStore for SqliteStore {
 
     fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO audit_checkpoints (seq, head, at, jws) VALUES (?1, ?2, ?3, ?4)",
                 params![seq_in(cp.seq), cp.head, cp.at, cp.jws],
             )
@@ -85,7 +86,7 @@ impl CheckpointStore for SqliteStore {
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.read(|tx| {
-            tx.query_row(
+            tx.row(
                 "SELECT seq, head, at, jws FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
                 [],
                 own_row,
@@ -100,7 +101,7 @@ impl CheckpointStore for SqliteStore {
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx
-                .prepare("SELECT seq, head, at, jws FROM audit_checkpoints ORDER BY id")
+                .prepare_cached("SELECT seq, head, at, jws FROM audit_checkpoints ORDER BY id")
                 .map_err(sqlite("reading audit checkpoints"))?;
             let rows = stmt
                 .query_map([], own_row)
@@ -113,7 +114,7 @@ impl CheckpointStore for SqliteStore {
     fn save_witnessed(&self, cp: &WitnessedCheckpoint) -> Result<bool, StoreError> {
         self.write(|tx| {
             let n = tx
-                .execute(
+                .exec(
                     "INSERT INTO witnessed_checkpoints (member, seq, head, at, fetched_at, jws)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (member, jws) DO NOTHING",
@@ -126,7 +127,7 @@ impl CheckpointStore for SqliteStore {
 
     fn latest_witnessed(&self, member: &str) -> Result<Option<WitnessedCheckpoint>, StoreError> {
         self.read(|tx| {
-            tx.query_row(
+            tx.row(
                 "SELECT member, seq, head, at, fetched_at, jws FROM witnessed_checkpoints
                  WHERE member = ?1 ORDER BY id DESC LIMIT 1",
                 params![member],
@@ -142,7 +143,7 @@ impl CheckpointStore for SqliteStore {
     fn witnessed(&self, member: &str) -> Result<Vec<WitnessedCheckpoint>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT member, seq, head, at, fetched_at, jws FROM witnessed_checkpoints
                      WHERE member = ?1 ORDER BY id",
                 )

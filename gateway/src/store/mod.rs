@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 mod audit;
+mod cached;
 mod checkpoints;
 mod configured;
 mod data_dir;
@@ -32,7 +33,9 @@ pub mod domain;
 mod group_sync;
 mod migrations;
 pub mod postgres;
+mod settlement;
 mod sqlite;
+mod sqlite_batch;
 mod types;
 
 pub use configured::{open_configured, open_for_tools, AuditedStore, OpenedStore};
@@ -91,6 +94,7 @@ pub async fn maintain_periodically(
 
 pub(crate) use data_dir::DirLock;
 pub use data_dir::{open_data_dir, LOCK_FILE, MARKER_FILE};
+pub use settlement::{SettleOutcome, Settlement};
 pub use sqlite::StoreOptions;
 pub use types::{AuditHead, StoredCheckpoint, WitnessedCheckpoint};
 pub use types::{
@@ -168,6 +172,23 @@ pub trait Store: Send + Sync {
     /// attempt): leaves the outbox as `dead-lettered`. Fenced by `lease`.
     fn dead_letter(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
+    /// Records the outcomes of one batch sent to a peer, in order, in ONE
+    /// transaction (one commit, one fsync). An item that already left the
+    /// outbox by another path (the dead-letter sweep, an operator) is
+    /// skipped and reported `false`; any other failure rolls back all of
+    /// them. Every settle is fenced by `lease`; a lost lease fails the
+    /// whole batch with `LeaseLost`, writing nothing. The default applies
+    /// them one by one (not atomically), for backends and doubles that have
+    /// nothing better.
+    fn settle_batch(
+        &self,
+        lease: &Lease,
+        outcomes: &[Settlement],
+        at: OffsetDateTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        settle_one_by_one(self, lease, outcomes, at)
+    }
+
     /// The dead-letter sweep: every outbox item queued at or before
     /// `queued_before` leaves the outbox as `dead-lettered` at `at`, with one
     /// audit entry each, all in one transaction. Age alone decides, not
@@ -236,6 +257,15 @@ pub trait Store: Send + Sync {
     /// gateway issued for one of its own outgoing exchanges.
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError>;
 
+    /// Stores the accepted envelopes of one batch in request order, durable
+    /// together (one commit): cursors follow the order of `items`. Each item
+    /// is judged like [`Store::insert_inbox`], including against the items
+    /// before it in the same batch (a duplicate is `Existing`). The default
+    /// inserts one by one, for backends and doubles without a batch path.
+    fn insert_inbox_batch(&self, items: Vec<NewInboxItem>) -> Result<Vec<Inserted<InboxItem>>, StoreError> {
+        items.into_iter().map(|item| self.insert_inbox(item)).collect()
+    }
+
     fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError>;
 
     /// Up to `limit` items with a cursor greater than `after`, oldest first.
@@ -280,6 +310,37 @@ pub trait Store: Send + Sync {
     fn checkpoint_store(&self) -> Option<&dyn CheckpointStore> {
         None
     }
+}
+
+/// [`Store::settle_batch`] through the single-item operations, one
+/// transaction each: the default for stores without a batch path, and for
+/// wrappers that want their single-item hooks to see every settlement.
+pub fn settle_one_by_one<S: Store + ?Sized>(
+    store: &S,
+    lease: &Lease,
+    outcomes: &[Settlement],
+    at: OffsetDateTime,
+) -> Result<Vec<bool>, StoreError> {
+    outcomes
+        .iter()
+        .map(|s| {
+            let id = s.exchange_id.as_str();
+            let written = match &s.outcome {
+                SettleOutcome::Delivered => store.mark_delivered(lease, id, at),
+                SettleOutcome::Rejected { problem } => store.mark_rejected(lease, id, problem, at),
+                SettleOutcome::Failed {
+                    error,
+                    next_attempt_at,
+                } => store.record_attempt_failure(lease, id, error, at, *next_attempt_at),
+                SettleOutcome::DeadLettered => store.dead_letter(lease, id, at),
+            };
+            match written {
+                Ok(()) => Ok(true),
+                Err(e) if e.left_outbox() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .collect()
 }
 
 /// Signed checkpoints of the audit head (SPEC §5): this gateway's own, and
@@ -441,6 +502,16 @@ impl std::fmt::Display for StoreFault {
 }
 
 impl StoreError {
+    /// The exchange is not (or no longer) in the outbox: a settlement for it
+    /// has nothing left to record.
+    pub fn left_outbox(&self) -> bool {
+        match self {
+            Self::NotFound { .. } => true,
+            Self::InvalidTransition { from, .. } => !from.is_pending(),
+            _ => false,
+        }
+    }
+
     /// The store as a whole is failing (as opposed to one bad request):
     /// callers back off instead of retrying at once.
     pub fn is_fault(&self) -> bool {

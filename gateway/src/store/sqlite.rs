@@ -9,6 +9,7 @@
 //! query-only connection so they do not queue behind writes.
 
 use super::audit;
+use super::cached::Cached;
 use super::domain::{
     self, chain_from_json, chain_json, entries, from_nanos, nanos, to_i64 as sql_int, to_u64, Admission,
     Transition,
@@ -17,7 +18,7 @@ use super::group_sync::GroupSync;
 use super::migrations;
 use super::{
     AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
-    NewExchange, NewInboxItem, OutboxItem, Store, StoreError, StoreFault,
+    NewExchange, NewInboxItem, OutboxItem, Settlement, Store, StoreError, StoreFault,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
@@ -220,7 +221,7 @@ impl SqliteStore {
     /// The store's identity `(store id, member)`, if one was recorded.
     pub(super) fn identity(&self) -> Result<Option<(String, String)>, StoreError> {
         self.read(|tx| {
-            tx.query_row(
+            tx.row(
                 "SELECT store_id, member FROM store_identity WHERE id = 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -239,7 +240,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let at = nanos(at, "at")?;
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO store_identity (id, store_id, member, created_at) VALUES (1, ?1, ?2, ?3)",
                 params![store_id, member, at],
             )
@@ -253,7 +254,7 @@ impl SqliteStore {
     /// [`StoreFault::DiskFull`] while reads go on. Returns the cap in force.
     pub fn set_max_pages(&self, pages: u64) -> Result<u64, StoreError> {
         let conn = lock(&self.writer);
-        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        conn.row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
             r.get::<_, i64>(0)
         })
         .map_err(sqlite("setting max_page_count"))
@@ -269,7 +270,7 @@ impl SqliteStore {
         // Do not wait for a long reader (e.g. another process) while holding
         // the writer: a busy checkpoint is simply left for the next round.
         conn.busy_timeout(Duration::ZERO).map_err(failed)?;
-        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        let busy = conn.row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
         conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
         Ok(busy.map_err(failed)? == 0)
     }
@@ -278,7 +279,7 @@ impl SqliteStore {
     fn probe_write(&self) -> Result<(), StoreError> {
         let at = nanos(OffsetDateTime::now_utc(), "probed_at")?;
         self.write(|tx| {
-            tx.execute("UPDATE health SET probed_at = ?1 WHERE id = 1", params![at])
+            tx.exec("UPDATE health SET probed_at = ?1 WHERE id = 1", params![at])
                 .map_err(sqlite("writing the health probe"))
                 .map(drop)
         })
@@ -349,7 +350,7 @@ impl SqliteStore {
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn
-            .prepare("PRAGMA integrity_check")
+            .prepare_cached("PRAGMA integrity_check")
             .map_err(sqlite("checking integrity"))?;
         let findings: Vec<String> = stmt
             .query_map([], |r| r.get(0))
@@ -369,7 +370,7 @@ impl SqliteStore {
     pub fn last_change_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
         self.read(|tx| {
             let at: Option<i64> = tx
-                .query_row("SELECT MAX(at) FROM audit", [], |r| r.get(0))
+                .row("SELECT MAX(at) FROM audit", [], |r| r.get(0))
                 .map_err(sqlite("reading the audit log"))?;
             opt_from_nanos(at, "audit time")
         })
@@ -391,7 +392,7 @@ impl SqliteStore {
 /// refused when opened instead of failing writes one by one later.
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let mut stmt = conn
-        .prepare("PRAGMA quick_check(5)")
+        .prepare_cached("PRAGMA quick_check(5)")
         .map_err(|source| classify(path, sqlite("checking the database")(source)))?;
     let lines: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
@@ -417,7 +418,8 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.set_prepared_statement_cache_capacity(super::cached::STATEMENT_CACHE);
+    let mode: String = conn.row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
             "journal_mode is {mode}, WAL is required"
@@ -429,7 +431,7 @@ fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", true)?;
     // Bound the WAL: checkpoint it back often, and shrink the file when it
     // is reset instead of keeping its largest size forever.
-    conn.query_row(
+    conn.row(
         &format!(
             "PRAGMA wal_autocheckpoint = {}",
             options.wal_autocheckpoint_pages.max(1)
@@ -438,7 +440,7 @@ fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
         |r| r.get::<_, i64>(0),
     )?;
     let limit = i64::try_from(options.journal_size_limit_bytes).unwrap_or(i64::MAX);
-    conn.query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
+    conn.row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
         r.get::<_, i64>(0)
     })?;
     Ok(())
@@ -564,7 +566,7 @@ fn exchange_where(
     sql: &'static str,
     params: impl rusqlite::Params,
 ) -> Result<Option<Exchange>, StoreError> {
-    conn.query_row(sql, params, ExchangeRow::from_row)
+    conn.row(sql, params, ExchangeRow::from_row)
         .optional()
         .map_err(sqlite("reading an exchange"))?
         .map(ExchangeRow::into_exchange)
@@ -603,7 +605,7 @@ fn into_inbox_item(
 }
 
 fn inbox_by_id(conn: &Connection, exchange_id: &str) -> Result<Option<InboxItem>, StoreError> {
-    conn.query_row(
+    conn.row(
         concat!(select_inbox!(), "WHERE exchange_id = ?1"),
         params![exchange_id],
         inbox_from_row,
@@ -616,7 +618,7 @@ fn inbox_by_id(conn: &Connection, exchange_id: &str) -> Result<Option<InboxItem>
 
 fn acked_point(conn: &Connection) -> Result<u64, StoreError> {
     let n: i64 = conn
-        .query_row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
+        .row("SELECT acked_up_to FROM inbox_ack WHERE id = 1", [], |r| r.get(0))
         .map_err(sqlite("reading the inbox ack point"))?;
     to_u64(n, "inbox ack point")
 }
@@ -636,7 +638,7 @@ fn load_fenced(
 }
 
 /// Takes a pending exchange out of the outbox into a terminal state.
-fn settle(
+pub(super) fn settle(
     tx: &Transaction<'_>,
     lease: &Lease,
     exchange_id: &str,
@@ -647,7 +649,7 @@ fn settle(
     let at_n = nanos(at, "at")?;
     let current = load_fenced(tx, lease, exchange_id, t)?;
     let problem_text = problem.map(Value::to_string);
-    tx.execute(
+    tx.exec(
         "UPDATE exchanges
          SET status = ?2, settled_at = ?3, updated_at = ?3, problem = ?4,
              attempts = attempts + ?5,
@@ -662,7 +664,7 @@ fn settle(
         ],
     )
     .map_err(sqlite("settling an exchange"))?;
-    tx.execute(
+    tx.exec(
         "DELETE FROM outbox WHERE exchange_seq = ?1",
         params![sql_int(current.seq)],
     )
@@ -670,11 +672,90 @@ fn settle(
     audit::append(tx, at_n, entries::settled(t, &current, problem))
 }
 
+/// [`Store::record_attempt_failure`] inside a write transaction.
+pub(super) fn record_failure_tx(
+    tx: &Transaction<'_>,
+    lease: &Lease,
+    exchange_id: &str,
+    error: &str,
+    at: OffsetDateTime,
+    next_attempt_at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let at_n = nanos(at, "at")?;
+    let next_n = nanos(next_attempt_at, "next_attempt_at")?;
+    let error = domain::truncate_error(error);
+    let current = load_fenced(tx, lease, exchange_id, Transition::AttemptFailed)?;
+    let seq = sql_int(current.seq);
+    tx.exec(
+        "UPDATE exchanges
+         SET status = 'forwarded', attempts = attempts + 1, last_error = ?2,
+             forwarded_at = COALESCE(forwarded_at, ?3), updated_at = ?3
+         WHERE seq = ?1",
+        params![seq, error, at_n],
+    )
+    .map_err(sqlite("recording a failed attempt"))?;
+    tx.exec(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE exchange_seq = ?1",
+        params![seq, next_n],
+    )
+    .map_err(sqlite("rescheduling an outbox item"))?;
+    audit::append(tx, at_n, entries::attempt_failed(&current, error, next_n))
+}
+
+/// [`Store::insert_inbox`] inside a write transaction, for an item already
+/// validated by [`domain::validate_inbox`].
+pub(super) fn insert_inbox_tx(
+    tx: &Transaction<'_>,
+    new: NewInboxItem,
+) -> Result<Inserted<InboxItem>, StoreError> {
+    let at = nanos(new.received_at, "received_at")?;
+    let chain = chain_json(&new.chain)?;
+    let by_id = inbox_by_id(tx, &new.exchange_id)?;
+    let (by_original, own) = if by_id.is_some() {
+        (None, false)
+    } else {
+        let by_original: Option<String> = tx
+            .row(
+                "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
+                params![new.origin, new.credential_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlite("reading an inbox item"))?;
+        let own: bool = tx
+            .row(
+                "SELECT EXISTS (SELECT 1 FROM exchanges WHERE exchange_id = ?1)",
+                params![new.exchange_id],
+                |r| r.get(0),
+            )
+            .map_err(sqlite("reading an exchange"))?;
+        (by_original, own)
+    };
+    if let Admission::Answer(answer) = domain::admit_inbox(&new, by_id, by_original, own) {
+        return Ok(answer);
+    }
+    tx.exec(
+        "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![new.exchange_id, new.origin, new.credential_id, at, chain],
+    )
+    .map_err(sqlite("inserting an inbox item"))?;
+    let cursor = to_u64(tx.last_insert_rowid(), "inbox cursor")?;
+    audit::append(tx, at, entries::inbox_received(&new, cursor))?;
+    Ok(Inserted::Created(InboxItem {
+        cursor,
+        exchange_id: new.exchange_id,
+        origin: new.origin,
+        received_at: new.received_at,
+        chain: new.chain,
+    }))
+}
+
 /// The destination's stored lease, if it ever had one.
 fn lease_row(conn: &Connection, destination: &str) -> Result<Option<Lease>, StoreError> {
     const CTX: &str = "delivery lease";
     let row: Option<(String, i64, i64)> = conn
-        .query_row(
+        .row(
             "SELECT holder, token, expires_at FROM delivery_leases WHERE destination = ?1",
             params![destination],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -707,7 +788,7 @@ impl Store for SqliteStore {
             if let Admission::Answer(answer) = domain::admit_exchange(&new, by_credential, id_taken)? {
                 return Ok(answer);
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO exchanges (exchange_id, origin, credential_id, credential_digest, destination,
                                         chain, status, accepted_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?7)",
@@ -723,7 +804,7 @@ impl Store for SqliteStore {
             )
             .map_err(sqlite("inserting an exchange"))?;
             let seq = tx.last_insert_rowid();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
                  VALUES (?1, ?2, ?3, ?3)",
                 params![seq, new.destination, at],
@@ -759,7 +840,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Exchange>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx
-                .prepare(concat!(
+                .prepare_cached(concat!(
                     select_exchange!(),
                     "WHERE ?1 IS NULL OR status = ?1 ORDER BY seq LIMIT ?2"
                 ))
@@ -779,7 +860,7 @@ impl Store for SqliteStore {
         const CTX: &str = "outbox row";
         self.read(|tx| {
             let mut stmt = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT o.exchange_seq, e.exchange_id, e.origin, o.destination, e.chain,
                             o.queued_at, o.next_attempt_at, o.attempts
                      FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
@@ -823,7 +904,7 @@ impl Store for SqliteStore {
     fn outbox_depths(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx
-                .prepare("SELECT destination, COUNT(*) FROM outbox GROUP BY destination")
+                .prepare_cached("SELECT destination, COUNT(*) FROM outbox GROUP BY destination")
                 .map_err(sqlite("counting the outbox"))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -844,27 +925,7 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
         next_attempt_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let at_n = nanos(at, "at")?;
-        let next_n = nanos(next_attempt_at, "next_attempt_at")?;
-        let error = domain::truncate_error(error);
-        self.write(|tx| {
-            let current = load_fenced(tx, lease, exchange_id, Transition::AttemptFailed)?;
-            let seq = sql_int(current.seq);
-            tx.execute(
-                "UPDATE exchanges
-                 SET status = 'forwarded', attempts = attempts + 1, last_error = ?2,
-                     forwarded_at = COALESCE(forwarded_at, ?3), updated_at = ?3
-                 WHERE seq = ?1",
-                params![seq, error, at_n],
-            )
-            .map_err(sqlite("recording a failed attempt"))?;
-            tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE exchange_seq = ?1",
-                params![seq, next_n],
-            )
-            .map_err(sqlite("rescheduling an outbox item"))?;
-            audit::append(tx, at_n, entries::attempt_failed(&current, error, next_n))
-        })
+        self.write(|tx| record_failure_tx(tx, lease, exchange_id, error, at, next_attempt_at))
     }
 
     fn mark_delivered(&self, lease: &Lease, exchange_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -885,6 +946,15 @@ impl Store for SqliteStore {
         self.write(|tx| settle(tx, lease, exchange_id, Transition::DeadLetter, None, at))
     }
 
+    fn settle_batch(
+        &self,
+        lease: &Lease,
+        outcomes: &[Settlement],
+        at: OffsetDateTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.settle_batch_tx(lease, outcomes, at)
+    }
+
     fn dead_letter_expired(
         &self,
         queued_before: OffsetDateTime,
@@ -895,7 +965,7 @@ impl Store for SqliteStore {
         // Nearly every sweep finds nothing: answer that from the reader
         // (an index lookup) without a write transaction and its fsync.
         let any = self.read(|tx| {
-            tx.query_row(
+            tx.row(
                 "SELECT EXISTS (SELECT 1 FROM outbox WHERE queued_at <= ?1)",
                 params![cutoff],
                 |r| r.get::<_, bool>(0),
@@ -908,7 +978,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let expired: Vec<(String, String, String)> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "SELECT e.exchange_id, e.status, o.destination
                          FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
                          WHERE o.queued_at <= ?1
@@ -921,14 +991,14 @@ impl Store for SqliteStore {
                 rows.collect::<Result<_, _>>()
                     .map_err(sqlite("reading expired outbox items"))?
             };
-            tx.execute(
+            tx.exec(
                 "UPDATE exchanges
                  SET status = 'dead-lettered', settled_at = ?2, updated_at = ?2, problem = NULL
                  WHERE seq IN (SELECT exchange_seq FROM outbox WHERE queued_at <= ?1)",
                 params![cutoff, at_n],
             )
             .map_err(sqlite("dead-lettering expired exchanges"))?;
-            tx.execute("DELETE FROM outbox WHERE queued_at <= ?1", params![cutoff])
+            tx.exec("DELETE FROM outbox WHERE queued_at <= ?1", params![cutoff])
                 .map_err(sqlite("removing expired outbox items"))?;
             expired
                 .into_iter()
@@ -948,14 +1018,14 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let current = Transition::Retry.check_found(exchange_id, exchange_by_id(tx, exchange_id)?)?;
             let seq = sql_int(current.seq);
-            tx.execute(
+            tx.exec(
                 "UPDATE exchanges
                  SET status = 'accepted', settled_at = NULL, problem = NULL, updated_at = ?2
                  WHERE seq = ?1",
                 params![seq, at_n],
             )
             .map_err(sqlite("retrying an exchange"))?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
                  VALUES (?1, ?2, ?3, ?3)",
                 params![seq, current.destination, at_n],
@@ -978,7 +1048,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let ids: Vec<(i64, String)> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "SELECT seq, exchange_id FROM exchanges
                          WHERE destination = ?1 AND status = 'delivered' AND settled_at >= ?2
                          ORDER BY seq",
@@ -991,14 +1061,14 @@ impl Store for SqliteStore {
                     .map_err(sqlite("finding delivered exchanges"))?
             };
             for (seq, exchange_id) in &ids {
-                tx.execute(
+                tx.exec(
                     "UPDATE exchanges
                      SET status = 'accepted', settled_at = NULL, updated_at = ?2
                      WHERE seq = ?1",
                     params![seq, at_n],
                 )
                 .map_err(sqlite("re-queueing a delivered exchange"))?;
-                tx.execute(
+                tx.exec(
                     "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
                      VALUES (?1, ?2, ?3, ?3)",
                     params![seq, destination, at_n],
@@ -1023,7 +1093,7 @@ impl Store for SqliteStore {
             let Some(lease) = decision.lease() else {
                 return Ok(None);
             };
-            tx.execute(
+            tx.exec(
                 "INSERT INTO delivery_leases (destination, holder, token, expires_at)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (destination) DO UPDATE
@@ -1044,7 +1114,7 @@ impl Store for SqliteStore {
         let released = domain::released(lease);
         let expires_at = nanos(released.expires_at, "expires_at")?;
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE delivery_leases SET expires_at = ?3 WHERE destination = ?1 AND token = ?2",
                 params![released.destination, sql_int(released.token), expires_at],
             )
@@ -1055,49 +1125,11 @@ impl Store for SqliteStore {
 
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
         domain::validate_inbox(&new)?;
-        let at = nanos(new.received_at, "received_at")?;
-        let chain = chain_json(&new.chain)?;
-        self.write(|tx| {
-            let by_id = inbox_by_id(tx, &new.exchange_id)?;
-            let (by_original, own) = if by_id.is_some() {
-                (None, false)
-            } else {
-                let by_original: Option<String> = tx
-                    .query_row(
-                        "SELECT exchange_id FROM inbox WHERE origin = ?1 AND credential_id = ?2",
-                        params![new.origin, new.credential_id],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sqlite("reading an inbox item"))?;
-                let own: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM exchanges WHERE exchange_id = ?1)",
-                        params![new.exchange_id],
-                        |r| r.get(0),
-                    )
-                    .map_err(sqlite("reading an exchange"))?;
-                (by_original, own)
-            };
-            if let Admission::Answer(answer) = domain::admit_inbox(&new, by_id, by_original, own) {
-                return Ok(answer);
-            }
-            tx.execute(
-                "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![new.exchange_id, new.origin, new.credential_id, at, chain],
-            )
-            .map_err(sqlite("inserting an inbox item"))?;
-            let cursor = to_u64(tx.last_insert_rowid(), "inbox cursor")?;
-            audit::append(tx, at, entries::inbox_received(&new, cursor))?;
-            Ok(Inserted::Created(InboxItem {
-                cursor,
-                exchange_id: new.exchange_id,
-                origin: new.origin,
-                received_at: new.received_at,
-                chain: new.chain,
-            }))
-        })
+        self.write(|tx| insert_inbox_tx(tx, new))
+    }
+
+    fn insert_inbox_batch(&self, items: Vec<NewInboxItem>) -> Result<Vec<Inserted<InboxItem>>, StoreError> {
+        self.insert_inbox_batch_tx(items)
     }
 
     fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError> {
@@ -1112,7 +1144,7 @@ impl Store for SqliteStore {
             };
             let after = sql_int(after);
             let mut stmt = tx
-                .prepare(concat!(
+                .prepare_cached(concat!(
                     select_inbox!(),
                     "WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"
                 ))
@@ -1131,7 +1163,7 @@ impl Store for SqliteStore {
             // AUTOINCREMENT hands out max(sqlite_sequence, max(cursor)) + 1;
             // SQLite lets ordinary statements edit sqlite_sequence for this.
             let current: i64 = tx
-                .query_row(
+                .row(
                     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'inbox'), 0),
                                 COALESCE((SELECT MAX(cursor) FROM inbox), 0))",
                     [],
@@ -1143,13 +1175,13 @@ impl Store for SqliteStore {
                 return Ok(current);
             };
             let updated = tx
-                .execute(
+                .exec(
                     "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox'",
                     params![sql_int(floor)],
                 )
                 .map_err(sqlite("raising the inbox cursor floor"))?;
             if updated == 0 {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES ('inbox', ?1)",
                     params![sql_int(floor)],
                 )
@@ -1165,7 +1197,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let current = acked_point(tx)?;
             let highest: i64 = tx
-                .query_row("SELECT COALESCE(MAX(cursor), 0) FROM inbox", [], |r| r.get(0))
+                .row("SELECT COALESCE(MAX(cursor), 0) FROM inbox", [], |r| r.get(0))
                 .map_err(sqlite("reading the highest inbox cursor"))?;
             let highest = to_u64(highest, "inbox cursor")?;
             let Some(target) = domain::ack_target(current, highest, up_to) else {
@@ -1173,14 +1205,14 @@ impl Store for SqliteStore {
             };
             let (current_i, target_i) = (sql_int(current), sql_int(target));
             let newly: i64 = tx
-                .query_row(
+                .row(
                     "SELECT COUNT(*) FROM inbox WHERE cursor > ?1 AND cursor <= ?2",
                     params![current_i, target_i],
                     |r| r.get(0),
                 )
                 .map_err(sqlite("counting acknowledged items"))?;
             let newly = to_u64(newly, "acknowledged count")?;
-            tx.execute(
+            tx.exec(
                 "UPDATE inbox_ack SET acked_up_to = ?1 WHERE id = 1",
                 params![target_i],
             )

@@ -25,13 +25,19 @@ use super::keystore::{next_seq, KeyStore, KeyStoreError};
 use crate::jose::{self, json_strict, SigningKey, VerifyingKey};
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::time::SystemTime;
 
 /// How often, at most, the files are stat'ed. Together with
 /// [`OWN_KEYS_POLL`] this bounds how long a revocation takes to bite at
 /// this gateway (SPEC §2: within 1 s).
 const CHECK_INTERVAL_MS: i64 = 200;
+
+/// A snapshot older than this is refreshed by the reader itself (a
+/// gateway's [`watch_own_keys`] refreshes it every [`OWN_KEYS_POLL`], so on
+/// the request path this only happens if that task is not running).
+const SNAPSHOT_STALE_MS: i64 = 1000;
 
 /// How often [`watch_own_keys`] looks at the key store.
 pub const OWN_KEYS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -87,6 +93,23 @@ struct State {
     jws: String,
 }
 
+/// What the request path reads: the signing key and the published set as
+/// of the last refresh, swapped as a whole.
+#[derive(Debug)]
+struct Snapshot {
+    signing: Option<SigningKey>,
+    jws: String,
+}
+
+impl Snapshot {
+    fn of(st: &State) -> Arc<Self> {
+        Arc::new(Self {
+            signing: st.store.active_gateway_key().ok().cloned(),
+            jws: st.jws.clone(),
+        })
+    }
+}
+
 /// The gateway's own keys (see the module docs).
 #[derive(Debug)]
 pub struct LocalKeys {
@@ -95,6 +118,11 @@ pub struct LocalKeys {
     ttl_secs: i64,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// Read on every signature and key-set request: no mutex and no file
+    /// check there, only this read lock and an `Arc` clone.
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// When `snapshot` was last brought up to date (clock ms).
+    snapshot_ms: AtomicI64,
 }
 
 impl LocalKeys {
@@ -127,18 +155,21 @@ impl LocalKeys {
                 (set, jws, file_stamp)
             }
         };
+        let state = State {
+            store,
+            store_stamp,
+            published_stamp,
+            checked_ms: clock.now_ms(),
+            set,
+            jws,
+        };
         Ok(Self {
             path: keystore.to_owned(),
             publisher,
             ttl_secs,
-            state: Mutex::new(State {
-                store,
-                store_stamp,
-                published_stamp,
-                checked_ms: clock.now_ms(),
-                set,
-                jws,
-            }),
+            snapshot: RwLock::new(Snapshot::of(&state)),
+            snapshot_ms: AtomicI64::new(clock.now_ms()),
+            state: Mutex::new(state),
             clock,
         })
     }
@@ -160,16 +191,45 @@ impl LocalKeys {
 
     /// The active gateway key, to sign translation credentials with.
     pub fn signing_key(&self) -> Result<SigningKey, KeyStoreError> {
-        let mut st = self.lock();
-        self.refresh(&mut st);
-        st.store.active_gateway_key().cloned()
+        self.current()
+            .signing
+            .clone()
+            .ok_or(KeyStoreError::NoActiveGatewayKey)
     }
 
     /// The current signed key set (what `GET /v1/federation/keys` serves).
     pub fn signed_keyset(&self) -> Result<String, KeyStoreError> {
+        Ok(self.current().jws.clone())
+    }
+
+    /// Brings the snapshot up to date now (stat the files, reload and
+    /// re-publish if needed). [`watch_own_keys`] calls it periodically.
+    pub fn refresh_now(&self) {
         let mut st = self.lock();
         self.refresh(&mut st);
-        Ok(st.jws.clone())
+    }
+
+    /// The snapshot; refreshed here only if nobody refreshed it for
+    /// [`SNAPSHOT_STALE_MS`] and no refresh is running right now.
+    fn current(&self) -> Arc<Snapshot> {
+        let age = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.snapshot_ms.load(Ordering::Relaxed));
+        if age >= SNAPSHOT_STALE_MS {
+            let guard = match self.state.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut st) = guard {
+                self.refresh(&mut st);
+            }
+        }
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Revoked kids of the key store (kid → `revoked_at`), reloading the
@@ -204,6 +264,12 @@ impl LocalKeys {
     /// previous state (the last good keys stay in use), are logged, and are
     /// retried on the next check.
     fn refresh(&self, st: &mut State) {
+        self.refresh_state(st);
+        *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Snapshot::of(st);
+        self.snapshot_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    fn refresh_state(&self, st: &mut State) {
         let now_ms = self.clock.now_ms();
         let now = now_ms.div_euclid(1000);
         let mut store_changed = false;
@@ -392,10 +458,52 @@ pub async fn sync_own_keys(member: &str, local: &LocalKeys, cache: &super::Trust
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::ManualClock;
-    use super::super::KeyRole;
     use super::*;
     use crate::jose::Alg;
+    use crate::trust::{KeyRole, ManualClock};
+
+    /// The request path reads the snapshot: it neither waits for the state
+    /// mutex (held here, as a slow refresh would) nor looks at the files
+    /// (deleted here) while the snapshot is fresh.
+    #[test]
+    fn signing_key_and_keyset_come_from_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_path = dir.path().join("keystore.json");
+        let fed = dir.path().join("federation.jwk");
+        let mut s = KeyStore::create("cq").unwrap();
+        s.generate(KeyRole::Gateway, Alg::Es256, 1_767_225_600).unwrap();
+        s.save(&store_path).unwrap();
+        SigningKey::generate(Alg::EdDsa, "cq-fed")
+            .unwrap()
+            .save_private(&fed)
+            .unwrap();
+        let clock = Arc::new(ManualClock::at_secs(1_767_225_600));
+        let local = Arc::new(LocalKeys::open_with_clock(&store_path, &fed, 600, clock.clone()).unwrap());
+        let kid = local.signing_key().unwrap().kid().to_owned();
+        let jws = local.signed_keyset().unwrap();
+        std::fs::remove_file(&store_path).unwrap();
+
+        let held = local.lock();
+        let reader = Arc::clone(&local);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let got = (
+                reader.signing_key().map(|k| k.kid().to_owned()),
+                reader.signed_keyset(),
+            );
+            tx.send(got).unwrap();
+        });
+        let (key, set) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reader must not wait for the state mutex");
+        drop(held);
+        assert_eq!(key.unwrap(), kid);
+        assert_eq!(set.unwrap(), jws);
+        // A refresh that finds the file gone keeps the last good keys.
+        clock.advance_ms(1000);
+        local.refresh_now();
+        assert_eq!(local.signing_key().unwrap().kid(), kid);
+    }
 
     const T0: i64 = 1_700_000_000;
 

@@ -18,7 +18,7 @@
 
 use bashu_gateway::store::{
     CheckpointStore, ExchangeState, ExchangeStatus, InboxItem, Inserted, Lease, NewExchange, NewInboxItem,
-    Store, StoreError, StoredCheckpoint, WitnessedCheckpoint,
+    SettleOutcome, Settlement, Store, StoreError, StoredCheckpoint, WitnessedCheckpoint,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -83,6 +83,10 @@ macro_rules! store_contract_tests {
             fenced_settles_refuse_another_destinations_lease,
             release_lets_another_holder_take_the_lease_at_once,
             racing_acquirers_get_one_lease,
+            inbox_batch_keeps_request_order_and_judges_each_against_those_before,
+            settle_batch_records_every_outcome_in_order,
+            settle_batch_is_one_transaction,
+            settle_batch_is_fenced_as_a_whole,
         );
     };
     (@cases $mode:ident $factory:path; $($case:ident),* $(,)?) => {
@@ -1045,4 +1049,177 @@ pub fn racing_acquirers_get_one_lease(b: &Backend) {
     // The winner's lease is the stored one: it can settle.
     created(b.store.insert_exchange(new_exchange(1, "sc")).unwrap());
     b.store.mark_delivered(&won[0], "ex-1", T0).unwrap();
+}
+
+// --- batches (SPEC §4 batch form) ---------------------------------------------
+
+fn inbox_item(id: &str, original: &str) -> NewInboxItem {
+    NewInboxItem {
+        exchange_id: id.into(),
+        origin: "sc".into(),
+        credential_id: format!("urn:uuid:{original}"),
+        received_at: T0,
+        chain: vec![original.into(), format!("wfs-{id}"), format!("home-{id}")],
+    }
+}
+
+fn settlement(id: &str, outcome: SettleOutcome) -> Settlement {
+    Settlement {
+        exchange_id: id.into(),
+        outcome,
+    }
+}
+
+fn status_of(store: &dyn Store, id: &str) -> ExchangeStatus {
+    store.exchange(id).unwrap().unwrap().status()
+}
+
+/// A received batch is stored in request order, each item judged against
+/// the ones before it in the same batch.
+pub fn inbox_batch_keeps_request_order_and_judges_each_against_those_before(b: &Backend) {
+    let store = b.store.as_ref();
+    let out = store
+        .insert_inbox_batch(vec![
+            inbox_item("a", "orig-a"),
+            inbox_item("b", "orig-b"),
+            inbox_item("a", "orig-a"),     // resend inside the batch
+            inbox_item("a", "orig-other"), // same id, another original
+            inbox_item("c", "orig-b"),     // same original, another id
+            inbox_item("d", "orig-d"),
+        ])
+        .unwrap();
+    let kinds: Vec<&str> = out
+        .iter()
+        .map(|i| match i {
+            Inserted::Created(_) => "created",
+            Inserted::Existing(_) => "existing",
+            Inserted::Conflict { .. } => "conflict",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "created", "existing", "conflict", "conflict", "created"]
+    );
+    let page = store.inbox_page(Some(0), 10).unwrap();
+    let ids: Vec<&str> = page.iter().map(|i| i.exchange_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "d"]);
+    assert!(page.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    assert!(store.insert_inbox_batch(Vec::new()).unwrap().is_empty());
+    store.audit_verify().unwrap();
+}
+
+/// The answers to a sent batch are recorded in order; an item that left
+/// the outbox by another path is reported `false` and the rest go on.
+pub fn settle_batch_records_every_outcome_in_order(b: &Backend) {
+    let store = b.store.as_ref();
+    let ids: Vec<String> = (1..=4)
+        .map(|n| created(store.insert_exchange(new_exchange(n, "sc")).unwrap()).exchange_id)
+        .collect();
+    let lease = lease(store, "sc");
+    store.dead_letter(&lease, &ids[3], T0).unwrap();
+    let at = T0 + Duration::seconds(1);
+    let recorded = store
+        .settle_batch(
+            &lease,
+            &[
+                settlement(&ids[0], SettleOutcome::Delivered),
+                settlement(
+                    &ids[1],
+                    SettleOutcome::Rejected {
+                        problem: json!({"type": "urn:bashu:problem:chain-broken"}),
+                    },
+                ),
+                settlement(
+                    &ids[2],
+                    SettleOutcome::Failed {
+                        error: "peer answered HTTP 503".into(),
+                        next_attempt_at: at + Duration::seconds(5),
+                    },
+                ),
+                settlement(&ids[3], SettleOutcome::Delivered),
+            ],
+            at,
+        )
+        .unwrap();
+    assert_eq!(recorded, [true, true, true, false]);
+    assert_eq!(status_of(store, &ids[0]), ExchangeStatus::Delivered);
+    assert_eq!(status_of(store, &ids[1]), ExchangeStatus::Rejected);
+    assert_eq!(status_of(store, &ids[2]), ExchangeStatus::Forwarded);
+    assert_eq!(status_of(store, &ids[3]), ExchangeStatus::DeadLettered);
+    let outbox = store.pending_outbox("sc", 10).unwrap();
+    assert_eq!(
+        ids_of(outbox.iter().map(|o| o.exchange_id.clone())),
+        [ids[2].clone()]
+    );
+    assert_eq!(outbox[0].next_attempt_at, at + Duration::seconds(5));
+    store.audit_verify().unwrap();
+}
+
+/// A batch that cannot be recorded whole records nothing.
+pub fn settle_batch_is_one_transaction(b: &Backend) {
+    let store = b.store.as_ref();
+    let ids: Vec<String> = (1..=2)
+        .map(|n| created(store.insert_exchange(new_exchange(n, "sc")).unwrap()).exchange_id)
+        .collect();
+    let lease = lease(store, "sc");
+    let entries_before = entries(store);
+    // The second outcome cannot be stored (a time beyond the storable range).
+    let err = store
+        .settle_batch(
+            &lease,
+            &[
+                settlement(&ids[0], SettleOutcome::Delivered),
+                settlement(
+                    &ids[1],
+                    SettleOutcome::Failed {
+                        error: "x".into(),
+                        next_attempt_at: datetime!(9000-01-01 00:00 UTC),
+                    },
+                ),
+            ],
+            T0,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("next_attempt_at"), "{err}");
+    for id in &ids {
+        assert_eq!(
+            status_of(store, id),
+            ExchangeStatus::Accepted,
+            "nothing of a failed batch is recorded"
+        );
+    }
+    assert_eq!(outbox_ids(store, "sc"), ids);
+    assert_eq!(entries(store), entries_before, "no audit entry either");
+    store.audit_verify().unwrap();
+}
+
+/// A batch settled with a lease another holder has since taken fails with
+/// `LeaseLost` and records nothing.
+pub fn settle_batch_is_fenced_as_a_whole(b: &Backend) {
+    let store = b.store.as_ref();
+    let ids: Vec<String> = (1..=2)
+        .map(|n| created(store.insert_exchange(new_exchange(n, "sc")).unwrap()).exchange_id)
+        .collect();
+    let old = lease(store, "sc");
+    let later = old.expires_at + Duration::seconds(1);
+    let new = store
+        .acquire_lease("sc", "other-replica", TTL, later)
+        .unwrap()
+        .expect("expired lease taken over");
+    assert!(new.token > old.token);
+    let err = store
+        .settle_batch(
+            &old,
+            &[
+                settlement(&ids[0], SettleOutcome::Delivered),
+                settlement(&ids[1], SettleOutcome::Delivered),
+            ],
+            later,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    for id in &ids {
+        assert_eq!(status_of(store, id), ExchangeStatus::Accepted);
+    }
+    assert_eq!(outbox_ids(store, "sc"), ids);
 }

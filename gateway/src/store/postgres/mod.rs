@@ -45,7 +45,7 @@ use super::domain::{
 };
 use super::{
     AuditHead, AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
-    NewExchange, NewInboxItem, OutboxItem, Store, StoreError, StoreFault,
+    NewExchange, NewInboxItem, OutboxItem, SettleOutcome, Settlement, Store, StoreError, StoreFault,
 };
 use crate::config::StoreUrl;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -672,9 +672,22 @@ async fn settle(
 ) -> Result<(), StoreError> {
     let mut client = conn(&pool).await?;
     let mut w = Writer::begin(&mut client).await?;
-    let current = load_fenced(&w, &lease, &exchange_id, t).await?;
+    settle_in(&mut w, &lease, &exchange_id, t, problem.as_ref(), at).await?;
+    w.commit().await
+}
+
+/// [`settle`] inside a writing transaction.
+async fn settle_in(
+    w: &mut Writer<'_>,
+    lease: &Lease,
+    exchange_id: &str,
+    t: Transition,
+    problem: Option<&Value>,
+    at: i64,
+) -> Result<(), StoreError> {
+    let current = load_fenced(w, lease, exchange_id, t).await?;
     let seq = to_i64(current.seq);
-    let problem_text = problem.as_ref().map(Value::to_string);
+    let problem_text = problem.map(Value::to_string);
     let attempt = i64::from(t.counts_attempt());
     w.tx.execute(
         "UPDATE exchanges
@@ -689,9 +702,90 @@ async fn settle(
     w.tx.execute("DELETE FROM outbox WHERE exchange_seq = $1", &[&seq])
         .await
         .map_err(backend_error("removing an outbox item"))?;
-    w.append(at, entries::settled(t, &current, problem.as_ref()))
-        .await?;
-    w.commit().await
+    w.append(at, entries::settled(t, &current, problem)).await
+}
+
+/// [`Store::record_attempt_failure`] inside a writing transaction.
+async fn record_failure_in(
+    w: &mut Writer<'_>,
+    lease: &Lease,
+    exchange_id: &str,
+    error: &str,
+    at_n: i64,
+    next_n: i64,
+) -> Result<(), StoreError> {
+    let error = domain::truncate_error(error);
+    let current = load_fenced(w, lease, exchange_id, Transition::AttemptFailed).await?;
+    let seq = to_i64(current.seq);
+    w.tx.execute(
+        "UPDATE exchanges
+         SET status = 'forwarded', attempts = attempts + 1, last_error = $2,
+             forwarded_at = COALESCE(forwarded_at, $3), updated_at = $3
+         WHERE seq = $1",
+        &[&seq, &error, &at_n],
+    )
+    .await
+    .map_err(backend_error("recording a failed attempt"))?;
+    w.tx.execute(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE exchange_seq = $1",
+        &[&seq, &next_n],
+    )
+    .await
+    .map_err(backend_error("rescheduling an outbox item"))?;
+    w.append(at_n, entries::attempt_failed(&current, error, next_n))
+        .await
+}
+
+/// [`Store::insert_inbox`] inside a writing transaction, for an item
+/// already validated. The cursor is drawn here, under the audit head lock:
+/// cursors commit in the order they are handed out.
+async fn insert_inbox_in(w: &mut Writer<'_>, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
+    let at = nanos(new.received_at, "received_at")?;
+    let chain = chain_json(&new.chain)?;
+    let by_id = inbox_by_id(&*w.tx, &new.exchange_id).await?;
+    let (by_original, own) = if by_id.is_some() {
+        (None, false)
+    } else {
+        let by_original: Option<String> =
+            w.tx.query_opt(
+                "SELECT exchange_id FROM inbox WHERE origin = $1 AND credential_id = $2",
+                &[&new.origin, &new.credential_id],
+            )
+            .await
+            .map_err(backend_error("reading an inbox item"))?
+            .map(|r| r.get(0));
+        let own: bool =
+            w.tx.query_one(
+                "SELECT EXISTS (SELECT 1 FROM exchanges WHERE exchange_id = $1)",
+                &[&new.exchange_id],
+            )
+            .await
+            .map_err(backend_error("reading an exchange"))?
+            .get(0);
+        (by_original, own)
+    };
+    if let Admission::Answer(answer) = domain::admit_inbox(&new, by_id, by_original, own) {
+        return Ok(answer);
+    }
+    let cursor: i64 =
+        w.tx.query_one(
+            "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain)
+             VALUES ($1, $2, $3, $4, $5)
+             RETURNING cursor",
+            &[&new.exchange_id, &new.origin, &new.credential_id, &at, &chain],
+        )
+        .await
+        .map_err(backend_error("inserting an inbox item"))?
+        .get(0);
+    let cursor = to_u64(cursor, "inbox cursor")?;
+    w.append(at, entries::inbox_received(&new, cursor)).await?;
+    Ok(Inserted::Created(InboxItem {
+        cursor,
+        exchange_id: new.exchange_id,
+        origin: new.origin,
+        received_at: new.received_at,
+        chain: new.chain,
+    }))
 }
 
 impl Store for PgStore {
@@ -854,31 +948,73 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let at_n = nanos(at, "at")?;
         let next_n = nanos(next_attempt_at, "next_attempt_at")?;
-        let error = domain::truncate_error(error).to_owned();
-        let (lease, exchange_id) = (lease.clone(), exchange_id.to_owned());
+        let (lease, exchange_id, error) = (lease.clone(), exchange_id.to_owned(), error.to_owned());
         self.run(move |pool| async move {
             let mut client = conn(&pool).await?;
             let mut w = Writer::begin(&mut client).await?;
-            let current = load_fenced(&w, &lease, &exchange_id, Transition::AttemptFailed).await?;
-            let seq = to_i64(current.seq);
-            w.tx.execute(
-                "UPDATE exchanges
-                 SET status = 'forwarded', attempts = attempts + 1, last_error = $2,
-                     forwarded_at = COALESCE(forwarded_at, $3), updated_at = $3
-                 WHERE seq = $1",
-                &[&seq, &error, &at_n],
-            )
-            .await
-            .map_err(backend_error("recording a failed attempt"))?;
-            w.tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE exchange_seq = $1",
-                &[&seq, &next_n],
-            )
-            .await
-            .map_err(backend_error("rescheduling an outbox item"))?;
-            w.append(at_n, entries::attempt_failed(&current, &error, next_n))
-                .await?;
+            record_failure_in(&mut w, &lease, &exchange_id, &error, at_n, next_n).await?;
             w.commit().await
+        })
+    }
+
+    fn settle_batch(
+        &self,
+        lease: &Lease,
+        outcomes: &[Settlement],
+        at: OffsetDateTime,
+    ) -> Result<Vec<bool>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at_n = nanos(at, "at")?;
+        // Times are checked before the transaction, so an unstorable one
+        // fails the batch without touching the database.
+        let mut planned = Vec::with_capacity(outcomes.len());
+        for s in outcomes {
+            let next = match &s.outcome {
+                SettleOutcome::Failed { next_attempt_at, .. } => {
+                    Some(nanos(*next_attempt_at, "next_attempt_at")?)
+                }
+                _ => None,
+            };
+            planned.push((s.clone(), next));
+        }
+        let lease = lease.clone();
+        self.run(move |pool| async move {
+            let mut client = conn(&pool).await?;
+            let mut w = Writer::begin(&mut client).await?;
+            let mut recorded = Vec::with_capacity(planned.len());
+            for (s, next) in &planned {
+                let id = s.exchange_id.as_str();
+                // An item that already left the outbox fails its checks
+                // before any statement, so it writes nothing and the
+                // transaction goes on.
+                let written = match (&s.outcome, next) {
+                    (SettleOutcome::Delivered, _) => {
+                        settle_in(&mut w, &lease, id, Transition::Deliver, None, at_n).await
+                    }
+                    (SettleOutcome::Rejected { problem }, _) => {
+                        settle_in(&mut w, &lease, id, Transition::Reject, Some(problem), at_n).await
+                    }
+                    (SettleOutcome::Failed { error, .. }, Some(next_n)) => {
+                        record_failure_in(&mut w, &lease, id, error, at_n, *next_n).await
+                    }
+                    (SettleOutcome::Failed { .. }, None) => Err(StoreError::InvalidInput {
+                        field: "next_attempt_at",
+                        reason: "missing".into(),
+                    }),
+                    (SettleOutcome::DeadLettered, _) => {
+                        settle_in(&mut w, &lease, id, Transition::DeadLetter, None, at_n).await
+                    }
+                };
+                match written {
+                    Ok(()) => recorded.push(true),
+                    Err(e) if e.left_outbox() => recorded.push(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            w.commit().await?;
+            Ok(recorded)
         })
     }
 
@@ -1119,58 +1255,31 @@ impl Store for PgStore {
 
     fn insert_inbox(&self, new: NewInboxItem) -> Result<Inserted<InboxItem>, StoreError> {
         domain::validate_inbox(&new)?;
-        let at = nanos(new.received_at, "received_at")?;
-        let chain = chain_json(&new.chain)?;
         self.run(move |pool| async move {
             let mut client = conn(&pool).await?;
             let mut w = Writer::begin(&mut client).await?;
-            let by_id = inbox_by_id(&*w.tx, &new.exchange_id).await?;
-            let (by_original, own) = if by_id.is_some() {
-                (None, false)
-            } else {
-                let by_original: Option<String> =
-                    w.tx.query_opt(
-                        "SELECT exchange_id FROM inbox WHERE origin = $1 AND credential_id = $2",
-                        &[&new.origin, &new.credential_id],
-                    )
-                    .await
-                    .map_err(backend_error("reading an inbox item"))?
-                    .map(|r| r.get(0));
-                let own: bool =
-                    w.tx.query_one(
-                        "SELECT EXISTS (SELECT 1 FROM exchanges WHERE exchange_id = $1)",
-                        &[&new.exchange_id],
-                    )
-                    .await
-                    .map_err(backend_error("reading an exchange"))?
-                    .get(0);
-                (by_original, own)
-            };
-            if let Admission::Answer(answer) = domain::admit_inbox(&new, by_id, by_original, own) {
-                return Ok(answer);
-            }
-            // The cursor is drawn here, under the audit head lock: cursors
-            // commit in the order they are handed out.
-            let cursor: i64 =
-                w.tx.query_one(
-                    "INSERT INTO inbox (exchange_id, origin, credential_id, received_at, chain)
-                     VALUES ($1, $2, $3, $4, $5)
-                     RETURNING cursor",
-                    &[&new.exchange_id, &new.origin, &new.credential_id, &at, &chain],
-                )
-                .await
-                .map_err(backend_error("inserting an inbox item"))?
-                .get(0);
-            let cursor = to_u64(cursor, "inbox cursor")?;
-            w.append(at, entries::inbox_received(&new, cursor)).await?;
+            let inserted = insert_inbox_in(&mut w, new).await?;
             w.commit().await?;
-            Ok(Inserted::Created(InboxItem {
-                cursor,
-                exchange_id: new.exchange_id,
-                origin: new.origin,
-                received_at: new.received_at,
-                chain: new.chain,
-            }))
+            Ok(inserted)
+        })
+    }
+
+    fn insert_inbox_batch(&self, items: Vec<NewInboxItem>) -> Result<Vec<Inserted<InboxItem>>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        for item in &items {
+            domain::validate_inbox(item)?;
+        }
+        self.run(move |pool| async move {
+            let mut client = conn(&pool).await?;
+            let mut w = Writer::begin(&mut client).await?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(insert_inbox_in(&mut w, item).await?);
+            }
+            w.commit().await?;
+            Ok(out)
         })
     }
 

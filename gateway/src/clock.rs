@@ -1,4 +1,5 @@
-//! Wall-clock time for the delivery worker, injectable so tests control it.
+//! Wall-clock time for the pipeline and the delivery worker, injectable so
+//! tests control it. (The trust cache keeps its own second-resolution clock.)
 
 use std::time::Duration;
 use time::OffsetDateTime;

@@ -1,0 +1,226 @@
+//! The receiving side of a batch of envelopes (SPEC §4): every envelope is
+//! judged on its own, the accepted ones are stored in one commit in
+//! request order, and the answer has one result per envelope.
+//!
+//! Order across a transient failure: if envelope k fails transiently
+//! (`unavailable`, `mapping-version-unknown`: the sender retries it), none
+//! of the envelopes after it is stored in this request — each is answered
+//! `503 unavailable` instead — because storing k+1 now and k on the retry
+//! would put them in the inbox out of acceptance order. A terminal result
+//! (409, 422) for k does not hold the others back: k will not come again
+//! (unless an operator retries it, which is an explicit re-send).
+
+use super::exchange::{receive_conflict, translate_and_sign, INTERCHANGE_FRAMEWORK};
+use super::{blocking, metrics, Envelope, Pipeline};
+use crate::problem::{Problem, ProblemType};
+use crate::store::{Inserted, NewInboxItem};
+use crate::wire::EnvelopeResult;
+use std::sync::Arc;
+
+/// Where one envelope of a batch stands while the batch is processed.
+enum Step {
+    /// Answered already (a resend: `Ok(false)`; a problem).
+    Done(Result<bool, Problem>),
+    /// Verified, translated and signed: to be stored.
+    Ready(NewInboxItem),
+    /// Not looked at yet.
+    Pending,
+}
+
+/// A problem after which the sender tries the same envelope again.
+pub(crate) fn is_transient(p: &Problem) -> bool {
+    matches!(
+        p.kind,
+        ProblemType::Unavailable | ProblemType::MappingVersionUnknown | ProblemType::RateLimited
+    ) || p.status() >= 500
+}
+
+impl Pipeline {
+    pub(super) async fn receive_batch_inner(
+        &self,
+        caller_member: &str,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<EnvelopeResult>, Problem> {
+        let ids: Vec<String> = envelopes.iter().map(|e| e.exchange_id.clone()).collect();
+        let mut steps: Vec<Step> = envelopes
+            .iter()
+            .map(|env| match self.check_envelope(caller_member, env) {
+                Ok(()) => Step::Pending,
+                Err(p) => Step::Done(Err(p.with_exchange(env.exchange_id.clone()))),
+            })
+            .collect();
+
+        // Resends are answered from the inbox before any cryptography, like
+        // a single envelope: one store call for the whole batch.
+        let lookup: Vec<String> = ids.clone();
+        let held = blocking(&self.store, move |s| {
+            lookup
+                .iter()
+                .map(|id| s.inbox_by_exchange(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        for ((step, env), item) in steps.iter_mut().zip(&envelopes).zip(held) {
+            if let (Step::Pending, Some(item)) = (&step, item) {
+                let same = item.origin == env.origin && item.chain.first() == env.chain.first();
+                *step = Step::Done(if same {
+                    Ok(false)
+                } else {
+                    Err(receive_conflict(item.exchange_id))
+                });
+            }
+        }
+
+        // Verify, translate and sign the rest in parallel on the runtime's
+        // workers, at most one task per core at a time (`verify_pool`).
+        let received_at = self.clock.now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, (step, env)) in steps.iter().zip(envelopes).enumerate() {
+            if !matches!(step, Step::Pending) {
+                continue;
+            }
+            let job = ReceiveJob {
+                verifier: self.verifier.clone(),
+                table: Arc::clone(&self.table),
+                local: Arc::clone(&self.local),
+                member: self.member.clone(),
+                framework: self.framework.clone(),
+                pool: Arc::clone(&self.verify_pool),
+            };
+            tasks.spawn(async move { (index, job.run(env, received_at).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (index, outcome) = joined.map_err(|e| {
+                tracing::error!(error = %e, "envelope verification task failed");
+                Problem::new(ProblemType::Unavailable, "envelope verification failed")
+            })?;
+            if let Some(step) = steps.get_mut(index) {
+                *step = match outcome {
+                    Ok(item) => Step::Ready(item),
+                    Err(p) => Step::Done(Err(p)),
+                };
+            }
+        }
+
+        // Hold back everything after the first transient failure (module docs).
+        let mut blocked = false;
+        for (step, id) in steps.iter_mut().zip(&ids) {
+            if blocked && matches!(step, Step::Ready(_)) {
+                *step = Step::Done(Err(Problem::new(
+                    ProblemType::Unavailable,
+                    "not stored: an earlier envelope of this batch failed transiently; send it again after that one",
+                )
+                .with_exchange(id.clone())));
+            }
+            if let Step::Done(Err(p)) = step {
+                blocked |= is_transient(p);
+            }
+        }
+
+        // One commit for every accepted envelope, in request order.
+        let mut ready = Vec::new();
+        let mut slots = Vec::new();
+        for (index, step) in steps.iter_mut().enumerate() {
+            if matches!(step, Step::Ready(_)) {
+                if let Step::Ready(item) = std::mem::replace(step, Step::Pending) {
+                    ready.push(item);
+                    slots.push(index);
+                }
+            }
+        }
+        let stored = blocking(&self.store, move |s| s.insert_inbox_batch(ready)).await?;
+        for (index, inserted) in slots.into_iter().zip(stored) {
+            let result = match inserted {
+                Inserted::Created(item) => {
+                    metrics::exchange_event("received");
+                    tracing::info!(exchange_id = %item.exchange_id, origin = %item.origin, cursor = item.cursor, "envelope stored in inbox");
+                    Ok(true)
+                }
+                Inserted::Existing(_) => Ok(false),
+                Inserted::Conflict { existing_exchange_id } => Err(receive_conflict(existing_exchange_id)),
+            };
+            if let Some(step) = steps.get_mut(index) {
+                *step = Step::Done(result);
+            }
+        }
+
+        Ok(steps
+            .into_iter()
+            .zip(ids)
+            .map(|(step, exchange_id)| match step {
+                Step::Done(Ok(created)) => EnvelopeResult {
+                    exchange_id,
+                    status: if created { 202 } else { 200 },
+                    problem: None,
+                },
+                Step::Done(Err(p)) => EnvelopeResult {
+                    status: p.status(),
+                    problem: Some(p.with_exchange(exchange_id.clone()).to_json()),
+                    exchange_id,
+                },
+                // Every envelope reached `Done` above; answer a gap as transient.
+                Step::Ready(_) | Step::Pending => EnvelopeResult {
+                    status: 503,
+                    problem: Some(
+                        Problem::new(ProblemType::Unavailable, "envelope was not processed")
+                            .with_exchange(exchange_id.clone())
+                            .to_json(),
+                    ),
+                    exchange_id,
+                },
+            })
+            .collect())
+    }
+}
+
+/// What one receive task needs, owned so it can run on any worker.
+struct ReceiveJob {
+    verifier: crate::credential::Verifier,
+    table: Arc<schema_mapper::MappingTable>,
+    local: Arc<crate::trust::LocalKeys>,
+    member: String,
+    framework: String,
+    pool: Arc<tokio::sync::Semaphore>,
+}
+
+impl ReceiveJob {
+    /// Verifies the chain, checks its origin, signs the home translation.
+    async fn run(self, env: Envelope, received_at: time::OffsetDateTime) -> Result<NewInboxItem, Problem> {
+        let with_id = |p: Problem| p.with_exchange(env.exchange_id.clone());
+        let _permit = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|_| with_id(Problem::new(ProblemType::Unavailable, "gateway is shutting down")))?;
+        let chain = self
+            .verifier
+            .verify_chain(&env.chain)
+            .await
+            .map_err(|e| with_id(e.problem()))?;
+        if chain.original().issuer().member() != env.origin {
+            return Err(with_id(Problem::new(
+                ProblemType::IssuerMismatch,
+                "the original credential was not issued by the envelope's origin member",
+            )));
+        }
+        let home = translate_and_sign(
+            &self.table,
+            &self.local,
+            &self.member,
+            chain.last(),
+            INTERCHANGE_FRAMEWORK,
+            &self.framework,
+        )
+        .map_err(with_id)?;
+        let credential_id = chain.original().id().to_owned();
+        let mut links = env.chain;
+        links.push(home);
+        Ok(NewInboxItem {
+            exchange_id: env.exchange_id,
+            origin: env.origin,
+            credential_id,
+            received_at,
+            chain: links,
+        })
+    }
+}

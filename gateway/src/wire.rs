@@ -1,0 +1,164 @@
+//! The federation wire shapes of SPEC §4: an envelope, a batch of
+//! envelopes, and the per-envelope results of a batch.
+//!
+//! Both sides use them — `pipeline` receives envelopes, `delivery` sends
+//! them — so they live here, below both, instead of in either.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Most envelopes one batch request may carry (SPEC §4).
+pub const MAX_BATCH_ENVELOPES: usize = 256;
+
+/// Largest batch request body in bytes (SPEC §4: 4 MiB).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// `POST /v1/federation/envelopes` body, single form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Envelope {
+    pub exchange_id: String,
+    pub origin: String,
+    pub destination: String,
+    pub chain: Vec<String>,
+}
+
+impl Envelope {
+    /// Bytes this envelope adds to a batch body, near enough for sizing
+    /// batches (JSON framing is counted generously).
+    pub fn wire_size(&self) -> usize {
+        let fixed = 64 + self.exchange_id.len() + self.origin.len() + self.destination.len();
+        self.chain
+            .iter()
+            .fold(fixed, |n, link| n.saturating_add(link.len()).saturating_add(4))
+    }
+}
+
+/// The batch form, as a sender writes it (borrowing its envelopes).
+#[derive(Debug, Serialize)]
+pub struct BatchRef<'a> {
+    pub envelopes: &'a [Envelope],
+}
+
+/// One result of a batch, in request order: the HTTP status the envelope
+/// would have been answered with on its own, and its problem if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvelopeResult {
+    pub exchange_id: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Value>,
+}
+
+/// `200` answer to a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchResults {
+    pub results: Vec<EnvelopeResult>,
+}
+
+/// What a receiver parsed from `POST /v1/federation/envelopes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeRequest {
+    Single(Envelope),
+    Batch(Vec<Envelope>),
+}
+
+/// Either form of the request body, parsed in one pass: the batch key and
+/// the single envelope's members are all optional here, and
+/// [`EnvelopeBody::into_request`] insists on exactly one form.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvelopeBody {
+    envelopes: Option<Vec<Envelope>>,
+    exchange_id: Option<String>,
+    origin: Option<String>,
+    destination: Option<String>,
+    chain: Option<Vec<String>>,
+}
+
+/// Why an envelope body is neither form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error(
+        "a batch carries only `envelopes`; an envelope carries exchangeId, origin, destination and chain"
+    )]
+    Mixed,
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("a batch carries 1 to {MAX_BATCH_ENVELOPES} envelopes")]
+    Empty,
+    #[error("a batch carries at most {MAX_BATCH_ENVELOPES} envelopes")]
+    TooMany,
+}
+
+impl EnvelopeBody {
+    pub fn into_request(self) -> Result<EnvelopeRequest, BodyError> {
+        let single_fields = self.exchange_id.is_some()
+            || self.origin.is_some()
+            || self.destination.is_some()
+            || self.chain.is_some();
+        match self.envelopes {
+            Some(_) if single_fields => Err(BodyError::Mixed),
+            Some(list) if list.is_empty() => Err(BodyError::Empty),
+            Some(list) if list.len() > MAX_BATCH_ENVELOPES => Err(BodyError::TooMany),
+            Some(list) => Ok(EnvelopeRequest::Batch(list)),
+            None => Ok(EnvelopeRequest::Single(Envelope {
+                exchange_id: self.exchange_id.ok_or(BodyError::Missing("exchangeId"))?,
+                origin: self.origin.ok_or(BodyError::Missing("origin"))?,
+                destination: self.destination.ok_or(BodyError::Missing("destination"))?,
+                chain: self.chain.ok_or(BodyError::Missing("chain"))?,
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EnvelopeRequest, BodyError> {
+        serde_json::from_str::<EnvelopeBody>(text).unwrap().into_request()
+    }
+
+    #[test]
+    fn both_forms_parse_and_mixed_or_empty_bodies_do_not() {
+        let one = r#"{"exchangeId":"a","origin":"cq","destination":"sc","chain":["x","y"]}"#;
+        let Ok(EnvelopeRequest::Single(env)) = parse(one) else {
+            panic!("single form")
+        };
+        assert_eq!(env.exchange_id, "a");
+        let batch = format!(r#"{{"envelopes":[{one},{one}]}}"#);
+        match parse(&batch) {
+            Ok(EnvelopeRequest::Batch(list)) => assert_eq!(list.len(), 2),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(parse(r#"{"envelopes":[]}"#), Err(BodyError::Empty));
+        assert_eq!(parse(r#"{"envelopes":[],"origin":"cq"}"#), Err(BodyError::Mixed));
+        assert_eq!(
+            parse(r#"{"exchangeId":"a","origin":"cq","chain":[]}"#),
+            Err(BodyError::Missing("destination"))
+        );
+        let many = format!(
+            r#"{{"envelopes":[{}]}}"#,
+            vec![one; MAX_BATCH_ENVELOPES + 1].join(",")
+        );
+        assert_eq!(parse(&many), Err(BodyError::TooMany));
+        assert!(serde_json::from_str::<EnvelopeBody>(r#"{"other":1}"#).is_err());
+    }
+
+    #[test]
+    fn results_round_trip_without_an_absent_problem() {
+        let r = BatchResults {
+            results: vec![EnvelopeResult {
+                exchange_id: "a".into(),
+                status: 202,
+                problem: None,
+            }],
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"results":[{"exchangeId":"a","status":202}]}"#);
+        assert_eq!(serde_json::from_str::<BatchResults>(&text).unwrap(), r);
+    }
+}
