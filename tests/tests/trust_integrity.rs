@@ -346,6 +346,30 @@ async fn wait_until_published(bank: &CreditBank, fed: &DevFederation, kid: &str)
     }
 }
 
+/// Waits (bounded) until cq's served key set lists `kid` as its active
+/// gateway key: the signing key comes from the same snapshot.
+async fn wait_until_active(bank: &CreditBank, fed: &DevFederation, kid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let set = bank.keyset(&fed.member("cq").unwrap().url()).await.unwrap();
+        let payload = bashu_gateway::jose::b64::decode(set.split('.').nth(1).unwrap()).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let active = payload["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid && k["status"] == "active");
+        assert!(
+            Instant::now() < deadline,
+            "{kid} not active within 10 s: {payload}"
+        );
+        if active {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn edit_keystore<T>(fed: &DevFederation, member: &str, f: impl FnOnce(&mut KeyStore, i64) -> T) -> T {
     let path = &fed.member(member).unwrap().keystore;
     let mut store = KeyStore::load(path).unwrap();
@@ -375,11 +399,19 @@ async fn rotation_and_an_unrelated_revocation_under_load_fail_nothing() {
     let sc = cluster.credit_bank("sc").unwrap();
 
     let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    // The second half waits until cq signs with the promoted key: the
+    // gateway picks key store changes up within a few hundred ms, and
+    // without the gate a fast machine could finish the second half sooner.
+    let (promoted_tx, promoted) = tokio::sync::watch::channel(false);
     let load = {
         let cq = cq.clone();
+        let mut promoted = promoted.clone();
         tokio::spawn(async move {
             let mut answers = Vec::new();
             for n in 0..TOTAL {
+                if n == TOTAL / 2 {
+                    promoted.wait_for(|p| *p).await.unwrap();
+                }
                 let a = cq
                     .submit(&cq.issue(subject("cq", n)).unwrap(), "sc")
                     .await
@@ -419,6 +451,8 @@ async fn rotation_and_an_unrelated_revocation_under_load_fail_nothing() {
     assert_eq!(r.status.as_u16(), 200);
     progress.wait_for(|n| *n >= TOTAL / 2).await.unwrap();
     edit_keystore(&fed, "cq", |s, now| s.promote(&new_kid, now, 3600).unwrap());
+    wait_until_active(&cq, &fed, &new_kid).await;
+    promoted_tx.send(true).unwrap();
     progress.wait_for(|n| *n >= 3 * TOTAL / 4).await.unwrap();
     edit_keystore(&fed, "cq", |s, now| s.revoke(&spare, now).unwrap());
 
