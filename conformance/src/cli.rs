@@ -117,7 +117,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub server_name: Option<String>,
     /// Read every identity, key and URL from a `bashu dev init` directory.
-    #[arg(long, conflicts_with_all = ["target", "spawn"])]
+    /// With `--target`, the suite tests that address instead of the
+    /// member's own (e.g. one replica of a member that runs several).
+    #[arg(long, conflicts_with = "spawn")]
     pub dev_dir: Option<PathBuf>,
     /// Start our own dev federation (cq, sc) in-process and test it.
     #[arg(long, conflicts_with = "target")]
@@ -267,6 +269,9 @@ fn setup_from_flags(args: &RunArgs) -> Result<Setup, CliError> {
 /// Explicit material flags override what `--dev-dir` (or `--spawn`) found:
 /// a flag the user typed always wins over a file the suite guessed.
 fn override_from_flags(setup: &mut Setup, args: &RunArgs) {
+    if let Some(target) = &args.target {
+        setup.target = target.clone();
+    }
     if let Some(ca) = &args.ca {
         setup.ca = ca.clone();
     }

@@ -46,6 +46,8 @@ fn explicit_flags_override_the_dev_dir() {
     let s = setup_for(&run_args(&[
         "--dev-dir",
         d,
+        "--target",
+        "https://127.0.0.1:1",
         "--revoked-issuer-key",
         r,
         "--ca",
@@ -57,6 +59,11 @@ fn explicit_flags_override_the_dev_dir() {
     ]))
     .unwrap();
     assert_eq!(s.revoked_issuer_key.as_deref(), Some(revoked.as_path()));
+    assert_eq!(
+        s.target, "https://127.0.0.1:1",
+        "--target overrides the member's URL"
+    );
+    assert_ne!(plain.target, s.target);
     assert_eq!(s.ca, other_ca);
     assert_eq!(s.issuer_key.as_deref(), Some(issuer.as_path()));
     assert_eq!(s.federation_key.as_deref(), Some(revoked.as_path()));

@@ -36,7 +36,8 @@ pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Environment variable naming another PostgreSQL binary directory.
 pub const PG_BIN_ENV: &str = "BASHU_PG_BIN";
 
-/// Set to `1` to make a missing PostgreSQL a test failure instead of a skip.
+/// Set to `1` to make a missing PostgreSQL a test failure instead of a skip
+/// (`CI=true` does the same).
 pub const REQUIRE_ENV: &str = "BASHU_REQUIRE_POSTGRES";
 
 /// The system user that runs the cluster when this process is root.
@@ -102,9 +103,12 @@ impl DevPostgres {
         }
     }
 
-    /// Whether tests must fail rather than skip without PostgreSQL.
+    /// Whether tests must fail rather than skip without PostgreSQL:
+    /// `BASHU_REQUIRE_POSTGRES=1`, or any CI run (`CI=true`, as CI services
+    /// set it), where a silent skip would hide the HA tests.
     pub fn required() -> bool {
-        std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        set(REQUIRE_ENV) || set("CI")
     }
 
     /// One cluster shared by every test of this test binary, started on

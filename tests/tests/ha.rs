@@ -360,6 +360,75 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
     drop(pg);
 }
 
+/// `bashu-conformance run` against one replica of a member that runs two
+/// on one PostgreSQL database (the second replica: not the member's own
+/// address): no test of the catalogue fails. Tests that need the controls
+/// of `--spawn` (none of which concern replicas) may skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_conformance_suite_passes_against_a_replica() {
+    use bashu_conformance::cli::{Cli, Command};
+    use bashu_conformance::runner::Outcome;
+    use clap::Parser;
+
+    let Some(pg) = DevPostgres::for_tests("ha: conformance against a replica") else {
+        return;
+    };
+    let url = StoreUrl::new(pg.create_database().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+    let replicas: Vec<DevReplica> = write_replicas(&fed, "cq", 2, &url).unwrap();
+    let sc_gw = app::start(Config::load(&fed.member("sc").unwrap().config).unwrap())
+        .await
+        .unwrap();
+    let procs: Vec<Replica> = replicas.iter().map(|r| Replica::start(&r.config)).collect();
+    let target = replicas[1].url();
+    assert_ne!(target, fed.member("cq").unwrap().url(), "a replica of its own");
+
+    let report_file = dir.path().join("report.json");
+    let argv = [
+        "bashu-conformance",
+        "run",
+        "--dev-dir",
+        dir.path().to_str().unwrap(),
+        "--target",
+        &target,
+        "--no-progress",
+        "--report",
+        "json",
+        "--report-file",
+        report_file.to_str().unwrap(),
+    ];
+    let Command::Run(args) = Cli::parse_from(argv).command else {
+        panic!("not a run command")
+    };
+    let report = bashu_conformance::cli::run(&args).await.unwrap();
+    let failed: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Fail)
+        .map(|r| format!("{}: {}", r.id, r.reason.as_deref().unwrap_or("")))
+        .collect();
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Pass)
+        .count();
+    let skipped: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Skip)
+        .map(|r| r.id)
+        .collect();
+    eprintln!("conformance against replica 2: {passed} passed, skipped {skipped:?}");
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(passed >= 50, "only {passed} passed; skipped {skipped:?}");
+    assert_eq!(report.exit_code(true), 0);
+
+    drop(procs);
+    sc_gw.shutdown().await;
+    drop(pg);
+}
+
 /// Submissions and kills of the soak test.
 const SOAK_TOTAL: usize = 3000;
 const SOAK_KILLS: usize = 10;
@@ -367,10 +436,10 @@ const SOAK_KILLS: usize = 10;
 /// The soak case: 3,000 submissions spread over three replicas
 /// while 10 randomly chosen replicas are killed with -9 and restarted one
 /// after another: nothing lost, nothing duplicated, inbox order =
-/// acceptance order. Minutes, not seconds: run with
-/// `cargo test -p bashu-e2e --test ha -- --ignored --nocapture`.
+/// acceptance order. It is the acceptance case, so it runs with
+/// the workspace tests (about 100 s on an idle 2-core machine; progress with
+/// `cargo test -p bashu-e2e --test ha -- --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore]
 async fn soak_3000_submissions_with_10_random_kills() {
     let Some(pg) = DevPostgres::for_tests("ha soak") else {
         return;
