@@ -210,8 +210,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         store,
         delivery: worker.notifier(),
         clock: Arc::new(SystemClock),
+        // Batch verification runs on the runtime's workers (one worker per
+        // core): leave one free, so a 256-envelope batch never holds every
+        // worker and starves the connections' I/O.
         verify_pool: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
         )),
     });
 
