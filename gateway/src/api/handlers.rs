@@ -23,6 +23,8 @@ pub struct Call<'a, B> {
     pub headers: &'a HeaderMap,
     pub body: B,
     pub max_body: usize,
+    /// Bounds the envelope requests each peer has in flight.
+    pub envelope_slots: &'a super::ratelimit::EnvelopeSlots,
 }
 
 /// `POST /v1/inbox/ack` body.
@@ -104,6 +106,16 @@ where
             Ok(response::json(StatusCode::OK, &json!({"upTo": point})))
         }
         Handler::ReceiveEnvelope => {
+            let Some(_slot) = call.envelope_slots.try_take(&call.caller.member) else {
+                return Err(Problem::new(
+                    ProblemType::RateLimited,
+                    format!(
+                        "the {} gateway already has {} envelope requests in flight",
+                        call.caller.member,
+                        super::ratelimit::ENVELOPE_REQUESTS_PER_PEER
+                    ),
+                ));
+            };
             // A batch may be up to 4 MiB whatever the general body limit.
             let limit = call.max_body.max(MAX_BATCH_BYTES);
             let bytes = read_body(call.headers, call.body, limit).await?;

@@ -138,10 +138,59 @@ impl Bucket {
     }
 }
 
+/// Envelope requests one peer member may have in flight at once. A batch
+/// may hold up to 4 MiB in memory while it is read and verified; an honest
+/// sender keeps one request in flight per destination (two briefly, across
+/// a lease hand-over between its replicas), so four never slows it down
+/// while a hostile peer's streams cannot multiply that memory.
+pub const ENVELOPE_REQUESTS_PER_PEER: usize = 4;
+
+/// Peer members tracked at most (distinct gateway identities are few: one
+/// per federation member).
+const MAX_TRACKED_PEERS: usize = 1024;
+
+/// Bounds the envelope requests in flight per peer member.
+#[derive(Default)]
+pub struct EnvelopeSlots {
+    peers: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+}
+
+impl EnvelopeSlots {
+    /// A slot for one request of `member`, held until dropped; `None` when
+    /// the member has [`ENVELOPE_REQUESTS_PER_PEER`] in flight already.
+    pub fn try_take(&self, member: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            match peers.get(member) {
+                Some(s) => std::sync::Arc::clone(s),
+                None if peers.len() >= MAX_TRACKED_PEERS => return None,
+                None => {
+                    let s = std::sync::Arc::new(tokio::sync::Semaphore::new(ENVELOPE_REQUESTS_PER_PEER));
+                    peers.insert(member.to_owned(), std::sync::Arc::clone(&s));
+                    s
+                }
+            }
+        };
+        slots.try_acquire_owned().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transport::Role;
+
+    #[test]
+    fn envelope_slots_bound_each_peer_and_free_on_drop() {
+        let slots = EnvelopeSlots::default();
+        let held: Vec<_> = (0..ENVELOPE_REQUESTS_PER_PEER)
+            .map(|_| slots.try_take("sc").expect("a free slot"))
+            .collect();
+        assert!(slots.try_take("sc").is_none(), "sc is at its bound");
+        assert!(slots.try_take("gz").is_some(), "slots are per member");
+        drop(held);
+        assert!(slots.try_take("sc").is_some(), "freed when the request ends");
+    }
 
     #[test]
     fn bucket_allows_burst_then_refills() {

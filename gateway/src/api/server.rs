@@ -4,7 +4,7 @@
 use super::auth::authorize;
 use super::connections::{Caps, Closed, ConnTable, Slot};
 use super::handlers::{dispatch, Call};
-use super::ratelimit::{RateLimiter, SourceLimiter};
+use super::ratelimit::{EnvelopeSlots, RateLimiter, SourceLimiter};
 use super::request::drain;
 use super::response::{self, Body};
 use super::routes::{lookup, Lookup};
@@ -56,6 +56,8 @@ struct Shared {
     local_member: String,
     limits: LimitsConfig,
     limiter: RateLimiter,
+    /// Envelope requests in flight per peer member.
+    envelope_slots: EnvelopeSlots,
     /// Failed authentication attempts per source address.
     sources: SourceLimiter,
     table: Arc<ConnTable>,
@@ -89,6 +91,7 @@ pub async fn serve(
         service,
         local_member,
         limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+        envelope_slots: EnvelopeSlots::default(),
         sources: SourceLimiter::new(limits.unauthenticated_per_second, limits.unauthenticated_burst),
         table,
         open: AtomicI64::new(0),
@@ -512,6 +515,7 @@ async fn route(
         headers: &parts.headers,
         body,
         max_body: shared.limits.max_body_bytes,
+        envelope_slots: &shared.envelope_slots,
     };
     let deadline = request_timeout(&shared.limits);
     let resp = match tokio::time::timeout(deadline, dispatch(route.handler, call)).await {
