@@ -116,14 +116,7 @@ fn read_stdin() -> Result<Vec<u8>, std::io::Error> {
 /// missing fields, bad values) or one its framework does not define (level,
 /// outcome type, framework version).
 fn check_record(subject: &Value, table: &schema_mapper::MappingTable) -> Result<(), Problem> {
-    let mut record = subject.as_object().cloned().unwrap_or_default();
-    if record.remove("id").is_none() {
-        return Err(Problem::new(
-            ProblemType::SchemaViolation,
-            "credentialSubject.id (the learner id) is required",
-        ));
-    }
-    let parsed = schema_mapper::LearningRecord::from_json(&Value::Object(record)).map_err(Problem::from)?;
+    let (_, parsed) = crate::credential::split_subject(subject).map_err(Problem::from)?;
     schema_mapper::translate(&parsed, &parsed.framework, &parsed.framework, table)
         .map(|_| ())
         .map_err(Problem::from)

@@ -15,6 +15,7 @@ pub mod issuer;
 mod national_id;
 pub mod profile;
 mod recompute;
+mod subject;
 pub mod translation;
 mod verify;
 
@@ -22,5 +23,6 @@ pub use chain::{VerifiedChain, MAX_CHAIN_LEN};
 pub use error::CredentialError;
 pub use issuer::IssuerId;
 pub use profile::{issue_credential, new_learning_credential};
+pub use subject::{split_subject, SubjectError};
 pub use translation::{issue_translation, issue_translation_at, TranslationEvidence};
 pub use verify::{VerifiedCredential, Verifier};

@@ -7,7 +7,6 @@
 use super::{CredentialError, VerifiedCredential};
 use crate::mapping::MappingTables;
 use schema_mapper::{translate, LearningRecord};
-use serde_json::Value;
 
 /// Checks that `link` (at `index`) is the translation of `prev` with the
 /// table its evidence names. Unknown table → `mapping-version-unknown` (the
@@ -49,12 +48,9 @@ pub(super) fn check(
 
 /// The learning record of a credential's subject (its `id` set aside).
 fn record_of(vc: &VerifiedCredential) -> Result<LearningRecord, String> {
-    let Value::Object(subject) = vc.subject() else {
-        return Err("credentialSubject must be an object".into());
-    };
-    let mut record = subject.clone();
-    record.remove("id");
-    LearningRecord::from_json(&Value::Object(record)).map_err(|e| e.to_string())
+    super::split_subject(vc.subject())
+        .map(|(_, record)| record)
+        .map_err(|e| e.to_string())
 }
 
 /// The first field (SPEC order, wire name) in which two records differ.

@@ -8,11 +8,11 @@
 
 use super::{blocking, metrics, Envelope, ReceiveOutcome, SubmitOutcome, SubmitRequest};
 use crate::clock::Clock;
-use crate::credential::{issue_translation, IssuerId, VerifiedCredential, Verifier};
+use crate::credential::{issue_translation, split_subject, IssuerId, VerifiedCredential, Verifier};
 use crate::problem::{Problem, ProblemType};
 use crate::store::{Inserted, NewExchange, NewInboxItem, Store};
 use crate::trust::{KeyRole, LocalKeys};
-use schema_mapper::{translate, LearningRecord, MappingTable};
+use schema_mapper::{translate, MappingTable};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -248,19 +248,7 @@ pub(super) fn translate_and_sign(
     from: &str,
     to: &str,
 ) -> Result<String, Problem> {
-    let mut record_json = match pred.subject() {
-        Value::Object(map) => map.clone(),
-        _ => {
-            return Err(Problem::new(
-                ProblemType::SchemaViolation,
-                "credentialSubject must be an object",
-            ))
-        }
-    };
-    let learner = record_json
-        .remove("id")
-        .ok_or_else(|| Problem::new(ProblemType::SchemaViolation, "credentialSubject.id is required"))?;
-    let record = LearningRecord::from_json(&Value::Object(record_json)).map_err(Problem::from)?;
+    let (learner, record) = split_subject(pred.subject()).map_err(Problem::from)?;
     let translation = translate(&record, from, to, table).map_err(Problem::from)?;
 
     let mut subject = Map::new();
