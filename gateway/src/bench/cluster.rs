@@ -9,8 +9,8 @@
 
 use super::procstat::{self, ProcSample};
 use super::BenchError;
-use crate::devfed::CreditBank;
 use crate::config::StoreUrl;
+use crate::devfed::CreditBank;
 use crate::devpki::{DevFederation, DevMember};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

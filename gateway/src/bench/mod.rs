@@ -15,8 +15,8 @@ pub mod node;
 pub mod procstat;
 pub mod report;
 
-use crate::devfed::DevFedError;
 use crate::config::StoreUrl;
+use crate::devfed::DevFedError;
 use crate::devpg::DevPostgres;
 use cluster::{Cluster, OriginStore, ORIGIN};
 use driver::{LoadResult, LoadSpec};
@@ -84,7 +84,10 @@ pub enum StoreChoice {
     Sqlite,
     /// `replicas` (at least 1) `serve` processes sharing the database at
     /// `url`, or a fresh database of a throwaway cluster when `None`.
-    Postgres { url: Option<String>, replicas: usize },
+    Postgres {
+        url: Option<String>,
+        replicas: usize,
+    },
 }
 
 impl Options {
@@ -247,7 +250,11 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         started_at,
         machine,
         setup: Setup {
-            build: if cfg!(debug_assertions) { "debug" } else { "release" },
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
             gateways: setup_gateways(first_replicas),
             store: setup_store(first_replicas),
             requested_count: opts.count,
@@ -279,7 +286,8 @@ fn store_label(replicas: usize) -> String {
 
 fn setup_gateways(replicas: usize) -> String {
     if replicas == 0 {
-        "two `bashu serve` child processes (cq, sc) on 127.0.0.1, mTLS, default config except rate limits".into()
+        "two `bashu serve` child processes (cq, sc) on 127.0.0.1, mTLS, default config except rate limits"
+            .into()
     } else {
         format!(
             "cq as {replicas} `bashu serve` replica process(es) sharing one PostgreSQL database, \
@@ -415,7 +423,8 @@ impl Measured {
         let delivered = main.delivered.max(1) as f64;
         let mut gateways = Vec::new();
         let mut cpu_total = 0.0;
-        for ((((name, b), (_, a)), (_, i)), g) in before.iter().zip(&after).zip(&idle).zip(&cluster.gateways) {
+        for ((((name, b), (_, a)), (_, i)), g) in before.iter().zip(&after).zip(&idle).zip(&cluster.gateways)
+        {
             let cpu = a.cpu_secs - b.cpu_secs;
             cpu_total += cpu;
             gateways.push(GatewayUsage {

@@ -268,7 +268,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  {:.1}% of the crypto ceiling; CPU {:.2} ms/exchange (both gateways); bench process CPU {:.1} s",
+            "  {:.1}% of the crypto ceiling; CPU {:.2} ms/exchange (all gateway processes); bench process CPU {:.1} s",
             e.fraction_of_crypto_ceiling * 100.0,
             e.cpu_ms_per_exchange,
             e.bench_process_cpu_secs

@@ -88,7 +88,8 @@ pub fn run(args: Args) -> ExitCode {
     if args.replicas.is_some_and(|r| !(1..=max).contains(&r)) {
         return super::fail(format!("--replicas must be between 1 and {max}"));
     }
-    let postgres = args.store_url.is_some() || args.replicas.is_some() || args.store == Some(StoreKind::Postgres);
+    let postgres =
+        args.store_url.is_some() || args.replicas.is_some() || args.store == Some(StoreKind::Postgres);
     if postgres && args.store == Some(StoreKind::Sqlite) {
         return super::fail("--store sqlite cannot be combined with --store-url or --replicas");
     }
@@ -102,7 +103,11 @@ pub fn run(args: Args) -> ExitCode {
     };
     // With --compare-stores the full run (half load, scaling) is SQLite's;
     // --replicas only sets the largest replica count compared.
-    let store = if args.compare_stores { StoreChoice::Sqlite } else { store };
+    let store = if args.compare_stores {
+        StoreChoice::Sqlite
+    } else {
+        store
+    };
     let opts = Options {
         count: args.count,
         duration,
