@@ -1,9 +1,15 @@
 //! The federation under test: two gateways run as child processes of this
 //! executable (`bashu serve --config …`), so CPU time and RSS are read per
 //! gateway from `/proc/<pid>` and nothing of the load generator is counted.
+//!
+//! With a PostgreSQL store (issue 10), the origin member cq runs as N
+//! replica processes sharing one database (configs written as by `bashu dev
+//! init --replicas`); the receiver sc stays on SQLite, so the figures isolate
+//! the origin's store.
 
 use super::procstat::{self, ProcSample};
 use super::BenchError;
+use crate::config::StoreUrl;
 use crate::devfed::CreditBank;
 use crate::devpki::{DevFederation, DevMember};
 use std::io::Write as _;
@@ -34,6 +40,10 @@ max_connections = 8192
 /// One gateway process.
 pub struct ChildGateway {
     pub member: String,
+    /// `cq`, or `cq/replica-2` when the member runs as replicas.
+    pub label: String,
+    /// The member as seen through this process (its addresses).
+    pub view: DevMember,
     child: Child,
     pub log: PathBuf,
 }
@@ -81,16 +91,34 @@ pub struct Cluster {
     pub gateways: Vec<ChildGateway>,
 }
 
+/// Where the origin member keeps its state.
+#[derive(Debug, Clone)]
+pub enum OriginStore {
+    /// One gateway on its own SQLite file (the default).
+    Sqlite,
+    /// `replicas` gateways sharing the PostgreSQL database at `url`.
+    Postgres { url: StoreUrl, replicas: usize },
+}
+
 impl Cluster {
     /// Writes a dev federation under `dir`, applies [`BENCH_CONFIG`] and
-    /// starts one `serve` child per member, waiting until each answers.
-    pub async fn start(dir: &Path) -> Result<Self, BenchError> {
+    /// starts one `serve` child per member (per replica of the origin on
+    /// PostgreSQL), waiting until each answers.
+    pub async fn start(dir: &Path, store: &OriginStore) -> Result<Self, BenchError> {
         let federation = crate::devpki::init(dir, &[ORIGIN, DESTINATION])?;
         let exe = std::env::current_exe().map_err(|e| BenchError::io("locating this executable", e))?;
         let mut gateways = Vec::new();
         for m in &federation.members {
             append_config(m)?;
-            gateways.push(spawn(&exe, m)?);
+            match store {
+                OriginStore::Postgres { url, replicas } if m.id == ORIGIN => {
+                    for r in crate::devpki::write_replicas(&federation, ORIGIN, *replicas, url)? {
+                        let label = format!("{}/replica-{}", m.id, r.index);
+                        gateways.push(spawn(&exe, r.view(m), label, &r.dir)?);
+                    }
+                }
+                _ => gateways.push(spawn(&exe, m.clone(), m.id.clone(), &m.dir)?),
+            }
         }
         let mut cluster = Self { federation, gateways };
         for i in 0..cluster.gateways.len() {
@@ -117,11 +145,22 @@ impl Cluster {
         Ok(CreditBank::new(self.member(member)?, &self.federation.ca_cert)?)
     }
 
-    /// Counters of every gateway, in member order.
+    /// A fresh credit-bank client of process `n` (round-robin) among the
+    /// origin's gateways: with replicas, client `n` talks to replica
+    /// `n % replicas + 1`, spreading submissions evenly over them.
+    pub fn origin_bank(&self, n: usize) -> Result<CreditBank, BenchError> {
+        let origins: Vec<&ChildGateway> = self.gateways.iter().filter(|g| g.member == ORIGIN).collect();
+        let g = origins
+            .get(n % origins.len().max(1))
+            .ok_or_else(|| BenchError::Setup(format!("no gateway {ORIGIN}")))?;
+        Ok(CreditBank::new(&g.view, &self.federation.ca_cert)?)
+    }
+
+    /// Counters of every gateway process, labelled, in start order.
     pub fn samples(&self) -> Result<Vec<(String, ProcSample)>, BenchError> {
         self.gateways
             .iter()
-            .map(|g| Ok((g.member.clone(), g.sample()?)))
+            .map(|g| Ok((g.label.clone(), g.sample()?)))
             .collect()
     }
 
@@ -139,9 +178,10 @@ impl Cluster {
     /// Polls the key-set endpoint of gateway `index` over mTLS until it
     /// answers; fails at once if the process exits.
     async fn wait_ready(&mut self, index: usize) -> Result<(), BenchError> {
-        let id = self.gateways[index].member.clone();
-        let url = self.member(&id)?.url();
-        let bank = self.credit_bank(&id)?;
+        let id = self.gateways[index].label.clone();
+        let view = self.gateways[index].view.clone();
+        let url = view.url();
+        let bank = CreditBank::new(&view, &self.federation.ca_cert)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if bank.keyset(&url).await.is_ok() {
@@ -170,8 +210,8 @@ fn append_config(m: &DevMember) -> Result<(), BenchError> {
         .map_err(|e| BenchError::io("writing gateway.toml", e))
 }
 
-fn spawn(exe: &Path, m: &DevMember) -> Result<ChildGateway, BenchError> {
-    let log = m.dir.join("gateway.log");
+fn spawn(exe: &Path, m: DevMember, label: String, dir: &Path) -> Result<ChildGateway, BenchError> {
+    let log = dir.join("gateway.log");
     let file = std::fs::File::create(&log).map_err(|e| BenchError::io("creating the gateway log", e))?;
     let child = Command::new(exe)
         .arg("serve")
@@ -184,6 +224,8 @@ fn spawn(exe: &Path, m: &DevMember) -> Result<ChildGateway, BenchError> {
         .map_err(|e| BenchError::io("spawning `bashu serve`", e))?;
     Ok(ChildGateway {
         member: m.id.clone(),
+        label,
+        view: m,
         child,
         log,
     })

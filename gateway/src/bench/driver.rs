@@ -108,8 +108,8 @@ pub async fn run(
 ) -> Result<LoadResult, BenchError> {
     let clients = spec.clients.max(1);
     let mut banks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        banks.push(cluster.credit_bank(ORIGIN)?);
+    for n in 0..clients {
+        banks.push(cluster.origin_bank(n)?);
     }
     // Open every connection (TLS handshake) before timing: the figures are
     // steady state over kept-alive connections, as a credit bank runs.

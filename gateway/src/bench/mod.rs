@@ -15,10 +15,12 @@ pub mod node;
 pub mod procstat;
 pub mod report;
 
+use crate::config::StoreUrl;
 use crate::devfed::DevFedError;
-use cluster::{Cluster, ORIGIN};
+use crate::devpg::DevPostgres;
+use cluster::{Cluster, OriginStore, ORIGIN};
 use driver::{LoadResult, LoadSpec};
-use report::{EndToEnd, GatewayUsage, LoadSummary, Report, Scaling, Setup};
+use report::{EndToEnd, GatewayUsage, LoadSummary, Report, Scaling, Setup, StoreRun};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +68,42 @@ pub struct Options {
     /// Keep the federation (configs, databases, logs, metrics) here
     /// instead of a temporary directory.
     pub dir: Option<PathBuf>,
+    /// The origin member's store for the main run.
+    pub store: StoreChoice,
+    /// Also run SQLite, PostgreSQL with one replica and PostgreSQL with
+    /// `compare_replicas` replicas, same count and clients (issue 10),
+    /// each on a fresh database of a throwaway cluster.
+    pub compare_stores: bool,
+    /// The largest replica count of `compare_stores` (at least 2).
+    pub compare_replicas: usize,
+}
+
+/// The origin member's store.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    Sqlite,
+    /// `replicas` (at least 1) `serve` processes sharing the database at
+    /// `url`, or a fresh database of a throwaway cluster when `None`.
+    Postgres {
+        url: Option<String>,
+        replicas: usize,
+    },
+}
+
+impl Options {
+    /// Configurations to run, as origin replica counts (0 = SQLite), the
+    /// first one getting the full run.
+    fn store_plan(&self) -> Vec<usize> {
+        let replicas = match &self.store {
+            StoreChoice::Sqlite => 0,
+            StoreChoice::Postgres { replicas, .. } => (*replicas).max(1),
+        };
+        if self.compare_stores {
+            vec![0, 1, self.compare_replicas.max(2)]
+        } else {
+            vec![replicas]
+        }
+    }
 }
 
 /// Scaling levels of issue 6 (concurrent clients).
@@ -101,36 +139,15 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         None
     };
 
+    let plan = opts.store_plan();
+    let mut pg = PgSource::new(&opts.store);
     let temp = tempfile::tempdir().map_err(|e| BenchError::io("temporary directory", e))?;
     let dir = opts.dir.clone().unwrap_or_else(|| temp.path().to_owned());
-    progress(&format!("starting gateways in {}", dir.display()));
-    let cluster = Cluster::start(&dir).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = cluster.samples()?;
-    let bank = cluster.credit_bank(ORIGIN)?;
-    let mut cursor = None;
-
-    progress("warm-up");
-    let warm = LoadSpec {
-        count: WARM_UP,
-        clients: 1,
-        max_submit: MAX_SUBMIT,
-        rate: None,
-        delivery_timeout: DELIVERY_TIMEOUT,
-    };
-    let creds = driver::presign(&bank, WARM_UP, "warm")?;
-    check_clean(
-        "warm-up",
-        &driver::run(&cluster, &warm, creds, &mut cursor).await?,
-    )?;
-
     let count = match opts.duration {
         Some(d) => (d.as_secs_f64() * DURATION_POOL_PER_SEC as f64).ceil() as usize,
         None => opts.count,
     }
     .clamp(1, POOL_CAP);
-    progress(&format!("pre-signing {count} credentials"));
-    let creds = driver::presign(&bank, count, "main")?;
     let spec = LoadSpec {
         count,
         clients: opts.clients,
@@ -138,40 +155,25 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         rate: None,
         delivery_timeout: DELIVERY_TIMEOUT,
     };
-    let bound = opts.duration.map_or(String::new(), |d| {
-        format!(" or {:.1} s, whichever ends first", d.as_secs_f64())
-    });
-    progress(&format!(
-        "main run: {count} exchanges{bound}, {} clients",
-        opts.clients
-    ));
-    let before = cluster.samples()?;
-    let self_before = procstat::sample("self")?;
-    let main = driver::run(&cluster, &spec, creds, &mut cursor).await?;
-    let after = cluster.samples()?;
-    let self_after = procstat::sample("self")?;
-    let delivered = main.delivered.max(1) as f64;
-    let mut gateways = Vec::new();
-    let mut cpu_total = 0.0;
-    for (((member, b), (_, a)), (_, i)) in before.iter().zip(&after).zip(&idle) {
-        let cpu = a.cpu_secs - b.cpu_secs;
-        cpu_total += cpu;
-        gateways.push(GatewayUsage {
-            member: member.clone(),
-            pid: cluster.gateway(member)?.pid(),
-            cpu_secs: cpu,
-            cpu_ms_per_exchange: cpu * 1e3 / delivered,
-            rss_idle_kib: i.rss_kib,
-            rss_peak_kib: a.hwm_kib,
-        });
-    }
-    let load = LoadSummary::new(&main, None);
+
+    // The first configuration gets the full run (half load, scaling); the
+    // others of --compare-stores only the main load, on fresh clusters.
+    let first_replicas = plan.first().copied().unwrap_or(0);
+    let first = Measured::start(&dir, first_replicas, &mut pg, opts, &spec).await?;
+    let Measured {
+        cluster,
+        bank,
+        mut cursor,
+        main,
+        row,
+    } = first;
+    let mut stores = vec![row.clone()];
     let end_to_end = EndToEnd {
-        fraction_of_crypto_ceiling: crypto_ceiling.fraction(load.delivered_per_sec),
-        load,
-        gateways,
-        cpu_ms_per_exchange: cpu_total * 1e3 / delivered,
-        bench_process_cpu_secs: self_after.cpu_secs - self_before.cpu_secs,
+        fraction_of_crypto_ceiling: crypto_ceiling.fraction(row.load.delivered_per_sec),
+        load: row.load.clone(),
+        gateways: row.gateways.clone(),
+        cpu_ms_per_exchange: row.cpu_ms_per_exchange,
+        bench_process_cpu_secs: row.bench_process_cpu_secs,
     };
     let mut errors = main.errors;
 
@@ -230,6 +232,17 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     }
     drop(bank);
     drop(cluster);
+
+    for replicas in plan.iter().skip(1).copied() {
+        let sub = dir.join(format!("compare-{}", store_label(replicas)));
+        let m = Measured::start(&sub, replicas, &mut pg, opts, &spec).await?;
+        if opts.dir.is_some() {
+            m.cluster.save_metrics().await?;
+        }
+        errors += m.main.errors;
+        stores.push(m.row);
+    }
+    drop(pg);
     drop(temp);
 
     let mut report = Report {
@@ -237,9 +250,13 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         started_at,
         machine,
         setup: Setup {
-            build: if cfg!(debug_assertions) { "debug" } else { "release" },
-            gateways: "two `bashu serve` child processes (cq, sc) on 127.0.0.1, mTLS, default config except rate limits",
-            store: "SQLite WAL with group commit (fsync before every answer, shared by concurrent writers); one commit per received batch and per settled batch",
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            gateways: setup_gateways(first_replicas),
+            store: setup_store(first_replicas),
             requested_count: opts.count,
             requested_duration_secs: opts.duration.map(|d| d.as_secs_f64()),
             clients: opts.clients,
@@ -249,12 +266,195 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         half_load,
         peer_comparison,
         scaling,
+        stores,
         targets: Vec::new(),
         errors,
     };
     report.judge();
     write(&report, &opts.out)?;
     Ok(report)
+}
+
+/// `sqlite`, `postgresql-1`, `postgresql-2`, …
+fn store_label(replicas: usize) -> String {
+    if replicas == 0 {
+        "sqlite".into()
+    } else {
+        format!("postgresql-{replicas}")
+    }
+}
+
+fn setup_gateways(replicas: usize) -> String {
+    if replicas == 0 {
+        "two `bashu serve` child processes (cq, sc) on 127.0.0.1, mTLS, default config except rate limits"
+            .into()
+    } else {
+        format!(
+            "cq as {replicas} `bashu serve` replica process(es) sharing one PostgreSQL database, \
+             the load spread over them round-robin by client; sc as one process on SQLite; \
+             127.0.0.1, mTLS, default config except rate limits"
+        )
+    }
+}
+
+fn setup_store(replicas: usize) -> String {
+    if replicas == 0 {
+        "SQLite WAL with group commit (fsync before every answer, shared by concurrent writers); one commit per received batch and per settled batch".into()
+    } else {
+        "cq on PostgreSQL (writes serialized on the audit-head lock, docs/decisions.md); sc on SQLite WAL with group commit".into()
+    }
+}
+
+/// Where PostgreSQL databases come from: the `--store-url` database, or a
+/// throwaway `devpg` cluster started on first need (a fresh database per
+/// configuration), stopped when this is dropped.
+struct PgSource {
+    url: Option<String>,
+    dev: Option<DevPostgres>,
+}
+
+impl PgSource {
+    fn new(store: &StoreChoice) -> Self {
+        let url = match store {
+            StoreChoice::Postgres { url, .. } => url.clone(),
+            StoreChoice::Sqlite => None,
+        };
+        Self { url, dev: None }
+    }
+
+    fn database(&mut self) -> Result<StoreUrl, BenchError> {
+        if let Some(url) = &self.url {
+            return Ok(StoreUrl::new(url.clone()));
+        }
+        if self.dev.is_none() {
+            let pg = DevPostgres::start().map_err(|e| {
+                BenchError::Setup(format!(
+                    "a PostgreSQL run needs a database: give --store-url postgres://… \
+                     (no throwaway cluster could be started: {e})"
+                ))
+            })?;
+            progress(&format!(
+                "no --store-url: started a throwaway PostgreSQL 15 cluster (devpg) on 127.0.0.1:{}",
+                pg.port()
+            ));
+            self.dev = Some(pg);
+        }
+        let pg = self
+            .dev
+            .as_ref()
+            .ok_or_else(|| BenchError::Setup("no PostgreSQL cluster".into()))?;
+        let url = pg
+            .create_database()
+            .map_err(|e| BenchError::Setup(format!("creating a database: {e}")))?;
+        Ok(StoreUrl::new(url))
+    }
+
+    /// The local server's data directory, when its CPU can be read.
+    fn data_dir(&self) -> Option<PathBuf> {
+        self.dev.as_ref().map(|d| d.dir().join("data"))
+    }
+}
+
+/// One configuration started, warmed up and measured under the main load.
+struct Measured {
+    cluster: Cluster,
+    bank: crate::devfed::CreditBank,
+    cursor: Option<u64>,
+    main: LoadResult,
+    row: StoreRun,
+}
+
+impl Measured {
+    async fn start(
+        dir: &std::path::Path,
+        replicas: usize,
+        pg: &mut PgSource,
+        opts: &Options,
+        spec: &LoadSpec,
+    ) -> Result<Self, BenchError> {
+        let label = store_label(replicas);
+        let store = if replicas == 0 {
+            OriginStore::Sqlite
+        } else {
+            OriginStore::Postgres {
+                url: pg.database()?,
+                replicas,
+            }
+        };
+        progress(&format!("[{label}] starting gateways in {}", dir.display()));
+        let cluster = Cluster::start(dir, &store).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = cluster.samples()?;
+        let bank = cluster.credit_bank(ORIGIN)?;
+        let mut cursor = None;
+
+        progress(&format!("[{label}] warm-up"));
+        let warm = LoadSpec {
+            count: WARM_UP,
+            // One client per origin process, so every replica is warmed.
+            clients: replicas.max(1),
+            max_submit: MAX_SUBMIT,
+            rate: None,
+            delivery_timeout: DELIVERY_TIMEOUT,
+        };
+        let creds = driver::presign(&bank, warm.count, "warm")?;
+        check_clean(
+            "warm-up",
+            &driver::run(&cluster, &warm, creds, &mut cursor).await?,
+        )?;
+
+        progress(&format!("[{label}] pre-signing {} credentials", spec.count));
+        let creds = driver::presign(&bank, spec.count, "main")?;
+        let bound = opts.duration.map_or(String::new(), |d| {
+            format!(" or {:.1} s, whichever ends first", d.as_secs_f64())
+        });
+        progress(&format!(
+            "[{label}] main run: {} exchanges{bound}, {} clients",
+            spec.count, spec.clients
+        ));
+        let pg_data = if replicas == 0 { None } else { pg.data_dir() };
+        let pg_before = pg_data.as_deref().map(procstat::postgres_cpu_secs).transpose()?;
+        let before = cluster.samples()?;
+        let self_before = procstat::sample("self")?;
+        let main = driver::run(&cluster, spec, creds, &mut cursor).await?;
+        let after = cluster.samples()?;
+        let self_after = procstat::sample("self")?;
+        let pg_after = pg_data.as_deref().map(procstat::postgres_cpu_secs).transpose()?;
+        let delivered = main.delivered.max(1) as f64;
+        let mut gateways = Vec::new();
+        let mut cpu_total = 0.0;
+        for ((((name, b), (_, a)), (_, i)), g) in before.iter().zip(&after).zip(&idle).zip(&cluster.gateways)
+        {
+            let cpu = a.cpu_secs - b.cpu_secs;
+            cpu_total += cpu;
+            gateways.push(GatewayUsage {
+                member: name.clone(),
+                pid: g.pid(),
+                cpu_secs: cpu,
+                cpu_ms_per_exchange: cpu * 1e3 / delivered,
+                rss_idle_kib: i.rss_kib,
+                rss_peak_kib: a.hwm_kib,
+            });
+        }
+        let postgres_cpu_secs = pg_before.zip(pg_after).map(|(b, a)| a - b);
+        let row = StoreRun {
+            store: if replicas == 0 { "sqlite" } else { "postgresql" },
+            replicas: replicas.max(1),
+            load: LoadSummary::new(&main, None),
+            gateways,
+            cpu_ms_per_exchange: cpu_total * 1e3 / delivered,
+            postgres_cpu_secs,
+            postgres_cpu_ms_per_exchange: postgres_cpu_secs.map(|c| c * 1e3 / delivered),
+            bench_process_cpu_secs: self_after.cpu_secs - self_before.cpu_secs,
+        };
+        Ok(Self {
+            cluster,
+            bank,
+            cursor,
+            main,
+            row,
+        })
+    }
 }
 
 fn check_clean(what: &str, r: &LoadResult) -> Result<(), BenchError> {

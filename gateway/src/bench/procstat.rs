@@ -1,7 +1,7 @@
 //! Per-process CPU time and memory from `/proc`, so each gateway child is
 //! measured on its own rather than as part of the benchmark process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Why a `/proc` sample could not be taken.
@@ -53,6 +53,48 @@ pub fn sample(pid: &str) -> Result<ProcSample, ProcError> {
         hwm_kib,
         fds,
     })
+}
+
+/// CPU seconds of a local PostgreSQL server so far: the postmaster named
+/// in `<data_dir>/postmaster.pid` plus its live children (backends, WAL
+/// writer, checkpointer). A backend that exits between two readings takes
+/// its CPU with it; the gateways' pooled connections keep theirs open.
+pub fn postgres_cpu_secs(data_dir: &Path) -> Result<f64, ProcError> {
+    let pid_path = data_dir.join("postmaster.pid");
+    let pid_file = read(&pid_path.to_string_lossy())?;
+    let postmaster: u32 = pid_file
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| ProcError::Field {
+            path: pid_path.display().to_string(),
+            field: "pid",
+        })?;
+    let dir = std::fs::read_dir("/proc").map_err(|source| ProcError::Read {
+        path: "/proc".into(),
+        source,
+    })?;
+    let mut ticks = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Processes may exit while the directory is read: skip those.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if pid == postmaster || parent_pid(&stat) == Some(postmaster) {
+            ticks += cpu_ticks(&stat).unwrap_or(0);
+        }
+    }
+    Ok(ticks as f64 / clock_ticks_per_sec())
+}
+
+/// Field 4 of `stat`, the parent's pid.
+fn parent_pid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn read(path: &str) -> Result<String, ProcError> {
@@ -138,6 +180,7 @@ mod tests {
     fn parses_stat_with_spaces_in_the_name() {
         let stat = "42 (a b) c) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0";
         assert_eq!(cpu_ticks(stat), Some(200));
+        assert_eq!(parent_pid(stat), Some(1));
     }
 
     #[test]

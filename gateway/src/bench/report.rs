@@ -107,6 +107,24 @@ pub struct EndToEnd {
     pub fraction_of_crypto_ceiling: f64,
 }
 
+/// The main load on one store configuration of the origin member (issue 10).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreRun {
+    /// `sqlite` or `postgresql`.
+    pub store: &'static str,
+    /// Origin `serve` processes (1 on SQLite).
+    pub replicas: usize,
+    pub load: LoadSummary,
+    pub gateways: Vec<GatewayUsage>,
+    /// Every gateway process's CPU (all replicas and sc) per delivered exchange.
+    pub cpu_ms_per_exchange: f64,
+    /// CPU of the PostgreSQL server processes over the run; `None` on SQLite
+    /// or when the server is not a local throwaway cluster (`--store-url`).
+    pub postgres_cpu_secs: Option<f64>,
+    pub postgres_cpu_ms_per_exchange: Option<f64>,
+    pub bench_process_cpu_secs: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Scaling {
     pub levels: Vec<LoadSummary>,
@@ -126,8 +144,8 @@ pub struct Target {
 #[derive(Debug, Clone, Serialize)]
 pub struct Setup {
     pub build: &'static str,
-    pub gateways: &'static str,
-    pub store: &'static str,
+    pub gateways: String,
+    pub store: String,
     pub requested_count: usize,
     pub requested_duration_secs: Option<f64>,
     pub clients: usize,
@@ -145,6 +163,9 @@ pub struct Report {
     pub half_load: Option<LoadSummary>,
     pub peer_comparison: Option<PeerComparison>,
     pub scaling: Option<Scaling>,
+    /// The main load per store configuration: one row, or three with
+    /// `--compare-stores` (the first is the run `end_to_end` reports).
+    pub stores: Vec<StoreRun>,
     pub targets: Vec<Target>,
     /// Errors over every load run of the report; a valid run has zero.
     pub errors: usize,
@@ -247,7 +268,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  {:.1}% of the crypto ceiling; CPU {:.2} ms/exchange (both gateways); bench process CPU {:.1} s",
+            "  {:.1}% of the crypto ceiling; CPU {:.2} ms/exchange (all gateway processes); bench process CPU {:.1} s",
             e.fraction_of_crypto_ceiling * 100.0,
             e.cpu_ms_per_exchange,
             e.bench_process_cpu_secs
@@ -314,6 +335,38 @@ impl Report {
                     i.gateway_fds_before,
                     i.gateway_fds_held,
                     mib(i.rss_after_kib)
+                );
+            }
+        }
+        if !self.stores.is_empty() {
+            let _ = writeln!(s, "\nStores (main load, {} clients):", self.setup.clients);
+            let _ = writeln!(
+                s,
+                "  {:<11} {:>8} {:>6} {:>9} {:>6} {:>11} {:>14} {:>20} {:>18}",
+                "store",
+                "replicas",
+                "sent",
+                "delivered",
+                "errors",
+                "delivered/s",
+                "accept p99 ms",
+                "gateway CPU ms/exch",
+                "PG CPU ms/exch"
+            );
+            for r in &self.stores {
+                let _ = writeln!(
+                    s,
+                    "  {:<11} {:>8} {:>6} {:>9} {:>6} {:>11.0} {:>14.1} {:>20.2} {:>18}",
+                    r.store,
+                    r.replicas,
+                    r.load.submitted,
+                    r.load.delivered,
+                    r.load.errors,
+                    r.load.delivered_per_sec,
+                    r.load.accept_latency.p99_ms,
+                    r.cpu_ms_per_exchange,
+                    r.postgres_cpu_ms_per_exchange
+                        .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
                 );
             }
         }

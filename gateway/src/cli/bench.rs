@@ -2,7 +2,7 @@
 //! The work is in [`crate::bench`]; this file maps flags to options and the
 //! outcome to an exit code (1 if the run failed or saw any error).
 
-use crate::bench::{self, Options};
+use crate::bench::{self, Options, StoreChoice};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,9 +42,32 @@ pub struct Args {
     /// final `/metrics` as `<member>/metrics.prom`) in this directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the origin member (cq) on this PostgreSQL database instead of
+    /// SQLite (the receiver sc stays on SQLite).
+    #[arg(long, value_name = "URL", conflicts_with = "compare_stores")]
+    pub store_url: Option<String>,
+    /// The origin's store; `postgres` without --store-url starts a
+    /// throwaway PostgreSQL 15 cluster (devpg), as quickstart does.
+    #[arg(long, value_enum)]
+    pub store: Option<StoreKind>,
+    /// Run cq as this many `bashu serve` replicas sharing the PostgreSQL
+    /// database, clients spread over them round-robin (implies PostgreSQL).
+    #[arg(long)]
+    pub replicas: Option<usize>,
+    /// Run the main load on SQLite, PostgreSQL with 1 replica and with
+    /// max(--replicas, 2) replicas (same count and clients) on a throwaway
+    /// cluster, and print them side by side.
+    #[arg(long)]
+    pub compare_stores: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -61,6 +84,30 @@ pub fn run(args: Args) -> ExitCode {
     if args.count == 0 || args.clients == 0 {
         return super::fail("--count and --clients must be at least 1");
     }
+    let max = crate::devpki::MAX_REPLICAS;
+    if args.replicas.is_some_and(|r| !(1..=max).contains(&r)) {
+        return super::fail(format!("--replicas must be between 1 and {max}"));
+    }
+    let postgres =
+        args.store_url.is_some() || args.replicas.is_some() || args.store == Some(StoreKind::Postgres);
+    if postgres && args.store == Some(StoreKind::Sqlite) {
+        return super::fail("--store sqlite cannot be combined with --store-url or --replicas");
+    }
+    let store = if postgres {
+        StoreChoice::Postgres {
+            url: args.store_url,
+            replicas: args.replicas.unwrap_or(1),
+        }
+    } else {
+        StoreChoice::Sqlite
+    };
+    // With --compare-stores the full run (half load, scaling) is SQLite's;
+    // --replicas only sets the largest replica count compared.
+    let store = if args.compare_stores {
+        StoreChoice::Sqlite
+    } else {
+        store
+    };
     let opts = Options {
         count: args.count,
         duration,
@@ -73,6 +120,9 @@ pub fn run(args: Args) -> ExitCode {
         half_load: !args.no_half_load,
         out: args.out,
         dir: args.dir,
+        compare_replicas: args.replicas.unwrap_or(2),
+        store,
+        compare_stores: args.compare_stores,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
