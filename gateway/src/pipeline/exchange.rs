@@ -39,7 +39,7 @@ pub struct Pipeline {
     pub delivery: Arc<Notify>,
     pub clock: Arc<dyn Clock>,
     /// Bounds how many chain verifications of received batches run at once
-    /// on the runtime's workers (one permit per core), so a big batch
+    /// on the runtime's workers (one permit per core but one, at least one), so a big batch
     /// cannot crowd out the tasks serving connections.
     pub verify_pool: Arc<tokio::sync::Semaphore>,
 }
