@@ -334,11 +334,7 @@ pub fn settle_one_by_one<S: Store + ?Sized>(
                 } => store.record_attempt_failure(lease, id, error, at, *next_attempt_at),
                 SettleOutcome::DeadLettered => store.dead_letter(lease, id, at),
             };
-            match written {
-                Ok(()) => Ok(true),
-                Err(e) if e.left_outbox() => Ok(false),
-                Err(e) => Err(e),
-            }
+            settlement::recorded(written)
         })
         .collect()
 }

@@ -2,9 +2,10 @@
 //! received envelopes and the outcomes of a batch sent are each one write
 //! transaction, so one commit and one (group) fsync cover all of them.
 
-use super::domain::{self, Transition};
+use super::domain;
+use super::settlement::{recorded, SettleStep};
 use super::sqlite::{insert_inbox_tx, record_failure_tx, settle, SqliteStore};
-use super::{InboxItem, Inserted, Lease, NewInboxItem, SettleOutcome, Settlement, StoreError};
+use super::{InboxItem, Inserted, Lease, NewInboxItem, Settlement, StoreError};
 use time::OffsetDateTime;
 
 impl SqliteStore {
@@ -40,26 +41,15 @@ impl SqliteStore {
                 .iter()
                 .map(|s| {
                     let id = s.exchange_id.as_str();
-                    let written = match &s.outcome {
-                        SettleOutcome::Delivered => settle(tx, lease, id, Transition::Deliver, None, at),
-                        SettleOutcome::Rejected { problem } => {
-                            settle(tx, lease, id, Transition::Reject, Some(problem), at)
+                    recorded(match s.outcome.step() {
+                        SettleStep::Terminal { transition, problem } => {
+                            settle(tx, lease, id, transition, problem, at)
                         }
-                        SettleOutcome::Failed {
+                        SettleStep::Reschedule {
                             error,
                             next_attempt_at,
-                        } => record_failure_tx(tx, lease, id, error, at, *next_attempt_at),
-                        SettleOutcome::DeadLettered => {
-                            settle(tx, lease, id, Transition::DeadLetter, None, at)
-                        }
-                    };
-                    // A failed check writes nothing, so the transaction goes
-                    // on with the next item. A lost lease fails them all.
-                    match written {
-                        Ok(()) => Ok(true),
-                        Err(e) if e.left_outbox() => Ok(false),
-                        Err(e) => Err(e),
-                    }
+                        } => record_failure_tx(tx, lease, id, error, at, next_attempt_at),
+                    })
                 })
                 .collect()
         })

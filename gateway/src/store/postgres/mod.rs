@@ -43,9 +43,10 @@ use super::domain::audit::{row_digest, AuditEntry, Cell, ChainVerifier, Draft, R
 use super::domain::{
     self, chain_from_json, chain_json, entries, from_nanos, nanos, to_i64, to_u64, Admission, Transition,
 };
+use super::settlement::{recorded, SettleStep};
 use super::{
     AuditHead, AuditReport, Exchange, ExchangeState, ExchangeStatus, ExpiredItem, InboxItem, Inserted, Lease,
-    NewExchange, NewInboxItem, OutboxItem, SettleOutcome, Settlement, Store, StoreError, StoreFault,
+    NewExchange, NewInboxItem, OutboxItem, Settlement, Store, StoreError, StoreFault,
 };
 use crate::config::StoreUrl;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -967,54 +968,30 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let at_n = nanos(at, "at")?;
-        // Times are checked before the transaction, so an unstorable one
-        // fails the batch without touching the database.
-        let mut planned = Vec::with_capacity(outcomes.len());
-        for s in outcomes {
-            let next = match &s.outcome {
-                SettleOutcome::Failed { next_attempt_at, .. } => {
-                    Some(nanos(*next_attempt_at, "next_attempt_at")?)
-                }
-                _ => None,
-            };
-            planned.push((s.clone(), next));
-        }
-        let lease = lease.clone();
+        let (lease, outcomes) = (lease.clone(), outcomes.to_vec());
         self.run(move |pool| async move {
             let mut client = conn(&pool).await?;
             let mut w = Writer::begin(&mut client).await?;
-            let mut recorded = Vec::with_capacity(planned.len());
-            for (s, next) in &planned {
+            let mut done = Vec::with_capacity(outcomes.len());
+            for s in &outcomes {
                 let id = s.exchange_id.as_str();
-                // An item that already left the outbox fails its checks
-                // before any statement, so it writes nothing and the
-                // transaction goes on.
-                let written = match (&s.outcome, next) {
-                    (SettleOutcome::Delivered, _) => {
-                        settle_in(&mut w, &lease, id, Transition::Deliver, None, at_n).await
+                // Any error but "left the outbox" returns before the commit:
+                // the transaction rolls back and nothing of the batch is kept.
+                done.push(recorded(match s.outcome.step() {
+                    SettleStep::Terminal { transition, problem } => {
+                        settle_in(&mut w, &lease, id, transition, problem, at_n).await
                     }
-                    (SettleOutcome::Rejected { problem }, _) => {
-                        settle_in(&mut w, &lease, id, Transition::Reject, Some(problem), at_n).await
+                    SettleStep::Reschedule {
+                        error,
+                        next_attempt_at,
+                    } => {
+                        let next_n = nanos(next_attempt_at, "next_attempt_at")?;
+                        record_failure_in(&mut w, &lease, id, error, at_n, next_n).await
                     }
-                    (SettleOutcome::Failed { error, .. }, Some(next_n)) => {
-                        record_failure_in(&mut w, &lease, id, error, at_n, *next_n).await
-                    }
-                    (SettleOutcome::Failed { .. }, None) => Err(StoreError::InvalidInput {
-                        field: "next_attempt_at",
-                        reason: "missing".into(),
-                    }),
-                    (SettleOutcome::DeadLettered, _) => {
-                        settle_in(&mut w, &lease, id, Transition::DeadLetter, None, at_n).await
-                    }
-                };
-                match written {
-                    Ok(()) => recorded.push(true),
-                    Err(e) if e.left_outbox() => recorded.push(false),
-                    Err(e) => return Err(e),
-                }
+                })?);
             }
             w.commit().await?;
-            Ok(recorded)
+            Ok(done)
         })
     }
 
