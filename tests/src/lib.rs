@@ -70,3 +70,66 @@ pub fn exchange_id(body: &Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A `serve` child process of the e2e gateway binary, killed when dropped so
+/// a failing test leaves nothing running. Tests pass the binary's path
+/// (`env!("CARGO_BIN_EXE_e2e-gateway")`, known only to integration tests).
+pub struct GatewayProcess {
+    child: std::process::Child,
+}
+
+impl GatewayProcess {
+    /// Starts `<bin> serve --config <config>` with `RUST_LOG=warn` and
+    /// `envs`, and returns once it reports that it listens. Error lines
+    /// of its log are echoed to the test's stderr.
+    pub fn start(bin: &str, config: &Path, envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stderr pipe"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+                if line.contains("ERROR") || line.contains("error") {
+                    eprintln!("gateway: {line}");
+                }
+            }
+        });
+        let process = Self { child };
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .map_err(|_| anyhow::anyhow!("gateway {} did not report listening", config.display()))?;
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown hooks, no flush.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use bashu_e2e::{exchange_id, init_federation, subject};
+use bashu_e2e::{exchange_id, init_federation, subject, GatewayProcess};
 use bashu_gateway::app;
 use bashu_gateway::config::Config;
 use bashu_gateway::devfed::{mtls_client, CreditBank};
@@ -11,57 +11,15 @@ use bashu_gateway::store::{db_path, SqliteStore, Store};
 use bashu_gateway::transport::Role;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 200;
 const SUBMITTERS: usize = 8;
 
-/// A gateway child process, killed when dropped so a failing test leaves
-/// nothing running.
-struct GatewayProcess(Child);
-
-impl GatewayProcess {
-    /// Starts `bashu serve` and returns once it reports that it listens.
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-gateway"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("gateway did not report listening");
-        Self(child)
-    }
-
-    /// SIGKILL: no shutdown hooks, no flush.
-    fn kill9(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_gateway(config: &Path) -> GatewayProcess {
+    GatewayProcess::start(env!("CARGO_BIN_EXE_e2e-gateway"), config, &[]).unwrap()
 }
 
 async fn inbox_len(bank: &CreditBank) -> usize {
@@ -80,7 +38,7 @@ async fn receiver_killed_mid_batch_delivers_every_exchange_exactly_once() {
     let cq_gw = app::start(Config::load(&cq_member.config).unwrap())
         .await
         .unwrap();
-    let sc_proc = GatewayProcess::start(&sc_member.config);
+    let mut sc_proc = start_gateway(&sc_member.config);
 
     let cq = Arc::new(CreditBank::new(&cq_member, &fed.ca_cert).unwrap());
     let sc = CreditBank::new(&sc_member, &fed.ca_cert).unwrap();
@@ -107,11 +65,11 @@ async fn receiver_killed_mid_batch_delivers_every_exchange_exactly_once() {
         assert!(Instant::now() < deadline, "no deliveries before the kill");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    sc_proc.kill9();
+    sc_proc.kill9().unwrap();
     let delivered_before_restart = count_delivered(&fed.ca_cert, &cq_member).await;
     assert!(delivered_before_restart < BATCH, "the kill must land mid-batch");
 
-    let sc_proc = GatewayProcess::start(&sc_member.config);
+    let mut sc_proc = start_gateway(&sc_member.config);
     let mut submitted = HashSet::new();
     while let Some(ids) = submitters.join_next().await {
         submitted.extend(ids.unwrap());
@@ -144,7 +102,7 @@ async fn receiver_killed_mid_batch_delivers_every_exchange_exactly_once() {
     assert_eq!(seen.len(), BATCH, "inbox must hold each exchange once");
     assert_eq!(unique, submitted);
 
-    sc_proc.kill9();
+    sc_proc.kill9().unwrap();
     cq_gw.shutdown().await;
 
     // The receiver's durable state agrees: 200 rows, intact audit chain.

@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use bashu_e2e::{exchange_id, init_federation, subject};
+use bashu_e2e::{exchange_id, init_federation, subject, GatewayProcess};
 use bashu_gateway::app;
 use bashu_gateway::config::Config;
 use bashu_gateway::devfed::CreditBank;
 use bashu_gateway::devpki::{DevFederation, DevMember};
 use bashu_gateway::store::{db_path, ExchangeStatus, SqliteStore, Store};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,45 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BACKLOG: usize = 400;
 const SUBMITTERS: usize = 8;
 
-/// A gateway child process, killed when dropped.
-struct GatewayProcess(Child);
-
-impl GatewayProcess {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-gateway"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("gateway did not report listening");
-        Self(child)
-    }
-
-    fn kill9(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_gateway(config: &Path) -> GatewayProcess {
+    GatewayProcess::start(env!("CARGO_BIN_EXE_e2e-gateway"), config, &[]).unwrap()
 }
 
 /// Submits [`BACKLOG`] credentials to cq for sc from concurrent clients.
@@ -164,13 +125,13 @@ async fn receiver_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing()
     // sc is down: the backlog queues at cq.
     assert_eq!(submit_backlog(Arc::clone(&cq)).await, BACKLOG);
 
-    let sc_proc = GatewayProcess::start(&sc_member.config);
+    let mut sc_proc = start_gateway(&sc_member.config);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !relay.batch_uploaded() {
         assert!(Instant::now() < deadline, "no batch went up to sc");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    sc_proc.kill9();
+    sc_proc.kill9().unwrap();
     let held = {
         let store = SqliteStore::open_existing(&db_path(&sc_member.data_dir)).unwrap();
         store.inbox_page(Some(0), 10_000).unwrap().len()
@@ -181,7 +142,7 @@ async fn receiver_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing()
         "a batch is stored whole or not at all: {held}"
     );
 
-    let sc_proc = GatewayProcess::start(&sc_member.config);
+    let mut sc_proc = start_gateway(&sc_member.config);
     let deadline = Instant::now() + Duration::from_secs(180);
     while inbox_len(&sc).await < BACKLOG.min(500) {
         assert!(Instant::now() < deadline, "not everything was delivered");
@@ -189,7 +150,7 @@ async fn receiver_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing()
     }
     let inbox = inbox_ids(&sc).await;
     cq_gw.shutdown().await;
-    sc_proc.kill9();
+    sc_proc.kill9().unwrap();
     let (accepted, _) = origin_state(&cq_member);
     assert_eq!(accepted.len(), BACKLOG);
     assert_eq!(inbox, accepted, "exactly once, in acceptance order");
@@ -309,7 +270,7 @@ async fn sender_killed_between_the_receivers_answer_and_its_settle_resends_idemp
     let sc = CreditBank::new(&sc_member, &fed.ca_cert).unwrap();
 
     // The backlog queues at a cq process while sc is down.
-    let cq_proc = GatewayProcess::start(&cq_member.config);
+    let mut cq_proc = start_gateway(&cq_member.config);
     assert_eq!(submit_backlog(Arc::clone(&cq)).await, BACKLOG);
     relay.armed.store(true, Ordering::SeqCst);
     let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
@@ -325,7 +286,7 @@ async fn sender_killed_between_the_receivers_answer_and_its_settle_resends_idemp
         tokio::time::sleep(Duration::from_millis(20)).await;
         stored = inbox_len(&sc).await;
     }
-    cq_proc.kill9();
+    cq_proc.kill9().unwrap();
     let (_, delivered) = origin_state(&cq_member);
     assert_eq!(delivered, 0, "cq never heard sc's answer");
     assert!(stored > 0 && stored < BACKLOG, "one batch is at sc: {stored}");
@@ -333,7 +294,7 @@ async fn sender_killed_between_the_receivers_answer_and_its_settle_resends_idemp
     // cq restarts and resends the batch; sc answers 200 for each envelope
     // it holds and stores the rest once.
     relay.armed.store(false, Ordering::SeqCst);
-    let cq_proc = GatewayProcess::start(&cq_member.config);
+    let mut cq_proc = start_gateway(&cq_member.config);
     let cq_admin = cq_member.identity(bashu_gateway::transport::Role::Operator);
     let operator = bashu_gateway::devfed::mtls_client(&fed.ca_cert, cq_admin.0, cq_admin.1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -352,7 +313,7 @@ async fn sender_killed_between_the_receivers_answer_and_its_settle_resends_idemp
         assert!(Instant::now() < deadline, "cq did not record every delivery");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    cq_proc.kill9();
+    cq_proc.kill9().unwrap();
     let inbox = inbox_ids(&sc).await;
     sc_gw.shutdown().await;
     let (accepted, delivered) = origin_state(&cq_member);

@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use bashu_e2e::{exchange_id, init_federation, subject};
+use bashu_e2e::{exchange_id, init_federation, subject, GatewayProcess};
 use bashu_gateway::app;
 use bashu_gateway::config::{Config, StoreUrl};
 use bashu_gateway::devfed::CreditBank;
@@ -24,9 +24,8 @@ use bashu_gateway::devpg::DevPostgres;
 use bashu_gateway::devpki::{write_replicas, DevReplica};
 use bashu_gateway::store::{PgOptions, PgStore, Store};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,56 +38,18 @@ const REPLICAS: usize = 3;
 /// The replicas' delivery lease TTL: failover is bounded by it.
 const LEASE_TTL_MS: u64 = 1000;
 
-/// A replica process, killed when dropped so a failing test leaves
-/// nothing running.
-struct Replica {
-    child: Child,
-}
+/// A replica process (`bashu serve` with the test's lease TTL), killed
+/// when dropped.
+type Replica = GatewayProcess;
 
-impl Replica {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-gateway"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .env("BASHU_DELIVERY_LEASE_TTL_MS", LEASE_TTL_MS.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-                if line.contains("ERROR") || line.contains("error") {
-                    eprintln!("replica: {line}");
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("replica did not report listening");
-        Self { child }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_replica(config: &Path) -> Replica {
+    let ttl = LEASE_TTL_MS.to_string();
+    GatewayProcess::start(
+        env!("CARGO_BIN_EXE_e2e-gateway"),
+        config,
+        &[("BASHU_DELIVERY_LEASE_TTL_MS", &ttl)],
+    )
+    .unwrap()
 }
 
 /// The pid in a lease holder id (`host/pid/suffix`).
@@ -142,7 +103,7 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
     let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
         .await
         .unwrap();
-    let mut procs: Vec<Option<Replica>> = replicas.iter().map(|r| Some(Replica::start(&r.config))).collect();
+    let mut procs: Vec<Option<Replica>> = replicas.iter().map(|r| Some(start_replica(&r.config))).collect();
     let banks: Vec<Arc<CreditBank>> = replicas
         .iter()
         .map(|r| Arc::new(CreditBank::new(&r.view(&cq_member), &fed.ca_cert).unwrap()))
@@ -219,7 +180,7 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         .position(|p| p.as_ref().map(Replica::pid) == holder_pid(&lease.holder))
         .unwrap_or_else(|| panic!("lease holder {} is none of the replicas", lease.holder));
     let kill_at = Instant::now();
-    procs[victim].as_mut().unwrap().kill9();
+    procs[victim].as_mut().unwrap().kill9().unwrap();
     killed.store(true, Ordering::Release);
 
     // Failover: another replica takes the lease (a greater token), then the
@@ -264,7 +225,7 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
 
     // The killed replica comes back and serves again (it rejoins as a
     // follower: the lease stays where it is).
-    procs[victim] = Some(Replica::start(&replicas[victim].config));
+    procs[victim] = Some(start_replica(&replicas[victim].config));
 
     let mut accepted: HashSet<String> = HashSet::from([exchange_id(&a.body)]);
     while let Some(ids) = submitters.join_next().await {
@@ -380,7 +341,7 @@ async fn the_conformance_suite_passes_against_a_replica() {
     let sc_gw = app::start(Config::load(&fed.member("sc").unwrap().config).unwrap())
         .await
         .unwrap();
-    let procs: Vec<Replica> = replicas.iter().map(|r| Replica::start(&r.config)).collect();
+    let procs: Vec<Replica> = replicas.iter().map(|r| start_replica(&r.config)).collect();
     let target = replicas[1].url();
     assert_ne!(target, fed.member("cq").unwrap().url(), "a replica of its own");
 
@@ -453,7 +414,7 @@ async fn soak_3000_submissions_with_10_random_kills() {
     let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
         .await
         .unwrap();
-    let mut procs: Vec<Replica> = replicas.iter().map(|r| Replica::start(&r.config)).collect();
+    let mut procs: Vec<Replica> = replicas.iter().map(|r| start_replica(&r.config)).collect();
     let banks: Vec<Arc<CreditBank>> = replicas
         .iter()
         .map(|r| Arc::new(CreditBank::new(&r.view(&cq_member), &fed.ca_cert).unwrap()))
@@ -506,7 +467,7 @@ async fn soak_3000_submissions_with_10_random_kills() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(next() % 500)).await;
-        procs[victim].kill9();
+        procs[victim].kill9().unwrap();
         let delivered = inbox_ids(&sc).await.len();
         eprintln!(
             "HA soak: kill {} of replica {} ({delivered} delivered so far)",
@@ -514,7 +475,7 @@ async fn soak_3000_submissions_with_10_random_kills() {
             victim + 1
         );
         let config = replicas[victim].config.clone();
-        procs[victim] = tokio::task::spawn_blocking(move || Replica::start(&config))
+        procs[victim] = tokio::task::spawn_blocking(move || start_replica(&config))
             .await
             .unwrap();
     }
