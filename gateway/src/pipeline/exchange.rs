@@ -102,7 +102,10 @@ impl Pipeline {
             chain: vec![original.jws().to_owned(), interchange],
             accepted_at: self.clock.now(),
         };
-        let outcome = match blocking(&self.store, move |s| s.insert_exchange(new)).await? {
+        let inserted = crate::store::insert_exchange(&self.store, new)
+            .await
+            .map_err(super::store_problem)?;
+        let outcome = match inserted {
             Inserted::Created(ex) => {
                 self.delivery.notify_one();
                 metrics::exchange_event("accepted");

@@ -7,7 +7,7 @@ use super::domain::audit::{AuditEntry, Cell, ChainVerifier, Draft, RowTable, GEN
 use super::sqlite::sqlite;
 use super::{AuditHead, AuditReport, StoreError};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The columns a row digest covers, in digest order (must equal
@@ -68,7 +68,7 @@ fn current_row_digest(
 /// Call it after the state change it records, in the same transaction: an
 /// entry about an exchange or inbox item gets the digest of that row as it
 /// now stands, which verification holds the row to.
-pub(super) fn append(tx: &Transaction<'_>, at: i64, draft: Draft) -> Result<(), StoreError> {
+pub(super) fn append(tx: &Connection, at: i64, draft: Draft) -> Result<(), StoreError> {
     let (seq, hash) = head(tx)?;
     let digest = match &draft.exchange_id {
         Some(id) => current_row_digest(tx, draft.row_table(), id)?,

@@ -36,11 +36,14 @@ pub mod postgres;
 mod settlement;
 mod sqlite;
 mod sqlite_batch;
+mod sqlite_queue;
+mod sqlite_writer;
 mod types;
 
 pub use configured::{open_configured, open_for_tools, AuditedStore, OpenedStore};
 pub use postgres::{open_postgres, PgOptions, PgStore};
 pub use sqlite::SqliteStore;
+pub use sqlite_queue::Queued;
 
 /// File name of the SQLite store inside the gateway's `data_dir`.
 pub const DB_FILE: &str = "bashu.db";
@@ -69,6 +72,20 @@ where
         .map_err(|e| StoreError::Task {
             reason: e.to_string(),
         })?
+}
+
+/// [`Store::insert_exchange`] from async code: queued on the backend's
+/// writer thread where it has one, through [`blocking`] otherwise.
+pub async fn insert_exchange(
+    store: &std::sync::Arc<dyn Store>,
+    new: NewExchange,
+) -> Result<Inserted<Exchange>, StoreError> {
+    match store.queue_insert_exchange(Box::new(new)) {
+        Ok(answer) => answer.await.map_err(|_| StoreError::Task {
+            reason: "the store's writer thread stopped".into(),
+        })?,
+        Err(new) => blocking(std::sync::Arc::clone(store), move |s| s.insert_exchange(*new)).await,
+    }
 }
 
 /// Runs [`Store::maintain`] every `interval` until `shutdown` turns true
@@ -112,6 +129,18 @@ pub trait Store: Send + Sync {
     /// digest again yields `Existing` (the stored exchange, whatever its
     /// status now), a different digest `Conflict`.
     fn insert_exchange(&self, new: NewExchange) -> Result<Inserted<Exchange>, StoreError>;
+
+    /// [`insert_exchange`](Self::insert_exchange) for async callers, on a
+    /// backend's own writer thread: the answer arrives on the receiver once
+    /// durable, with no blocking-pool thread held meanwhile. A backend
+    /// without one gives `new` back; [`insert_exchange`] (the function)
+    /// then calls the method on the blocking pool.
+    fn queue_insert_exchange(
+        &self,
+        new: Box<NewExchange>,
+    ) -> Result<Queued<Inserted<Exchange>>, Box<NewExchange>> {
+        Err(new)
+    }
 
     /// The exchange created for `credential_id` submitted by `origin`.
     fn find_by_credential(&self, origin: &str, credential_id: &str) -> Result<Option<Exchange>, StoreError>;

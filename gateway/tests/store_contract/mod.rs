@@ -61,6 +61,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@cases $mode $factory;
             insert_exchange_is_idempotent_by_origin_and_credential,
             insert_exchange_validates_input,
+            async_inserts_answer_as_the_blocking_ones_and_are_durable,
             outbox_keeps_acceptance_order_per_destination,
             outbox_head_is_returned_while_it_backs_off,
             delivery_settles_update_status_outbox_and_timestamps,
@@ -269,6 +270,62 @@ pub fn insert_exchange_validates_input(b: &Backend) {
     ));
     assert_eq!(store.list_exchanges(None, 10).unwrap().len(), 1);
     assert_eq!(entries(store), 1);
+}
+
+/// `store::insert_exchange`, the async accept path (a backend's writer
+/// thread where it has one): concurrent accepts, replays, conflicts and
+/// invalid input get the answers `Store::insert_exchange` gives, and what
+/// was answered `Created` is stored once, with its outbox item and audit
+/// entry, as another handle on the database sees it.
+pub fn async_inserts_answer_as_the_blocking_ones_and_are_durable(b: &Backend) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::clone(&b.store);
+    let answers = rt.block_on(async {
+        let tasks: Vec<_> = (1..=40)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    bashu_gateway::store::insert_exchange(&store, new_exchange(n, "sc")).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
+    });
+    for (n, answer) in (1..=40).zip(answers) {
+        assert_eq!(created(answer.unwrap()).exchange_id, format!("ex-{n}"));
+    }
+    rt.block_on(async {
+        let replay = bashu_gateway::store::insert_exchange(&store, new_exchange(7, "sc")).await;
+        assert!(matches!(replay, Ok(Inserted::Existing(ref ex)) if ex.exchange_id == "ex-7"), "{replay:?}");
+        let other_bytes = NewExchange {
+            credential_digest: digest("other bytes"),
+            exchange_id: "ex-other".into(),
+            ..new_exchange(7, "sc")
+        };
+        let conflict = bashu_gateway::store::insert_exchange(&store, other_bytes).await;
+        assert!(
+            matches!(conflict, Ok(Inserted::Conflict { ref existing_exchange_id }) if existing_exchange_id == "ex-7"),
+            "{conflict:?}"
+        );
+        let no_chain = NewExchange {
+            chain: vec![],
+            ..new_exchange(99, "sc")
+        };
+        let invalid = bashu_gateway::store::insert_exchange(&store, no_chain).await;
+        assert!(matches!(invalid, Err(StoreError::InvalidInput { field: "chain", .. })), "{invalid:?}");
+    });
+    let second = (b.second)();
+    assert_eq!(second.list_exchanges(None, 100).unwrap().len(), 40);
+    assert_eq!(outbox_ids(second.as_ref(), "sc").len(), 40);
+    assert_eq!(entries(second.as_ref()), 40);
 }
 
 pub fn outbox_keeps_acceptance_order_per_destination(b: &Backend) {
