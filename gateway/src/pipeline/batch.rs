@@ -53,13 +53,7 @@ impl Pipeline {
         // Resends are answered from the inbox before any cryptography, like
         // a single envelope: one store call for the whole batch.
         let lookup: Vec<String> = ids.clone();
-        let held = blocking(&self.store, move |s| {
-            lookup
-                .iter()
-                .map(|id| s.inbox_by_exchange(id))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+        let held = blocking(&self.store, move |s| s.inbox_by_exchanges(&lookup)).await?;
         for ((step, env), item) in steps.iter_mut().zip(&envelopes).zip(held) {
             if let (Step::Pending, Some(item)) = (&step, item) {
                 let same = item.origin == env.origin && item.chain.first() == env.chain.first();

@@ -297,6 +297,13 @@ pub trait Store: Send + Sync {
 
     fn inbox_by_exchange(&self, exchange_id: &str) -> Result<Option<InboxItem>, StoreError>;
 
+    /// [`inbox_by_exchange`](Self::inbox_by_exchange) for each id, in
+    /// order: a received batch's resend check. Backends answer from one
+    /// snapshot; the default asks one by one.
+    fn inbox_by_exchanges(&self, exchange_ids: &[String]) -> Result<Vec<Option<InboxItem>>, StoreError> {
+        exchange_ids.iter().map(|id| self.inbox_by_exchange(id)).collect()
+    }
+
     /// Up to `limit` items with a cursor greater than `after`, oldest first.
     /// `after = None` starts after the acknowledged point.
     fn inbox_page(&self, after: Option<u64>, limit: u32) -> Result<Vec<InboxItem>, StoreError>;

@@ -70,6 +70,7 @@ macro_rules! store_contract_tests {
             dead_letter_sweep_expires_by_age,
             redeliver_requeues_deliveries_since_a_time_in_acceptance_order,
             insert_inbox_is_idempotent_by_exchange_id,
+            inbox_by_exchanges_answers_each_id_in_order,
             insert_inbox_refuses_a_known_original_or_an_own_exchange_id,
             inbox_paging_follows_cursor_order,
             ack_is_monotone_and_clamped,
@@ -669,6 +670,30 @@ pub fn insert_inbox_is_idempotent_by_exchange_id(b: &Backend) {
 
 /// SPEC v1.1 §4: the inbox is keyed by `(origin, original credential id)`
 /// too, and never takes an exchange id this gateway issued itself.
+pub fn inbox_by_exchanges_answers_each_id_in_order(b: &Backend) {
+    let store = b.store.as_ref();
+    for n in [1, 3] {
+        created(store.insert_inbox(new_inbox(n)).unwrap());
+    }
+    let ids: Vec<String> = ["in-3", "in-2", "in-1", "in-3"].map(String::from).to_vec();
+    let found: Vec<Option<String>> = store
+        .inbox_by_exchanges(&ids)
+        .unwrap()
+        .into_iter()
+        .map(|item| item.map(|i| i.exchange_id))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            Some("in-3".into()),
+            None,
+            Some("in-1".into()),
+            Some("in-3".into())
+        ]
+    );
+    assert!(store.inbox_by_exchanges(&[]).unwrap().is_empty());
+}
+
 pub fn insert_inbox_refuses_a_known_original_or_an_own_exchange_id(b: &Backend) {
     let store = b.store.as_ref();
     created(store.insert_inbox(new_inbox(1)).unwrap());
