@@ -35,6 +35,7 @@ pub mod devpg;
 pub mod devpki;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hex;
 pub mod jose;
 pub mod mapping;
 pub mod metrics;

@@ -40,11 +40,27 @@ use tokio::time::Instant;
 /// notification), not the normal path.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// How often the dead-letter sweep runs (it also runs whenever the worker
-/// wakes). An item is dead-lettered at most this long after it reaches the
-/// configured age, however many items are queued and whatever the breaker
-/// is doing: age alone decides, not delivery attempts.
+/// How often the dead-letter sweep runs. An item is dead-lettered at most
+/// this long after it reaches the configured age, however many items are
+/// queued and whatever the breaker is doing: age alone decides, not
+/// delivery attempts.
 pub const DEAD_LETTER_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Least time between two outbox sweeps started by notifications. Every
+/// accept notifies the worker; a sweep per accept (an outbox count and a
+/// dead-letter lookup, two blocking-pool hops) was 4 % of an origin
+/// gateway's CPU under load. In between, a notification only wakes the peer
+/// tasks; a skipped sweep runs at the next tick.
+const NOTIFIED_SWEEP_GAP: Duration = Duration::from_millis(250);
+
+/// Why the supervisor's loop turned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Start,
+    Notified,
+    Tick,
+    TaskEnded,
+}
 
 /// Backoff of a peer task after store failures (a full disk, a read-only
 /// or damaged database): the first retry after about a second, then
@@ -182,20 +198,32 @@ impl DeliveryWorker {
         let mut tick = tokio::time::interval(DEAD_LETTER_SWEEP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_scan: Option<Instant> = None;
-        let mut woken = true;
+        // A notification arrived since the last sweep but did not run one.
+        let mut skipped = false;
+        let mut turn = Turn::Start;
         loop {
-            let expired = supervisor.expire().await;
+            let expired = matches!(turn, Turn::Start | Turn::Tick) && supervisor.expire().await;
             let scan_due = last_scan.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL);
-            if woken || expired || scan_due {
+            let recent = last_scan.is_some_and(|at| at.elapsed() < NOTIFIED_SWEEP_GAP);
+            let sweep = match turn {
+                Turn::Start | Turn::TaskEnded => true,
+                Turn::Notified => !recent,
+                Turn::Tick => skipped,
+            };
+            if sweep || expired || scan_due {
                 supervisor.sweep().await;
                 last_scan = Some(Instant::now());
+                skipped = false;
+            } else if turn == Turn::Notified {
+                supervisor.wake_all();
+                skipped = true;
             }
-            woken = tokio::select! {
-                () = self.notify.notified() => true,
-                _ = tick.tick() => false,
+            turn = tokio::select! {
+                () = self.notify.notified() => Turn::Notified,
+                _ = tick.tick() => Turn::Tick,
                 Some(ended) = supervisor.tasks.join_next_with_id() => {
                     supervisor.task_ended(ended);
-                    true
+                    Turn::TaskEnded
                 }
                 () = shutdown_signalled(&mut shutdown) => break,
             };
@@ -308,6 +336,13 @@ impl Supervisor {
             if depth > 0 {
                 wake.notify_one();
             }
+        }
+    }
+
+    /// Wakes every peer task to look at its outbox, without reading it here.
+    fn wake_all(&self) {
+        for wake in self.wakers.values() {
+            wake.notify_one();
         }
     }
 

@@ -209,13 +209,7 @@ fn entry_hash(
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    crate::hex::lower(bytes)
 }
 
 /// An audit entry before it is chained: what happened, to which exchange.
