@@ -1129,7 +1129,12 @@ fn batch_peer() -> FakePeer {
 
 #[tokio::test(start_paused = true)]
 async fn a_backlog_goes_out_as_batches_in_order_each_settled_in_one_commit() {
-    let mut h = Harness::start_with(config(100, 1000), &["bat"], batch_peer());
+    // The protocol's largest batch (the default is smaller).
+    let cfg = DeliveryConfig {
+        peer_batch_max: 256,
+        ..config(100, 1000)
+    };
+    let mut h = Harness::start_with(cfg, &["bat"], batch_peer());
     h.peer.set_down("bat", true);
     let ids = h.accept("bat", 300);
     h.until("the head failed", |h| h.exchange(&ids[0]).attempts >= 1)
