@@ -195,12 +195,12 @@ pub struct DeliveryConfig {
     pub peer_batch_max: usize,
 }
 
-/// Default `peer_batch_max`. 64 rather than the protocol's 256: a 256-batch
-/// is a CPU burst of ~50 ms on the receiver and a ~1 MiB body on the
-/// sender, and in the bench (both gateways on two cores) the accept p99 at
-/// peak fell from 37 to 30 ms (median of five runs) at the same CPU per
-/// exchange; catching up a backlog still runs far above the crypto rate.
-pub const DEFAULT_PEER_BATCH_MAX: usize = 64;
+/// Default `peer_batch_max`: the protocol's largest batch. Measured against
+/// 64 (docs/performance.md): 64 lowered the accept p99 at peak (37 → 30 ms,
+/// median of five bench runs, both gateways on two cores) but delivery fell
+/// behind acceptance at peak, so end-to-end throughput dropped; 256 keeps
+/// delivery in step with acceptance.
+pub const DEFAULT_PEER_BATCH_MAX: usize = crate::wire::MAX_BATCH_ENVELOPES;
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
