@@ -15,7 +15,9 @@
 //! transaction has [`MAX_MEMBERS`] writes, or it has been open for
 //! [`MAX_HOLD`]. A write returns `Ok` only after *its* transaction has
 //! committed and the commit is on disk ([`GroupSync`]), exactly as before:
-//! if the shared commit fails, every write in it fails.
+//! if the shared commit fails, every write in it fails (a write whose own
+//! work failed also waits, and then reports the shared failure, since its
+//! decision may rest on writes that never committed).
 //!
 //! Whoever takes the connection finds either no transaction (and begins
 //! one) or an open one whose last member saw it queued, so an open
@@ -230,8 +232,11 @@ impl Writer {
             self.commit(&mut st);
         }
         drop(st);
-        let value = result?;
+        // Every answer waits for the transaction's fate, errors too: a
+        // write judged against what earlier members wrote (a lease lost, a
+        // transition refused) must not report a state that never commits.
         let generation = outcome.wait().map_err(SharedFailure::into_error)?;
+        let value = result?;
         self.sync.wait_durable(generation).map_err(durability)?;
         Ok(value)
     }
