@@ -53,10 +53,10 @@ where
 
     fn finish(self: Box<Self>, committed: Result<(), &StoreError>) {
         let answer = match (self.result, committed) {
-            // Its own failure is the answer, committed or not.
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(value)), Ok(())) => Ok(value),
+            // The group failed: even a write that failed on its own may have
+            // been judged against writes that never committed.
             (_, Err(e)) => Err(duplicate(e)),
+            (Some(result), Ok(())) => result,
             (None, Ok(())) => Err(StoreError::Task {
                 reason: "a queued write was not run".into(),
             }),
