@@ -73,14 +73,7 @@ impl Pipeline {
             if !matches!(step, Step::Pending) {
                 continue;
             }
-            let job = ReceiveJob {
-                verifier: self.verifier.clone(),
-                table: Arc::clone(&self.table),
-                local: Arc::clone(&self.local),
-                member: self.member.clone(),
-                framework: self.framework.clone(),
-                pool: Arc::clone(&self.verify_pool),
-            };
+            let job = self.receive_job();
             tasks.spawn(async move { (index, job.run(env, received_at).await) });
         }
         while let Some(joined) = tasks.join_next().await {
@@ -167,8 +160,22 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// What receiving one envelope needs, owned so it can run on any worker.
+    pub(super) fn receive_job(&self) -> ReceiveJob {
+        ReceiveJob {
+            verifier: self.verifier.clone(),
+            table: Arc::clone(&self.table),
+            local: Arc::clone(&self.local),
+            member: self.member.clone(),
+            framework: self.framework.clone(),
+            pool: Arc::clone(&self.verify_pool),
+        }
+    }
+}
+
 /// What one receive task needs, owned so it can run on any worker.
-struct ReceiveJob {
+pub(super) struct ReceiveJob {
     verifier: crate::credential::Verifier,
     table: Arc<schema_mapper::MappingTable>,
     local: Arc<crate::trust::LocalKeys>,
@@ -178,14 +185,25 @@ struct ReceiveJob {
 }
 
 impl ReceiveJob {
-    /// Verifies the chain, checks its origin, signs the home translation.
+    /// [`inbox_item`](Self::inbox_item) holding a permit of the verify
+    /// pool, so a batch's envelopes never occupy every runtime worker.
     async fn run(self, env: Envelope, received_at: time::OffsetDateTime) -> Result<NewInboxItem, Problem> {
+        let pool = Arc::clone(&self.pool);
+        let _permit = pool.acquire().await.map_err(|_| {
+            Problem::new(ProblemType::Unavailable, "gateway is shutting down")
+                .with_exchange(env.exchange_id.clone())
+        })?;
+        self.inbox_item(env, received_at).await
+    }
+
+    /// Verifies the chain, checks its origin, signs the home translation:
+    /// the inbox item for `env`, for a single envelope and a batch alike.
+    pub(super) async fn inbox_item(
+        self,
+        env: Envelope,
+        received_at: time::OffsetDateTime,
+    ) -> Result<NewInboxItem, Problem> {
         let with_id = |p: Problem| p.with_exchange(env.exchange_id.clone());
-        let _permit = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|_| with_id(Problem::new(ProblemType::Unavailable, "gateway is shutting down")))?;
         let chain = self
             .verifier
             .verify_chain(&env.chain)

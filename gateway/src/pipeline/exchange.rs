@@ -10,7 +10,7 @@ use super::{blocking, metrics, Envelope, ReceiveOutcome, SubmitOutcome, SubmitRe
 use crate::clock::Clock;
 use crate::credential::{issue_translation, split_subject, IssuerId, VerifiedCredential, Verifier};
 use crate::problem::{Problem, ProblemType};
-use crate::store::{Inserted, NewExchange, NewInboxItem, Store};
+use crate::store::{Inserted, NewExchange, Store};
 use crate::trust::{KeyRole, LocalKeys};
 use schema_mapper::{translate, MappingTable};
 use serde_json::{Map, Value};
@@ -134,8 +134,6 @@ impl Pipeline {
         env: Envelope,
     ) -> Result<ReceiveOutcome, Problem> {
         self.check_envelope(caller_member, &env)?;
-        let exchange_id = env.exchange_id.clone();
-        let with_id = |p: Problem| p.with_exchange(exchange_id.clone());
         let id = env.exchange_id.clone();
         if let Some(item) = blocking(&self.store, move |s| s.inbox_by_exchange(&id)).await? {
             let same = item.origin == env.origin && item.chain.first() == env.chain.first();
@@ -149,29 +147,7 @@ impl Pipeline {
             };
         }
 
-        let chain = self
-            .verifier
-            .verify_chain(&env.chain)
-            .await
-            .map_err(|e| with_id(e.problem()))?;
-        if chain.original().issuer().member() != env.origin {
-            return Err(with_id(Problem::new(
-                ProblemType::IssuerMismatch,
-                "the original credential was not issued by the envelope's origin member",
-            )));
-        }
-        let home = self
-            .translate_and_sign(chain.last(), INTERCHANGE_FRAMEWORK, &self.framework)
-            .map_err(with_id)?;
-        let mut links = env.chain;
-        links.push(home);
-        let new = NewInboxItem {
-            exchange_id: env.exchange_id,
-            origin: env.origin,
-            credential_id: chain.original().id().to_owned(),
-            received_at: self.clock.now(),
-            chain: links,
-        };
+        let new = self.receive_job().inbox_item(env, self.clock.now()).await?;
         match blocking(&self.store, move |s| s.insert_inbox(new)).await? {
             Inserted::Created(item) => {
                 metrics::exchange_event("received");
