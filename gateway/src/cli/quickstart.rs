@@ -167,14 +167,7 @@ async fn exchange_all(cluster: &DevCluster, timeout: Duration) -> Result<Vec<Row
 
     let mut rows = Vec::new();
     for (fixture, from, to, id, t0) in pending {
-        let doc = from
-            .wait_for_status(&id, &["delivered", "rejected", "dead-lettered"], timeout)
-            .await?;
-        let status = doc
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_owned();
+        let status = from.wait_until_settled(&id, timeout).await?;
         rows.push((fixture, from.member.clone(), to, id, status, t0.elapsed()));
     }
 

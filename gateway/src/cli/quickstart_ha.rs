@@ -15,7 +15,6 @@ use crate::config::{Config, StoreUrl};
 use crate::devfed::{CreditBank, DevCluster, DevFedError, FIXTURES};
 use crate::devpg::DevPostgres;
 use crate::devpki::{DevFederation, DevReplica};
-use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -228,14 +227,7 @@ async fn exchange_all(
     }
     let mut rows = Vec::new();
     for (fixture, bank, route, id) in pending {
-        let doc = bank
-            .wait_for_status(&id, &["delivered", "rejected", "dead-lettered"], timeout)
-            .await?;
-        let status = doc
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_owned();
+        let status = bank.wait_until_settled(&id, timeout).await?;
         rows.push((fixture, route, id, status));
     }
 

@@ -194,6 +194,19 @@ impl CreditBank {
         }
     }
 
+    /// Waits until the exchange is settled (delivered, rejected or
+    /// dead-lettered) or `timeout` passes; returns its last status.
+    pub async fn wait_until_settled(&self, id: &str, timeout: Duration) -> Result<String, DevFedError> {
+        let doc = self
+            .wait_for_status(id, &["delivered", "rejected", "dead-lettered"], timeout)
+            .await?;
+        Ok(doc
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned())
+    }
+
     async fn get(&self, path: &str) -> Result<HttpAnswer, DevFedError> {
         let r = self
             .http
