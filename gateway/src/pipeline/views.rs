@@ -93,7 +93,6 @@ mod tests {
             credential_digest: "0".repeat(64),
             origin: "cq".into(),
             destination: "sc".into(),
-            chain: vec!["a".into(), "b".into()],
             state: crate::store::ExchangeState::Forwarded,
             accepted_at: OffsetDateTime::UNIX_EPOCH,
             forwarded_at: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1)),

@@ -475,7 +475,7 @@ fn sql_limit(limit: usize) -> i64 {
 
 macro_rules! select_exchange {
     () => {
-        "SELECT seq, exchange_id, credential_id, credential_digest, origin, destination, chain, status,
+        "SELECT seq, exchange_id, credential_id, credential_digest, origin, destination, status,
                 accepted_at, forwarded_at, settled_at, updated_at, attempts, last_error, problem,
                 (SELECT o.next_attempt_at FROM outbox o WHERE o.exchange_seq = exchanges.seq)
          FROM exchanges "
@@ -490,7 +490,6 @@ struct ExchangeRow {
     credential_digest: String,
     origin: String,
     destination: String,
-    chain: String,
     status: String,
     accepted_at: i64,
     forwarded_at: Option<i64>,
@@ -511,16 +510,15 @@ impl ExchangeRow {
             credential_digest: r.get(3)?,
             origin: r.get(4)?,
             destination: r.get(5)?,
-            chain: r.get(6)?,
-            status: r.get(7)?,
-            accepted_at: r.get(8)?,
-            forwarded_at: r.get(9)?,
-            settled_at: r.get(10)?,
-            updated_at: r.get(11)?,
-            attempts: r.get(12)?,
-            last_error: r.get(13)?,
-            problem: r.get(14)?,
-            next_attempt_at: r.get(15)?,
+            status: r.get(6)?,
+            accepted_at: r.get(7)?,
+            forwarded_at: r.get(8)?,
+            settled_at: r.get(9)?,
+            updated_at: r.get(10)?,
+            attempts: r.get(11)?,
+            last_error: r.get(12)?,
+            problem: r.get(13)?,
+            next_attempt_at: r.get(14)?,
         })
     }
 
@@ -552,7 +550,6 @@ impl ExchangeRow {
         };
         Ok(Exchange {
             seq: to_u64(self.seq, CTX)?,
-            chain: chain_from_json(&self.chain, CTX)?,
             state,
             accepted_at: from_nanos(self.accepted_at, CTX)?,
             forwarded_at: opt_from_nanos(self.forwarded_at, CTX)?,
@@ -828,12 +825,9 @@ impl NewExchangeRow {
             params![seq, new.destination, at],
         )
         .map_err(sqlite("inserting an outbox item"))?;
-        audit::append(tx, at, entries::accepted(new, to_u64(seq, "exchange seq")?))?;
-        let created = exchange_by_id(tx, &new.exchange_id)?.ok_or_else(|| StoreError::Corrupt {
-            context: "exchange row",
-            reason: "inserted exchange cannot be read back".into(),
-        })?;
-        Ok(Inserted::Created(created))
+        let seq = to_u64(seq, "exchange seq")?;
+        audit::append(tx, at, entries::accepted(new, seq))?;
+        Ok(Inserted::Created(domain::accepted_exchange(new, seq)))
     }
 }
 

@@ -142,7 +142,6 @@ pub struct Exchange {
     pub credential_digest: String,
     pub origin: String,
     pub destination: String,
-    pub chain: Vec<String>,
     pub state: ExchangeState,
     pub accepted_at: OffsetDateTime,
     /// First delivery attempt, if any was made.

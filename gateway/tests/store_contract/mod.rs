@@ -191,6 +191,8 @@ pub fn insert_exchange_is_idempotent_by_origin_and_credential(b: &Backend) {
         Some(first.accepted_at),
         "due at acceptance"
     );
+    // The answer is what is stored (backends do not read the row back).
+    assert_eq!(store.exchange("ex-1").unwrap().as_ref(), Some(&first));
 
     // A replay carries a freshly generated exchange id; the stored one wins.
     let replay = NewExchange {

@@ -11,7 +11,10 @@
 
 pub mod audit;
 
-use super::{Exchange, ExchangeStatus, InboxItem, Inserted, Lease, NewExchange, NewInboxItem, StoreError};
+use super::{
+    Exchange, ExchangeState, ExchangeStatus, InboxItem, Inserted, Lease, NewExchange, NewInboxItem,
+    StoreError,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -107,6 +110,27 @@ pub fn validate_exchange(new: &NewExchange) -> Result<(), StoreError> {
         "must be 64 lowercase hex digits (SHA-256)",
     )?;
     nanos(new.accepted_at, "accepted_at").map(drop)
+}
+
+/// The exchange a successful insert of `new` stored under `seq`: every
+/// backend answers with this instead of reading its row back (a contract
+/// case holds the two equal).
+pub fn accepted_exchange(new: &NewExchange, seq: u64) -> Exchange {
+    Exchange {
+        seq,
+        exchange_id: new.exchange_id.clone(),
+        credential_id: new.credential_id.clone(),
+        credential_digest: new.credential_digest.clone(),
+        origin: new.origin.clone(),
+        destination: new.destination.clone(),
+        state: ExchangeState::Accepted,
+        accepted_at: new.accepted_at,
+        forwarded_at: None,
+        updated_at: new.accepted_at,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: Some(new.accepted_at),
+    }
 }
 
 /// What a received envelope must have before it enters the inbox.

@@ -27,7 +27,6 @@ fn stored(status: ExchangeState) -> Exchange {
         credential_digest: "a".repeat(64),
         origin: "cq".into(),
         destination: "sc".into(),
-        chain: vec!["orig".into(), "inter".into()],
         state: status,
         accepted_at: T0,
         forwarded_at: None,

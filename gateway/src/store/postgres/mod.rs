@@ -384,16 +384,16 @@ impl PgStore {
 
 /// The columns of an exchange as the API sees it, with the outbox's due time.
 const SELECT_EXCHANGE: &str = "SELECT e.seq, e.exchange_id, e.credential_id, e.credential_digest, e.origin,
-        e.destination, e.chain, e.status, e.accepted_at, e.forwarded_at, e.settled_at, e.updated_at,
+        e.destination, e.status, e.accepted_at, e.forwarded_at, e.settled_at, e.updated_at,
         e.attempts, e.last_error, e.problem, o.next_attempt_at
      FROM exchanges e LEFT JOIN outbox o ON o.exchange_seq = e.seq ";
 
 fn exchange_from_row(r: &Row) -> Result<Exchange, StoreError> {
     const CTX: &str = "exchange row";
     let get_err = |e: tokio_postgres::Error| corrupt(CTX, e.to_string());
-    let status: String = r.try_get(7).map_err(get_err)?;
+    let status: String = r.try_get(6).map_err(get_err)?;
     let status: ExchangeStatus = status.parse().map_err(|e| corrupt(CTX, format!("{e}")))?;
-    let settled_at: Option<i64> = r.try_get(10).map_err(get_err)?;
+    let settled_at: Option<i64> = r.try_get(9).map_err(get_err)?;
     let settled = || {
         settled_at
             .ok_or_else(|| corrupt(CTX, format!("{status} exchange without settled_at")))
@@ -405,7 +405,7 @@ fn exchange_from_row(r: &Row) -> Result<Exchange, StoreError> {
         ExchangeStatus::Delivered => ExchangeState::Delivered { at: settled()? },
         ExchangeStatus::DeadLettered => ExchangeState::DeadLettered { at: settled()? },
         ExchangeStatus::Rejected => {
-            let text: Option<String> = r.try_get(14).map_err(get_err)?;
+            let text: Option<String> = r.try_get(13).map_err(get_err)?;
             let text = text.ok_or_else(|| corrupt(CTX, "rejected exchange without a problem"))?;
             let problem = serde_json::from_str(&text).map_err(|e| corrupt(CTX, e.to_string()))?;
             ExchangeState::Rejected {
@@ -414,7 +414,6 @@ fn exchange_from_row(r: &Row) -> Result<Exchange, StoreError> {
             }
         }
     };
-    let chain: String = r.try_get(6).map_err(get_err)?;
     Ok(Exchange {
         seq: to_u64(r.try_get(0).map_err(get_err)?, CTX)?,
         exchange_id: r.try_get(1).map_err(get_err)?,
@@ -422,14 +421,13 @@ fn exchange_from_row(r: &Row) -> Result<Exchange, StoreError> {
         credential_digest: r.try_get(3).map_err(get_err)?,
         origin: r.try_get(4).map_err(get_err)?,
         destination: r.try_get(5).map_err(get_err)?,
-        chain: chain_from_json(&chain, CTX)?,
         state,
-        accepted_at: from_nanos(r.try_get(8).map_err(get_err)?, CTX)?,
-        forwarded_at: opt_from_nanos(r.try_get(9).map_err(get_err)?, CTX)?,
-        updated_at: from_nanos(r.try_get(11).map_err(get_err)?, CTX)?,
-        attempts: to_u32(r.try_get(12).map_err(get_err)?, CTX)?,
-        last_error: r.try_get(13).map_err(get_err)?,
-        next_attempt_at: opt_from_nanos(r.try_get(15).map_err(get_err)?, CTX)?,
+        accepted_at: from_nanos(r.try_get(7).map_err(get_err)?, CTX)?,
+        forwarded_at: opt_from_nanos(r.try_get(8).map_err(get_err)?, CTX)?,
+        updated_at: from_nanos(r.try_get(10).map_err(get_err)?, CTX)?,
+        attempts: to_u32(r.try_get(11).map_err(get_err)?, CTX)?,
+        last_error: r.try_get(12).map_err(get_err)?,
+        next_attempt_at: opt_from_nanos(r.try_get(14).map_err(get_err)?, CTX)?,
     })
 }
 
@@ -836,13 +834,10 @@ impl Store for PgStore {
             )
             .await
             .map_err(backend_error("inserting an outbox item"))?;
-            w.append(at, entries::accepted(&new, to_u64(seq, "exchange seq")?))
-                .await?;
-            let created = exchange_by_id(&*w.tx, &new.exchange_id)
-                .await?
-                .ok_or_else(|| corrupt("exchange row", "inserted exchange cannot be read back"))?;
+            let seq = to_u64(seq, "exchange seq")?;
+            w.append(at, entries::accepted(&new, seq)).await?;
             w.commit().await?;
-            Ok(Inserted::Created(created))
+            Ok(Inserted::Created(domain::accepted_exchange(&new, seq)))
         })
     }
 
