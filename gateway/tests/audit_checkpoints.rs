@@ -235,7 +235,7 @@ fn deleted_log_with_genesis_head_fails() {
     populate(&cq);
     cq.raw()
         .execute_batch(&format!(
-            "DELETE FROM audit; DELETE FROM outbox; DELETE FROM exchanges; DELETE FROM inbox;
+            "DELETE FROM audit; DELETE FROM outbox; DELETE FROM exchange_chains; DELETE FROM exchanges; DELETE FROM inbox;
              UPDATE inbox_ack SET acked_up_to = 0;
              UPDATE audit_head SET seq = 0, hash = '{GENESIS}';"
         ))
@@ -306,9 +306,14 @@ fn forged_checkpoint_signature_fails() {
 // (d)
 #[test]
 fn rows_edited_without_an_audit_entry_fail() {
-    let edits: [(&str, &str); 5] = [
+    let edits: [(&str, &str); 6] = [
         (
-            "UPDATE exchanges SET chain = '[\"other-original\",\"other-interchange\"]' WHERE exchange_id = 'ex-3'",
+            "UPDATE exchange_chains SET chain = '[\"other-original\",\"other-interchange\"]'
+             WHERE exchange_seq = (SELECT seq FROM exchanges WHERE exchange_id = 'ex-3')",
+            "exchange ex-3 differs from what its latest audit entry (3, accepted) recorded",
+        ),
+        (
+            "DELETE FROM exchange_chains WHERE exchange_seq = (SELECT seq FROM exchanges WHERE exchange_id = 'ex-3')",
             "exchange ex-3 differs from what its latest audit entry (3, accepted) recorded",
         ),
         (
@@ -350,7 +355,10 @@ fn deleted_exchange_row_fails() {
     let cq = Member::of(&federation(dir.path()), "cq");
     populate(&cq);
     cq.raw()
-        .execute_batch("DELETE FROM exchanges WHERE exchange_id = 'ex-1'")
+        .execute_batch(
+            "DELETE FROM exchange_chains WHERE exchange_seq = (SELECT seq FROM exchanges WHERE exchange_id = 'ex-1');
+             DELETE FROM exchanges WHERE exchange_id = 'ex-1'",
+        )
         .unwrap();
     match cq.store().audit_verify() {
         Err(StoreError::AuditBroken { reason, .. }) => assert!(

@@ -18,6 +18,14 @@ macro_rules! exchange_columns {
          accepted_at, forwarded_at, settled_at, updated_at, attempts, last_error, problem"
     };
 }
+/// An exchange row as its digest sees it: the chain lives in a table of its
+/// own (migration 6) but is part of the row. A missing chain reads as NULL,
+/// so the digest no longer matches and verification names the exchange.
+macro_rules! exchange_rows {
+    () => {
+        " FROM exchanges LEFT JOIN exchange_chains ON exchange_seq = seq "
+    };
+}
 macro_rules! inbox_columns {
     () => {
         "cursor, exchange_id, origin, credential_id, received_at, chain"
@@ -53,7 +61,8 @@ fn current_row_digest(
         RowTable::Exchanges => concat!(
             "SELECT ",
             exchange_columns!(),
-            " FROM exchanges WHERE exchange_id = ?1"
+            exchange_rows!(),
+            "WHERE exchange_id = ?1"
         ),
         RowTable::Inbox => concat!("SELECT ", inbox_columns!(), " FROM inbox WHERE exchange_id = ?1"),
         RowTable::None => return Ok(None),
@@ -145,7 +154,7 @@ pub(super) fn verify_at(
     let tables = [
         (
             RowTable::Exchanges,
-            concat!("SELECT ", exchange_columns!(), " FROM exchanges ORDER BY seq"),
+            concat!("SELECT ", exchange_columns!(), exchange_rows!(), "ORDER BY seq"),
         ),
         (
             RowTable::Inbox,

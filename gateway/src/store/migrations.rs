@@ -140,6 +140,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL
     );
     "#,
+    // 6: an exchange's chain (~3 KB) moves to a table of its own. It is
+    // written once, while the exchange row changes on every settle and
+    // attempt: with the chain inline each row filled a page of its own, so
+    // each settle rewrote a page per exchange. Row digests still cover the
+    // chain (audit.rs joins it back), so old audit entries verify unchanged.
+    r#"
+    CREATE TABLE exchange_chains (
+        exchange_seq INTEGER PRIMARY KEY REFERENCES exchanges (seq),
+        chain        TEXT    NOT NULL
+    );
+    INSERT INTO exchange_chains (exchange_seq, chain) SELECT seq, chain FROM exchanges;
+    ALTER TABLE exchanges DROP COLUMN chain;
+    "#,
 ];
 
 /// Applies every migration the database has not seen yet. Safe to call on
@@ -181,4 +194,119 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 pub(super) fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(super::sqlite::sqlite("reading the schema version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Connection, MIGRATIONS};
+    use crate::store::domain::audit::{row_digest, AuditEntry, Cell, RowTable, GENESIS_HASH};
+    use crate::store::domain::entries;
+    use crate::store::{AuditHead, NewExchange, SqliteStore, Store};
+    use rusqlite::params;
+    use rusqlite::types::ValueRef;
+    use time::OffsetDateTime;
+
+    /// A database a version-5 binary wrote (the chain inline, its audit
+    /// entry's digest taken over that row) opens under the current schema:
+    /// the chain moves to its table, the old entry still verifies and the
+    /// delivery worker reads the chain.
+    #[test]
+    fn chains_leave_version_5_rows_and_their_digests_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        let conn = Connection::open(&path).unwrap();
+        for (version, sql) in (1_i64..).zip(&MIGRATIONS[..5]) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        let new = NewExchange {
+            exchange_id: "ex-1".into(),
+            credential_id: "urn:uuid:c-1".into(),
+            credential_digest: "ab".repeat(32),
+            origin: "cq".into(),
+            destination: "sc".into(),
+            chain: vec!["original-jws".into(), "interchange-jws".into()],
+            accepted_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        };
+        let at = 1_700_000_000_000_000_000_i64;
+        conn.execute(
+            "INSERT INTO exchanges (exchange_id, origin, credential_id, credential_digest, destination,
+                                    chain, status, accepted_at, updated_at)
+             VALUES ('ex-1', 'cq', 'urn:uuid:c-1', ?1, 'sc', ?2, 'accepted', ?3, ?3)",
+            params![
+                new.credential_digest,
+                serde_json::to_string(&new.chain).unwrap(),
+                at
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at) VALUES (1, 'sc', ?1, ?1)",
+            params![at],
+        )
+        .unwrap();
+        let digest = conn
+            .query_row(
+                "SELECT seq, exchange_id, origin, credential_id, credential_digest, destination, chain,
+                        status, accepted_at, forwarded_at, settled_at, updated_at, attempts, last_error, problem
+                 FROM exchanges",
+                [],
+                |r| {
+                    let cells = (0..15)
+                        .map(|i| {
+                            r.get_ref(i).map(|v| match v {
+                                ValueRef::Null => Cell::Null,
+                                ValueRef::Integer(n) => Cell::Int(n),
+                                ValueRef::Real(f) => Cell::Real(f),
+                                ValueRef::Text(t) => Cell::Text(t),
+                                ValueRef::Blob(b) => Cell::Blob(b),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(row_digest(RowTable::Exchanges, cells))
+                },
+            )
+            .unwrap();
+        let genesis = AuditHead {
+            seq: 0,
+            hash: GENESIS_HASH.into(),
+        };
+        let entry = AuditEntry::next(&genesis, at, entries::accepted(&new, 1), Some(digest));
+        conn.execute(
+            "INSERT INTO audit (seq, at, exchange_id, event, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                entry.seq,
+                entry.at,
+                entry.exchange_id,
+                entry.event,
+                entry.detail,
+                entry.prev_hash,
+                entry.hash
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
+            params![entry.seq, entry.hash],
+        )
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 6);
+        assert_eq!(store.audit_verify().unwrap().entries, 1);
+        let outbox = store.pending_outbox("sc", 10).unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].chain, new.chain);
+        let columns: Vec<String> = Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT name FROM pragma_table_info('exchanges')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(!columns.iter().any(|c| c == "chain"), "{columns:?}");
+    }
 }

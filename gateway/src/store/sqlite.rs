@@ -805,20 +805,24 @@ impl NewExchangeRow {
         }
         tx.exec(
             "INSERT INTO exchanges (exchange_id, origin, credential_id, credential_digest, destination,
-                                    chain, status, accepted_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?7)",
+                                    status, accepted_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', ?6, ?6)",
             params![
                 new.exchange_id,
                 new.origin,
                 new.credential_id,
                 new.credential_digest,
                 new.destination,
-                self.chain,
                 at
             ],
         )
         .map_err(sqlite("inserting an exchange"))?;
         let seq = tx.last_insert_rowid();
+        tx.exec(
+            "INSERT INTO exchange_chains (exchange_seq, chain) VALUES (?1, ?2)",
+            params![seq, self.chain],
+        )
+        .map_err(sqlite("storing an exchange's chain"))?;
         tx.exec(
             "INSERT INTO outbox (exchange_seq, destination, queued_at, next_attempt_at)
              VALUES (?1, ?2, ?3, ?3)",
@@ -896,9 +900,10 @@ impl Store for SqliteStore {
         self.read(|tx| {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT o.exchange_seq, e.exchange_id, e.origin, o.destination, e.chain,
+                    "SELECT o.exchange_seq, e.exchange_id, e.origin, o.destination, c.chain,
                             o.queued_at, o.next_attempt_at, o.attempts
                      FROM outbox o JOIN exchanges e ON e.seq = o.exchange_seq
+                     LEFT JOIN exchange_chains c ON c.exchange_seq = o.exchange_seq
                      WHERE o.destination = ?1
                      ORDER BY o.exchange_seq
                      LIMIT ?2",
@@ -911,7 +916,7 @@ impl Store for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(4)?,
                         r.get::<_, i64>(5)?,
                         r.get::<_, i64>(6)?,
                         r.get::<_, i64>(7)?,
@@ -921,6 +926,11 @@ impl Store for SqliteStore {
             rows.map(|r| {
                 let (seq, exchange_id, origin, destination, chain, queued, next, attempts) =
                     r.map_err(sqlite("reading the outbox"))?;
+                // Never skip an item: a missing chain is damage to report.
+                let chain = chain.ok_or_else(|| StoreError::Corrupt {
+                    context: CTX,
+                    reason: format!("exchange {exchange_id} has no stored chain"),
+                })?;
                 Ok(OutboxItem {
                     seq: to_u64(seq, CTX)?,
                     exchange_id,
