@@ -111,7 +111,9 @@ impl Pipeline {
             Inserted::Created(ex) => {
                 self.delivery.notify_one();
                 metrics::exchange_event("accepted");
-                tracing::info!(exchange_id = %ex.exchange_id, destination = %ex.destination, "exchange accepted");
+                // DEBUG: the request's own INFO line already names the
+                // exchange (`record_exchange` in api/handlers.rs).
+                tracing::debug!(exchange_id = %ex.exchange_id, destination = %ex.destination, "exchange accepted");
                 SubmitOutcome {
                     status: ex.status().as_str().into(),
                     exchange_id: ex.exchange_id,

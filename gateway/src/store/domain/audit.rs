@@ -196,6 +196,9 @@ pub fn row_digest<'a>(table: RowTable, cells: impl IntoIterator<Item = Cell<'a>>
     hex(&h.finalize())
 }
 
+/// SHA-256 (hex) of the compact JSON array
+/// `[prev_hash, seq, at, exchange_id, event, detail]`, streamed into the
+/// hasher instead of building a `Value` first (this runs on every write).
 fn entry_hash(
     prev_hash: &str,
     seq: i64,
@@ -204,8 +207,22 @@ fn entry_hash(
     event: &str,
     detail: &str,
 ) -> String {
-    let canonical = serde_json::json!([prev_hash, seq, at, exchange_id, event, detail]).to_string();
-    hex(&Sha256::digest(canonical.as_bytes()))
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Cannot fail: the writer never does, and strings and integers always
+    // serialise. Were it to, the hash would be wrong and verification would
+    // report the entry as broken (a false alarm, never a silent pass).
+    let _ = serde_json::to_writer(&mut h, &(prev_hash, seq, at, exchange_id, event, detail));
+    hex(&h.0.finalize())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

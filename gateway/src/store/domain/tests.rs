@@ -402,3 +402,41 @@ fn row_digest_encodes_types_and_table() {
         audit::row_digest(RowTable::Inbox, [Cell::Text(b"")])
     );
 }
+
+/// The streamed entry hash is the hash of the documented JSON array, byte
+/// for byte (stored logs depend on it), escapes and non-ASCII included.
+#[test]
+fn entry_hash_is_the_hash_of_the_canonical_json_array() {
+    use sha2::{Digest, Sha256};
+    let head = AuditHead {
+        seq: 41,
+        hash: "ab".repeat(32),
+    };
+    for (exchange_id, detail) in [
+        (
+            Some("ex-\"1\"\u{2028}"),
+            json!({"from": "forwarded", "error": "超时\n\t\u{0}"}),
+        ),
+        (None, json!({"upTo": 7})),
+    ] {
+        let draft = match exchange_id {
+            Some(id) => Draft::about(id, AuditEvent::AttemptFailed, detail),
+            None => Draft::general(AuditEvent::InboxAcked, detail),
+        };
+        let entry = AuditEntry::next(&head, 1_700_000_000_123_456_789, draft, None);
+        let canonical = json!([
+            entry.prev_hash,
+            entry.seq,
+            entry.at,
+            entry.exchange_id,
+            entry.event,
+            entry.detail
+        ])
+        .to_string();
+        let expected: String = Sha256::digest(canonical.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(entry.hash, expected);
+    }
+}
