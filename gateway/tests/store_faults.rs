@@ -350,6 +350,65 @@ fn the_wal_stays_bounded_and_idle_maintenance_truncates_it() {
     assert_eq!(store.list_exchanges(None, 1000).unwrap().len(), 600);
 }
 
+/// Salt-1 and salt-2 of the WAL header: SQLite writes new ones whenever a
+/// writer starts the WAL over from its beginning.
+fn wal_salts(dir: &Path) -> [u8; 8] {
+    let header = std::fs::read(dir.join("bashu.db-wal")).unwrap();
+    header[16..24].try_into().unwrap()
+}
+
+/// The checkpoint thread, not a commit, copies the WAL back and lets the
+/// writer start it over: a burst longer than the bound but shorter than the
+/// writer's own automatic checkpoint (4 x the bound) reaches the database
+/// file and the WAL restarts, with no write ever waiting for a checkpoint.
+#[test]
+fn the_checkpoint_thread_copies_the_wal_back_and_the_writer_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        wal_autocheckpoint_pages: 40,
+        ..StoreOptions::default()
+    };
+    let store = open_data_dir(dir.path(), "cq", options).unwrap();
+    let frame = 4096 + 24;
+    let frames = |dir: &Path| wal_len(dir).saturating_sub(32) / frame;
+    // Let the migrations' pages settle first, so the burst below is all
+    // that is left in the WAL.
+    store.maintain().unwrap();
+    store.maintain().unwrap();
+    assert_eq!(wal_len(dir.path()), 0);
+    let db_len = || std::fs::metadata(dir.path().join("bashu.db")).unwrap().len();
+    let before = db_len();
+
+    let mut n = 0;
+    while frames(dir.path()) < 80 {
+        n += 1;
+        store.insert_exchange(exchange(n, 6_000)).unwrap();
+    }
+    assert!(
+        frames(dir.path()) < 160,
+        "the burst stays under the writer's backstop"
+    );
+    let salts = wal_salts(dir.path());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db_len() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint reached the database file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The writer finishes the checkpoint; its next write starts the WAL over.
+    while wal_salts(dir.path()) == salts {
+        assert!(Instant::now() < deadline, "the WAL was never started over");
+        n += 1;
+        store.insert_exchange(exchange(n, 100)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(store.list_exchanges(None, 1000).unwrap().len(), n as usize);
+    assert_eq!(store.audit_verify().unwrap().entries, u64::from(n));
+}
+
 // --- `bashu serve` start checks ------------------------------------------------
 
 fn bashu() -> Command {

@@ -36,6 +36,7 @@ pub mod postgres;
 mod settlement;
 mod sqlite;
 mod sqlite_batch;
+mod sqlite_checkpointer;
 mod sqlite_queue;
 mod sqlite_writer;
 mod types;

@@ -15,6 +15,7 @@ use super::domain::{
     Transition,
 };
 use super::migrations;
+use super::sqlite_checkpointer::Checkpointer;
 use super::sqlite_queue::{Queued, WriteQueue};
 use super::sqlite_writer::Writer;
 use super::{
@@ -47,8 +48,10 @@ const BUSY_CHECKPOINT_EVERY: u32 = 6;
 /// pages they were 3 % of an origin gateway's CPU under load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// `PRAGMA wal_autocheckpoint`: after a commit leaves the WAL at least
-    /// this many pages long, SQLite copies it back into the database.
+    /// Once the WAL is this many pages long, it is copied back into the
+    /// database by the checkpoint thread (`sqlite_checkpointer.rs`), and the
+    /// writer's next write starts it over. The writer's own
+    /// `wal_autocheckpoint` is armed at four times this as a backstop.
     pub wal_autocheckpoint_pages: u32,
     /// `PRAGMA journal_size_limit`: when the WAL is reset after a
     /// checkpoint, it is truncated to at most this many bytes.
@@ -70,6 +73,9 @@ pub struct SqliteStore {
     /// Accepts queued by async callers (`queue_insert_exchange`); dropped
     /// first, so its thread finishes them before the connection closes.
     queue: Option<WriteQueue>,
+    /// Copies the WAL back into the database off the write path; dropped
+    /// (stopped and joined) before the writer's connection closes.
+    _checkpointer: Checkpointer,
     path: PathBuf,
     /// The one writing connection, with group transactions and group commit.
     writer: Arc<Writer>,
@@ -207,14 +213,24 @@ impl SqliteStore {
         reader
             .pragma_update(None, "query_only", true)
             .map_err(open_error)?;
+        let checkpoint_conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+        configure(&checkpoint_conn, options).map_err(open_error)?;
         let writer = Arc::new(Writer::new(path, writer));
-        let queue = WriteQueue::start(Arc::clone(&writer)).map_err(|e| StoreError::Open {
+        let thread_error = |e: std::io::Error| StoreError::Open {
             backend: BACKEND,
             target: path.display().to_string(),
             source: Box::new(e),
-        })?;
+        };
+        let queue = WriteQueue::start(Arc::clone(&writer)).map_err(thread_error)?;
+        let checkpointer = Checkpointer::start(
+            checkpoint_conn,
+            Arc::clone(&writer),
+            options.wal_autocheckpoint_pages.max(1),
+        )
+        .map_err(thread_error)?;
         Ok(Self {
             queue: Some(queue),
+            _checkpointer: checkpointer,
             path: path.to_owned(),
             writer,
             reader: Mutex::new(reader),
@@ -437,16 +453,17 @@ fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     // indexes, which outgrew the default cache and were read back from the
     // WAL with a `pread` each.
     conn.pragma_update(None, "cache_size", -16_384)?;
-    // Bound the WAL: checkpoint it back often, and shrink the file when it
-    // is reset instead of keeping its largest size forever.
-    conn.row(
-        &format!(
-            "PRAGMA wal_autocheckpoint = {}",
-            options.wal_autocheckpoint_pages.max(1)
-        ),
-        [],
-        |r| r.get::<_, i64>(0),
-    )?;
+    // Bound the WAL. The checkpoint thread copies it back at the bound; the
+    // automatic checkpoint (run by whichever connection commits past it:
+    // only the writer commits) is the backstop if that thread falls behind.
+    // Shrink the file when it is reset instead of keeping its largest size.
+    let backstop = options
+        .wal_autocheckpoint_pages
+        .max(1)
+        .saturating_mul(super::sqlite_checkpointer::BACKSTOP_FACTOR);
+    conn.row(&format!("PRAGMA wal_autocheckpoint = {backstop}"), [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     let limit = i64::try_from(options.journal_size_limit_bytes).unwrap_or(i64::MAX);
     conn.row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
         r.get::<_, i64>(0)

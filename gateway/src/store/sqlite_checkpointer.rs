@@ -1,0 +1,121 @@
+//! WAL checkpoints off the write path.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crosses the
+//! threshold: the committing connection copies the WAL into the database
+//! and fsyncs the database file before the commit returns. On this store
+//! that connection is the writer, so every accept and settle queued behind
+//! it waited for those fsyncs. Measured on a busy origin: 5 ms median and
+//! 12 ms worst per checkpoint, five times a second, squarely in the accept
+//! p99.
+//!
+//! Here a thread with its own connection does that copy (a `PASSIVE`
+//! checkpoint, which never blocks writers). A checkpoint from another
+//! connection cannot restart the WAL while the writer keeps appending,
+//! though, so when the WAL has grown past its bound the thread finishes on
+//! the writer's connection: a second `PASSIVE` checkpoint that copies only
+//! what arrived meanwhile (little, and already mostly synced), after which
+//! the next write starts the WAL from its beginning again. The writer's own
+//! automatic checkpoint stays armed at [`BACKSTOP_FACTOR`] times the bound,
+//! so the WAL stays bounded even if this thread falls behind or fails.
+//!
+//! Durability is unchanged: checkpoints at `synchronous=NORMAL` sync the WAL
+//! before copying it (see `group_sync.rs`), whichever connection runs them.
+
+use super::cached::Cached;
+use super::sqlite_writer::Writer;
+use rusqlite::Connection;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the thread looks for new commits to checkpoint.
+pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// The writer's own automatic checkpoint, as a multiple of the bound.
+pub(super) const BACKSTOP_FACTOR: u32 = 4;
+
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    signal: Condvar,
+}
+
+/// The checkpoint thread. Dropping it stops and joins the thread.
+pub(super) struct Checkpointer {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// Starts the thread on `conn` (its own connection, configured like the
+    /// others). `bound_pages` is the WAL length past which the writer is
+    /// asked to finish a checkpoint.
+    pub(super) fn start(conn: Connection, writer: Arc<Writer>, bound_pages: u32) -> std::io::Result<Self> {
+        let stop = Arc::new(Stop::default());
+        let thread = std::thread::Builder::new()
+            .name("bashu-checkpoint".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || run(&conn, &writer, bound_pages, &stop)
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *self.stop.stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.stop.signal.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: `(busy, frames in the WAL, frames
+/// copied)`.
+fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
+fn run(conn: &Connection, writer: &Writer, bound_pages: u32, stop: &Stop) {
+    let mut seen = writer.sync().generation();
+    loop {
+        {
+            let stopped = stop.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            let (stopped, _) = stop
+                .signal
+                .wait_timeout_while(stopped, CHECKPOINT_EVERY, |stopped| !*stopped)
+                .unwrap_or_else(PoisonError::into_inner);
+            if *stopped {
+                return;
+            }
+        }
+        let now = writer.sync().generation();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match passive(conn) {
+            Ok((_, frames, _)) if frames >= i64::from(bound_pages) => {
+                let finished = writer.exclusive(passive);
+                if let Err(e) = finished {
+                    tracing::warn!(error = %e, "cannot finish a WAL checkpoint on the writer; the next round retries");
+                }
+            }
+            Ok(_) => {}
+            // Not fatal: the writer's own automatic checkpoint bounds the WAL.
+            Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed; the next round retries"),
+        }
+    }
+}
