@@ -58,7 +58,7 @@ impl Checkpointer {
     pub(super) fn start(conn: Connection, writer: Arc<Writer>, bound_pages: u32) -> std::io::Result<Self> {
         let stop = Arc::new(Stop::default());
         let thread = std::thread::Builder::new()
-            .name("bashu-checkpoint".into())
+            .name("bashu-wal-ckpt".into())
             .spawn({
                 let stop = Arc::clone(&stop);
                 move || run(&conn, &writer, bound_pages, &stop)
