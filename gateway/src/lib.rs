@@ -19,7 +19,7 @@
 //! - [`cli`]: the `bashu` command line.
 //! - [`suggest`]: nearest valid names (edit distance) for error messages.
 //! - [`wire`]: the federation wire shapes (envelope, batch, results) of SPEC §4.
-//! - [`clock`]: injectable wall-clock time for pipeline and delivery.
+//! - [`clock`]: injectable wall-clock time, one for the whole gateway.
 
 pub mod api;
 pub mod app;

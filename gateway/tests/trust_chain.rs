@@ -4,7 +4,7 @@
 mod trust_support;
 
 use bashu_gateway::credential::{
-    issue_translation_at, new_learning_credential, CredentialError, IssuerId, VerifiedCredential,
+    issue_translation, new_learning_credential, CredentialError, IssuerId, VerifiedCredential,
 };
 use bashu_gateway::problem::ProblemType;
 use schema_mapper::{LearningRecord, MappingTable};
@@ -36,7 +36,7 @@ fn translated(pred: &VerifiedCredential, framework: &str) -> Value {
 /// Signs `subject` as cq's gateway translation of `pred` with the reference table.
 fn sign_translation(fed: &Fed, pred: &VerifiedCredential, subject: Value) -> String {
     let key = fed.members["cq"].gateway_key();
-    issue_translation_at(pred, subject, TABLE.0, TABLE.1, &gw("cq"), &key, at(T0)).unwrap()
+    issue_translation(pred, subject, TABLE.0, TABLE.1, &gw("cq"), &key, at(T0)).unwrap()
 }
 
 async fn translate(
@@ -46,7 +46,7 @@ async fn translate(
     framework: &str,
 ) -> (String, VerifiedCredential) {
     let key = fed.members[by].gateway_key();
-    let jws = issue_translation_at(
+    let jws = issue_translation(
         pred,
         translated(pred, framework),
         TABLE.0,
@@ -199,7 +199,7 @@ async fn learner_id_may_not_change() {
     let mut s = translated(&orig, "wfs");
     s["id"] = "urn:bashu:learner:cq:someone-else".into();
     let key = fed.members["cq"].gateway_key();
-    let jws = issue_translation_at(&orig, s, TABLE.0, TABLE.1, &gw("cq"), &key, at(T0)).unwrap();
+    let jws = issue_translation(&orig, s, TABLE.0, TABLE.1, &gw("cq"), &key, at(T0)).unwrap();
     assert_eq!(chain_kind(&fed, &[original, jws]).await, ProblemType::ChainBroken);
 }
 
@@ -271,7 +271,7 @@ async fn roles_and_types_must_agree() {
     let fed = Fed::new();
     let orig = fed.verifier.verify(&fed.credential("cq")).await.unwrap();
     // Only gateways issue translations.
-    let err = issue_translation_at(
+    let err = issue_translation(
         &orig,
         translated(&orig, "wfs"),
         "t",
@@ -361,7 +361,7 @@ async fn a_translation_with_an_unknown_table_version_is_mapping_version_unknown(
     let orig = fed.verifier.verify(&original).await.unwrap();
     let key = fed.members["cq"].gateway_key();
     for (id, version) in [(TABLE.0, "9.9.9"), ("gzf-ref~wfs-ref", TABLE.1)] {
-        let jws = issue_translation_at(
+        let jws = issue_translation(
             &orig,
             translated(&orig, "wfs"),
             id,

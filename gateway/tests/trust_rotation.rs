@@ -8,7 +8,7 @@
 
 mod trust_support;
 
-use bashu_gateway::credential::{issue_translation_at, IssuerId, Verifier};
+use bashu_gateway::credential::{issue_translation, IssuerId, Verifier};
 use bashu_gateway::jose::{Alg, SigningKey};
 use bashu_gateway::trust::{
     Clock, KeyRole, KeySetFetcher, KeyStatus, KeyStore, LocalKeys, ManualClock, TrustCache, TrustCacheConfig,
@@ -111,7 +111,7 @@ async fn start_workers(
                 while !stop.load(Ordering::SeqCst) {
                     let key = local.signing_key().unwrap();
                     let now = at(clock.now_secs());
-                    let jws = issue_translation_at(
+                    let jws = issue_translation(
                         &pred,
                         pred.subject().clone(),
                         "cqf-wfs-ref",

@@ -52,6 +52,7 @@ impl ScGateway {
             version,
             &gateway,
             &self.key,
+            time::OffsetDateTime::now_utc(),
         )
         .unwrap();
         vec![original, link]

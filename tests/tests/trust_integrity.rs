@@ -218,6 +218,7 @@ async fn a_peer_gateway_cannot_inflate_a_learners_record() {
             "1.0.0",
             &gateway,
             &hostile.key,
+            time::OffsetDateTime::now_utc(),
         )
         .unwrap();
         let id = format!("hostile-{n}");
@@ -236,6 +237,7 @@ async fn a_peer_gateway_cannot_inflate_a_learners_record() {
         "7.0.0",
         &gateway,
         &hostile.key,
+        time::OffsetDateTime::now_utc(),
     )
     .unwrap();
     let (status, body) = hostile
@@ -250,8 +252,16 @@ async fn a_peer_gateway_cannot_inflate_a_learners_record() {
     assert_eq!(problem_slug(&body), "mapping-version-unknown", "{body}");
 
     // The honest translation of the same original goes through.
-    let honest_link =
-        issue_translation(&orig, honest, "cqf-ref~wfs-ref", "1.0.0", &gateway, &hostile.key).unwrap();
+    let honest_link = issue_translation(
+        &orig,
+        honest,
+        "cqf-ref~wfs-ref",
+        "1.0.0",
+        &gateway,
+        &hostile.key,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
     let (status, body) = hostile
         .post(&envelope("honest-1", "sc", "cq", &[original, honest_link]))
         .await;
@@ -313,6 +323,7 @@ async fn an_original_enters_the_inbox_once_whatever_its_exchange_id() {
         "1.0.0",
         &IssuerId::gateway("sc").unwrap(),
         &hostile.key,
+        time::OffsetDateTime::now_utc(),
     )
     .unwrap();
     let (status, body) = hostile.post(&envelope(&own_id, "sc", "cq", &[fresh, link])).await;

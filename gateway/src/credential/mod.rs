@@ -24,5 +24,5 @@ pub use error::CredentialError;
 pub use issuer::IssuerId;
 pub use profile::{issue_credential, new_learning_credential};
 pub use subject::{split_subject, SubjectError};
-pub use translation::{issue_translation, issue_translation_at, TranslationEvidence};
+pub use translation::{issue_translation, TranslationEvidence};
 pub use verify::{VerifiedCredential, Verifier};

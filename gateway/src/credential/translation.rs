@@ -120,32 +120,12 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Issues a translation of `pred` now; see [`issue_translation_at`].
-pub fn issue_translation(
-    pred: &VerifiedCredential,
-    subject: Value,
-    table_id: &str,
-    table_version: &str,
-    issuer: &IssuerId,
-    key: &SigningKey,
-) -> Result<String, CredentialError> {
-    issue_translation_at(
-        pred,
-        subject,
-        table_id,
-        table_version,
-        issuer,
-        key,
-        OffsetDateTime::now_utc(),
-    )
-}
-
 /// Issues a translation credential of `pred`, valid from `now` until the
 /// predecessor's `validUntil` (a translation never outlives its source).
 /// Its evidence attests when `pred` was verified ([`VerifiedCredential::verified_at`]).
 /// `issuer` must be a gateway; `subject` is the translated record and must
 /// keep the learner `id`.
-pub fn issue_translation_at(
+pub fn issue_translation(
     pred: &VerifiedCredential,
     subject: Value,
     table_id: &str,

@@ -222,6 +222,7 @@ impl ReceiveJob {
             chain.last(),
             INTERCHANGE_FRAMEWORK,
             &self.framework,
+            received_at,
         )
         .map_err(with_id)?;
         let credential_id = chain.original().id().to_owned();

@@ -15,6 +15,7 @@ use crate::trust::{KeyRole, LocalKeys};
 use schema_mapper::{translate, MappingTable};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 /// The interchange framework every envelope carries (SPEC §3).
@@ -92,7 +93,12 @@ impl Pipeline {
         // credential id) with the stored exchange, and the interchange
         // signed here for it is dropped unseen, so a resubmission never
         // produces new bytes.
-        let interchange = self.translate_and_sign(&original, &self.framework, INTERCHANGE_FRAMEWORK)?;
+        let interchange = self.translate_and_sign(
+            &original,
+            &self.framework,
+            INTERCHANGE_FRAMEWORK,
+            self.clock.now(),
+        )?;
         let new = NewExchange {
             // Time-ordered (UUIDv7): the exchange-id indexes on both sides
             // grow at their end instead of at a random leaf per insert.
@@ -215,14 +221,21 @@ impl Pipeline {
 
     /// Translates `pred`'s learning record `from` → `to` and signs the
     /// result as a translation credential of this member's gateway.
-    fn translate_and_sign(&self, pred: &VerifiedCredential, from: &str, to: &str) -> Result<String, Problem> {
-        translate_and_sign(&self.table, &self.local, &self.member, pred, from, to)
+    fn translate_and_sign(
+        &self,
+        pred: &VerifiedCredential,
+        from: &str,
+        to: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, Problem> {
+        translate_and_sign(&self.table, &self.local, &self.member, pred, from, to, now)
     }
 }
 
 /// Translates `pred`'s learning record `from` → `to` with `table` and signs
-/// the result as a translation credential of `member`'s gateway. A free
-/// function so that receive tasks can run it off the request's task.
+/// the result as a translation credential of `member`'s gateway, valid from
+/// `now` (the pipeline's clock). A free function so that receive tasks can
+/// run it off the request's task.
 pub(super) fn translate_and_sign(
     table: &MappingTable,
     local: &LocalKeys,
@@ -230,6 +243,7 @@ pub(super) fn translate_and_sign(
     pred: &VerifiedCredential,
     from: &str,
     to: &str,
+    now: OffsetDateTime,
 ) -> Result<String, Problem> {
     let (learner, record) = split_subject(pred.subject()).map_err(Problem::from)?;
     let translation = translate(&record, from, to, table).map_err(Problem::from)?;
@@ -251,6 +265,7 @@ pub(super) fn translate_and_sign(
         &translation.table_version,
         &issuer,
         &key,
+        now,
     )
     .map_err(|e| e.problem())
 }

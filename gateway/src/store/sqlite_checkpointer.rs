@@ -57,12 +57,10 @@ impl Checkpointer {
     /// asked to finish a checkpoint.
     pub(super) fn start(conn: Connection, writer: Arc<Writer>, bound_pages: u32) -> std::io::Result<Self> {
         let stop = Arc::new(Stop::default());
-        let thread = std::thread::Builder::new()
-            .name("bashu-wal-ckpt".into())
-            .spawn({
-                let stop = Arc::clone(&stop);
-                move || run(&conn, &writer, bound_pages, &stop)
-            })?;
+        let thread = std::thread::Builder::new().name("bashu-wal-ckpt".into()).spawn({
+            let stop = Arc::clone(&stop);
+            move || run(&conn, &writer, bound_pages, &stop)
+        })?;
         Ok(Self {
             stop,
             thread: Some(thread),

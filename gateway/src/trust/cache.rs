@@ -21,12 +21,12 @@
 //! member name is answered without I/O, so attacker-chosen issuers cannot
 //! make the gateway fetch anything or grow any map.
 
-use super::clock::{Clock, SystemClock};
 use super::fetch::{FetchError, KeySetFetcher};
 use super::keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
 use super::marks::{SeqMarks, SeqMarksError};
 use super::metrics::{self, FetchOutcome};
 use super::KeyStatus;
+use crate::clock::{Clock, SystemClock};
 use crate::config::TrustConfig;
 use crate::jose::VerifyingKey;
 use crate::problem::{Problem, ProblemType};

@@ -18,10 +18,10 @@
 //!   it against the public key, and never re-signs (so the operator must
 //!   publish again before `exp`).
 
-use super::clock::{Clock, SystemClock};
 use super::fetch::{FetchError, KeySetFetcher};
 use super::keyset::KeySet;
 use super::keystore::{next_seq, KeyStore, KeyStoreError};
+use crate::clock::{Clock, SystemClock};
 use crate::jose::{self, json_strict, SigningKey, VerifyingKey};
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};

@@ -8,10 +8,10 @@
 //! - [`local`]: `LocalKeys`, what a running gateway signs and publishes with.
 //! - [`marks`]: durable rollback marks (highest accepted `seq` per member).
 //! - [`metrics`]: Prometheus metrics of the trust cache.
-//! - [`clock`]: injectable time, so tests never sleep.
+//!
+//! Time comes from the gateway-wide [`crate::clock`] (re-exported here).
 
 pub mod cache;
-pub mod clock;
 pub mod fetch;
 pub mod keyset;
 pub mod keystore;
@@ -19,8 +19,8 @@ pub mod local;
 pub mod marks;
 pub mod metrics;
 
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use cache::{LookupError, TrustCache, TrustCacheConfig};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use fetch::{FetchError, KeySetFetcher, MemberRouter, StaticFetcher};
 pub use keyset::{KeySet, KeyUnusable, TrustError, TrustKey};
 pub use keystore::{KeyInfo, KeyStore, KeyStoreError};
