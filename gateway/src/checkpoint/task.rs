@@ -247,6 +247,10 @@ impl Witness {
     pub async fn run(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Members start independently, so a peer that is not listening yet
+        // in the round at start is expected (the quickstart's second
+        // gateway, every federation restart): INFO then, WARN afterwards.
+        let mut first_round = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -254,12 +258,17 @@ impl Witness {
                         match self.witness(member).await {
                             Ok(true) => tracing::debug!(%member, "witnessed audit checkpoint"),
                             Ok(false) => {}
+                            Err(WitnessError::Fetch(e)) if first_round => {
+                                tracing::info!(%member, error = %e, ?interval, "peer not reachable yet to witness its audit checkpoint; trying again each interval");
+                                metrics::WITNESS.with_label_values(&[member.as_str(), "failed"]).inc();
+                            }
                             Err(e) => {
                                 tracing::warn!(%member, error = %e, "cannot witness audit checkpoint");
                                 metrics::WITNESS.with_label_values(&[member.as_str(), "failed"]).inc();
                             }
                         }
                     }
+                    first_round = false;
                 }
                 changed = shutdown.changed() => {
                     if changed.is_err() || stopping(&shutdown) {
