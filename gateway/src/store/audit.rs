@@ -43,7 +43,7 @@ fn cell(v: ValueRef<'_>) -> Cell<'_> {
 }
 
 /// The digest of a row selected with the table's digest columns first.
-fn row_digest(table: RowTable, row: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+pub(super) fn row_digest(table: RowTable, row: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
     let n = table.digest_columns().len();
     let cells = (0..n)
         .map(|i| row.get_ref(i).map(cell))
@@ -84,6 +84,11 @@ pub(super) fn append(tx: &Connection, at: i64, draft: Draft) -> Result<(), Store
         None => None,
     };
     let entry = AuditEntry::next(&AuditHead { seq, hash }, at, draft, digest);
+    store_entry(tx, &entry)
+}
+
+/// Stores `entry` and moves the head to it (in the caller's transaction).
+pub(super) fn store_entry(tx: &Connection, entry: &AuditEntry) -> Result<(), StoreError> {
     tx.exec(
         "INSERT INTO audit (seq, at, exchange_id, event, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -199,11 +199,11 @@ pub(super) fn schema_version(conn: &Connection) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::{Connection, MIGRATIONS};
-    use crate::store::domain::audit::{row_digest, AuditEntry, Cell, RowTable, GENESIS_HASH};
+    use crate::store::audit;
+    use crate::store::domain::audit::{AuditEntry, RowTable, GENESIS_HASH};
     use crate::store::domain::entries;
     use crate::store::{AuditHead, NewExchange, SqliteStore, Store};
     use rusqlite::params;
-    use rusqlite::types::ValueRef;
     use time::OffsetDateTime;
 
     /// A database a version-5 binary wrote (the chain inline, its audit
@@ -251,20 +251,7 @@ mod tests {
                         status, accepted_at, forwarded_at, settled_at, updated_at, attempts, last_error, problem
                  FROM exchanges",
                 [],
-                |r| {
-                    let cells = (0..15)
-                        .map(|i| {
-                            r.get_ref(i).map(|v| match v {
-                                ValueRef::Null => Cell::Null,
-                                ValueRef::Integer(n) => Cell::Int(n),
-                                ValueRef::Real(f) => Cell::Real(f),
-                                ValueRef::Text(t) => Cell::Text(t),
-                                ValueRef::Blob(b) => Cell::Blob(b),
-                            })
-                        })
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok(row_digest(RowTable::Exchanges, cells))
-                },
+                |r| audit::row_digest(RowTable::Exchanges, r),
             )
             .unwrap();
         let genesis = AuditHead {
@@ -272,25 +259,7 @@ mod tests {
             hash: GENESIS_HASH.into(),
         };
         let entry = AuditEntry::next(&genesis, at, entries::accepted(&new, 1), Some(digest));
-        conn.execute(
-            "INSERT INTO audit (seq, at, exchange_id, event, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                entry.seq,
-                entry.at,
-                entry.exchange_id,
-                entry.event,
-                entry.detail,
-                entry.prev_hash,
-                entry.hash
-            ],
-        )
-        .unwrap();
-        conn.execute(
-            "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
-            params![entry.seq, entry.hash],
-        )
-        .unwrap();
+        audit::store_entry(&conn, &entry).unwrap();
         drop(conn);
 
         let store = SqliteStore::open(&path).unwrap();
