@@ -30,7 +30,7 @@ fn new_exchange(n: u64, chain: &[String]) -> NewExchange {
     NewExchange {
         exchange_id: uuid::Uuid::now_v7().to_string(),
         credential_id: format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-        credential_digest: format!("{:064x}", u128::from(n as u32) * 0x9e37_79b9),
+        credential_digest: format!("{n:064x}"),
         origin: "cq".into(),
         destination: "sc".into(),
         chain: chain.to_vec(),
