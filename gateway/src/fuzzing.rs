@@ -11,7 +11,7 @@
 //!
 //! Nothing here does I/O or depends on the clock beyond reading it.
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::credential::profile;
 use crate::credential::TranslationEvidence;
 use crate::jose::json_strict::{self, JsonError, MAX_DEPTH};
@@ -395,7 +395,7 @@ pub fn keyset(data: &[u8]) {
     };
     if let Ok(set) = KeySet::parse_unsigned(text) {
         assert!(
-            config::is_member_id(&set.iss),
+            crate::ids::is_member_id(&set.iss),
             "iss {:?} is not a member id",
             set.iss
         );
@@ -451,7 +451,7 @@ pub fn config(data: &[u8]) {
     let Ok(cfg) = Config::from_toml_str(text, path, vars.clone()) else {
         return;
     };
-    assert!(config::is_member_id(&cfg.member), "member {:?}", cfg.member);
+    assert!(crate::ids::is_member_id(&cfg.member), "member {:?}", cfg.member);
     let mut paths: Vec<&PathBuf> = vec![
         &cfg.data_dir,
         &cfg.tls.ca,

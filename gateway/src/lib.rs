@@ -13,13 +13,14 @@
 //! - [`checkpoint`]: signed checkpoints of the audit head, and witnessing peers'.
 //! - [`delivery`]: the outbox worker that forwards envelopes to peers.
 //! - [`pipeline`]: accept → verify → map → sign, and the receiving side.
-//! - [`metrics`]: Prometheus registry and the loopback metrics listener.
+//! - [`metrics`]: the Prometheus registry (a leaf; `api` serves it on the loopback listener).
 //! - [`devpki`]: the development federation written by `bashu dev init`.
 //! - [`devpg`]: a throwaway PostgreSQL cluster for tests and demos.
 //! - [`cli`]: the `bashu` command line.
 //! - [`suggest`]: nearest valid names (edit distance) for error messages.
 //! - [`wire`]: the federation wire shapes (envelope, batch, results) of SPEC §4.
 //! - [`clock`]: injectable wall-clock time, one for the whole gateway.
+//! - [`ids`]: the member-id and exchange-id rules, one home each.
 
 pub mod api;
 pub mod app;
@@ -36,6 +37,7 @@ pub mod devpki;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hex;
+pub mod ids;
 pub mod jose;
 pub mod mapping;
 pub mod metrics;

@@ -1,11 +1,21 @@
 //! The federation wire shapes of SPEC §4: an envelope, a batch of
-//! envelopes, and the per-envelope results of a batch.
+//! envelopes, and the per-envelope results of a batch; and the contract's
+//! limits that more than one module enforces.
 //!
 //! Both sides use them — `pipeline` receives envelopes, `delivery` sends
-//! them — so they live here, below both, instead of in either.
+//! them, `config` validates against the limits that `trust` enforces — so
+//! they live here, below all of them, instead of in any.
 
+use crate::ids;
+use crate::problem::{Problem, ProblemType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Longest allowed key-set lifetime, `exp - iat` (SPEC §2: 30 days). A
+/// longer-lived set would keep a compromised or retired key trusted for that
+/// long with no way to take it back, so `trust` refuses it, never clamps it,
+/// and `config` refuses a cache TTL beyond it.
+pub const MAX_KEYSET_LIFETIME_SECS: i64 = 30 * 24 * 3600;
 
 /// Most envelopes one batch request may carry (SPEC §4).
 pub const MAX_BATCH_ENVELOPES: usize = 256;
@@ -24,6 +34,27 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The checks every receiver makes first, on the single form at the API
+    /// and on each envelope of a batch in the pipeline: the exchange id is
+    /// one [`ids::is_exchange_id`] allows, and the envelope comes from the
+    /// member whose gateway is calling (a peer never speaks for another).
+    pub fn check_sender(&self, caller_member: &str) -> Result<(), Problem> {
+        if !ids::is_exchange_id(&self.exchange_id) {
+            return Err(Problem::new(
+                ProblemType::MalformedRequest,
+                format!("exchangeId must be {}", ids::EXCHANGE_ID_RULE),
+            ));
+        }
+        if self.origin != caller_member {
+            return Err(Problem::new(
+                ProblemType::ForbiddenRole,
+                format!("the {caller_member} gateway may only deliver envelopes from its own member"),
+            )
+            .with_exchange(self.exchange_id.clone()));
+        }
+        Ok(())
+    }
+
     /// Bytes this envelope adds to a batch body, near enough for sizing
     /// batches (JSON framing is counted generously).
     pub fn wire_size(&self) -> usize {

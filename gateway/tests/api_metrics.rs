@@ -5,7 +5,7 @@
 mod api_support;
 
 use api_support::{limits, Client, Fake, Pki, Server};
-use bashu_gateway::metrics;
+use bashu_gateway::api;
 use bashu_gateway::transport::Role;
 use bytes::Bytes;
 use http::{Request, StatusCode, Version};
@@ -45,7 +45,7 @@ async fn metrics_listener_serves_metrics_health_and_readiness() {
     assert_eq!(bank.get("/v1/exchanges/ex-1").await.status, StatusCode::OK);
 
     let ready = Arc::new(AtomicBool::new(true));
-    let probe: metrics::ReadyProbe = {
+    let probe: api::ReadyProbe = {
         let ready = Arc::clone(&ready);
         Arc::new(move || {
             let now = ready.load(Ordering::SeqCst);
@@ -61,7 +61,7 @@ async fn metrics_listener_serves_metrics_health_and_readiness() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(metrics::serve(listener, probe, rx));
+    let task = tokio::spawn(api::serve_ops(listener, probe, rx));
 
     let (status, ct, body) = get(addr, "/metrics").await;
     assert_eq!(status, StatusCode::OK);

@@ -198,14 +198,14 @@ async fn a_crl_passing_next_update_at_run_time_fails_closed_and_shows_in_readine
     );
 
     // /readyz as the gateway wires it: not ready, with the reason.
-    let probe = bashu_gateway::metrics::ready_probe_with(Arc::new(|| Box::pin(async { Ok(()) })), {
+    let probe = bashu_gateway::api::ready_probe_with(Arc::new(|| Box::pin(async { Ok(()) })), {
         let tls = Arc::clone(&server.tls);
         move || tls.readiness()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let metrics = tokio::spawn(bashu_gateway::metrics::serve(listener, probe, rx));
+    let metrics = tokio::spawn(bashu_gateway::api::serve_ops(listener, probe, rx));
     let mut tcp = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
     tcp.write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await

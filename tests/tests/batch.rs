@@ -233,3 +233,41 @@ async fn batches_beyond_the_limits_are_refused() {
     assert!(inbox_ids(&cq).await.is_empty());
     cluster.shutdown().await;
 }
+
+/// The exchange-id and sender rules are one (`ids`, `Envelope::check_sender`):
+/// the batch form judges each envelope exactly as the single form judges it
+/// alone, including ids the OpenAPI pattern allows but ours never use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_envelope_of_a_batch_meets_the_single_forms_id_and_sender_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+    let cluster = DevCluster::start(fed.clone()).await.unwrap();
+    let cq = cluster.credit_bank("cq").unwrap();
+    let sc = ScGateway::new(&cluster, &fed).await;
+
+    let mut foreign = envelope("batch-foreign", &sc.chain(2, "1.0.0").await);
+    foreign["origin"] = json!("gz");
+    let cases = [
+        (envelope("sc_0.a:b", &sc.chain(0, "1.0.0").await), 202, ""),
+        (envelope("bad/id", &sc.chain(1, "1.0.0").await), 400, "malformed-request"),
+        (foreign, 403, "forbidden-role"),
+    ];
+    let batch: Vec<Value> = cases.iter().map(|c| c.0.clone()).collect();
+    let (status, body) = sc.post(&json!({ "envelopes": batch })).await;
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<(u64, String)> = results(&body).into_iter().map(|r| (r.1, r.2)).collect();
+    let want: Vec<(u64, String)> = cases.iter().map(|c| (c.1, c.2.to_owned())).collect();
+    assert_eq!(got, want, "{body}");
+    assert_eq!(inbox_ids(&cq).await, ["sc_0.a:b"]);
+
+    // Alone, each envelope gets the same answer (the stored one is a resend).
+    for (env, status, slug) in &cases {
+        let (got, body) = sc.post(env).await;
+        let want = if *status == 202 { 200 } else { *status };
+        assert_eq!(got, u16::try_from(want).unwrap(), "{body}");
+        if !slug.is_empty() {
+            assert_eq!(problem_slug(&body), *slug, "{body}");
+        }
+    }
+    cluster.shutdown().await;
+}

@@ -137,18 +137,9 @@ where
                 }
                 Err(e) => return Err(malformed(format!("request body: {e}"))),
             };
-            let id = check_exchange_id(&env.exchange_id)?.to_owned();
+            env.check_sender(&call.caller.member)?;
+            let id = env.exchange_id.clone();
             record_exchange(&id);
-            if env.origin != call.caller.member {
-                return Err(Problem::new(
-                    ProblemType::ForbiddenRole,
-                    format!(
-                        "the {} gateway may only deliver envelopes from its own member",
-                        call.caller.member
-                    ),
-                )
-                .with_exchange(id));
-            }
             let out = svc.receive(&call.caller.member, env).await.map_err(about(&id))?;
             let body = json!({"exchangeId": out.exchange_id, "status": "delivered"});
             Ok(response::json(created_or_replayed(out.created), &body))

@@ -28,6 +28,7 @@
 mod auth;
 mod connections;
 mod handlers;
+mod ops;
 mod ratelimit;
 pub(crate) mod request;
 pub(crate) mod response;
@@ -39,5 +40,5 @@ pub use ratelimit::{RateLimiter, SourceLimiter};
 pub use request::EXCHANGE_STATUSES;
 pub use response::JWT_CONTENT_TYPE;
 pub use routes::{lookup, Access, Handler, Lookup, Route, ROUTES};
+pub use ops::{ready_probe, ready_probe_with, serve as serve_ops, ReadyProbe};
 pub use server::serve;
-pub(crate) use server::stopped;

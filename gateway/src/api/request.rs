@@ -222,18 +222,15 @@ fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
     s.parse().ok()
 }
 
-/// Exchange ids in paths: short, URL-safe tokens.
+/// Exchange ids in paths, by the one rule of [`crate::ids`].
 pub fn check_exchange_id(id: &str) -> Result<&str, Problem> {
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
+    if crate::ids::is_exchange_id(id) {
         Ok(id)
     } else {
-        Err(malformed(
-            "exchange id must be 1-128 characters of [A-Za-z0-9._:-]",
-        ))
+        Err(malformed(format!(
+            "exchange id must be {}",
+            crate::ids::EXCHANGE_ID_RULE
+        )))
     }
 }
 

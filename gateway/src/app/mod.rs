@@ -243,10 +243,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.limits.clone(),
         rx.clone(),
     ));
-    let ready = crate::metrics::ready_probe_with(crate::metrics::ready_probe(pipeline.clone()), move || {
+    let ready = crate::api::ready_probe_with(crate::api::ready_probe(pipeline.clone()), move || {
         tls_ready.readiness()
     });
-    tasks.spawn(crate::metrics::serve(metrics_listener, ready, rx.clone()));
+    tasks.spawn(crate::api::serve_ops(metrics_listener, ready, rx.clone()));
     tasks.spawn(watch_own_keys(local, cache, OWN_KEYS_POLL, rx.clone()));
     tasks.spawn(crate::store::maintain_periodically(
         store_for_maintenance,

@@ -372,10 +372,6 @@ impl Config {
     }
 }
 
-/// Member ids are short lowercase tokens; they appear in SPIFFE URIs and issuer URNs.
-pub fn is_member_id(s: &str) -> bool {
-    (2..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
 
 #[cfg(test)]
 mod tests;

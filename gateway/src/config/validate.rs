@@ -5,7 +5,8 @@
 //! (`bashu serve`), since tools such as `bashu keys generate` load a config
 //! whose key store does not exist yet.
 
-use super::{is_member_id, Config, ConfigError};
+use super::{Config, ConfigError};
+use crate::ids::is_member_id;
 use std::path::Path;
 
 /// Shortest `delivery.lease_ttl_ms`.
@@ -89,7 +90,7 @@ pub(super) fn validate(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
 
     let t = &cfg.trust;
     c.positive("trust.keyset_ttl_secs", t.keyset_ttl_secs)?;
-    if t.keyset_ttl_secs > crate::trust::keyset::MAX_LIFETIME_SECS.unsigned_abs() {
+    if t.keyset_ttl_secs > crate::wire::MAX_KEYSET_LIFETIME_SECS.unsigned_abs() {
         return Err(c.fail(
             "trust.keyset_ttl_secs",
             "must be at most 2592000 (30 days): longer-lived key sets are refused",

@@ -1,7 +1,7 @@
 //! Issuer ids: `urn:bashu:<member>:credit-bank` and `urn:bashu:<member>:gateway`.
 
 use super::CredentialError;
-use crate::config::is_member_id;
+use crate::ids::is_member_id;
 use crate::trust::KeyRole;
 use std::fmt;
 use std::str::FromStr;

@@ -197,7 +197,7 @@ fn is_learner_id(s: &str) -> bool {
     if let Some(rest) = s.strip_prefix("urn:bashu:learner:") {
         return rest
             .split_once(':')
-            .is_some_and(|(m, opaque)| crate::config::is_member_id(m) && !opaque.is_empty());
+            .is_some_and(|(m, opaque)| crate::ids::is_member_id(m) && !opaque.is_empty());
     }
     if let Some(rest) = s.strip_prefix("did:") {
         return rest

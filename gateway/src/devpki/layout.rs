@@ -3,7 +3,7 @@
 use super::ca::DevCa;
 use super::files::{free_ports, write};
 use super::DevPkiError;
-use crate::config::is_member_id;
+use crate::ids::is_member_id;
 use crate::transport::Role;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -1,17 +1,14 @@
-//! Prometheus metrics and the plain-HTTP health/metrics listener.
+//! Prometheus metrics: a leaf module every other module records into.
 //!
 //! Everything registers in [`prometheus::default_registry`]; other modules
 //! declare their own metrics as `LazyLock` statics registered there, and
-//! [`serve`] exposes whatever is registered. The listener speaks plain HTTP
-//! and is meant for loopback (config validation enforces that unless the
-//! operator opts out), so it carries no secrets: no payloads, no identities
+//! [`render`] prints whatever is registered for the operations listener
+//! (`api::serve_ops`). Labels carry no secrets: no payloads, no identities
 //! beyond member/role labels.
 
 mod http_metrics;
-mod server;
 
 pub use http_metrics::{observe_http, observe_tls_handshake_failure, set_open_connections};
-pub use server::{ready_probe, ready_probe_with, serve, ReadyProbe};
 
 use prometheus::core::Collector;
 use prometheus::{

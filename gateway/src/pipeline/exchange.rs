@@ -21,9 +21,6 @@ use tokio::sync::Notify;
 /// The interchange framework every envelope carries (SPEC §3).
 pub const INTERCHANGE_FRAMEWORK: &str = "wfs";
 
-/// Longest exchange id accepted from a peer; ours are 36-byte UUIDs.
-pub(super) const MAX_EXCHANGE_ID_LEN: usize = 128;
-
 /// Everything the pipeline needs, built once at start-up by the app. It
 /// holds no state of its own beyond these handles, so the fields are plain.
 pub struct Pipeline {
@@ -176,25 +173,8 @@ impl Pipeline {
     /// The checks of an envelope that need no store and no cryptography:
     /// identifier, origin, destination, peer, chain length.
     pub(super) fn check_envelope(&self, caller_member: &str, env: &Envelope) -> Result<(), Problem> {
-        if env.exchange_id.is_empty()
-            || env.exchange_id.len() > MAX_EXCHANGE_ID_LEN
-            || !env
-                .exchange_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b':')
-        {
-            return Err(Problem::new(
-                ProblemType::MalformedRequest,
-                "exchangeId is not a valid identifier",
-            ));
-        }
+        env.check_sender(caller_member)?;
         let with_id = |p: Problem| p.with_exchange(env.exchange_id.clone());
-        if env.origin != caller_member {
-            return Err(with_id(Problem::new(
-                ProblemType::ForbiddenRole,
-                "envelope origin must be the calling gateway's member",
-            )));
-        }
         if env.destination != self.member {
             return Err(with_id(Problem::new(
                 ProblemType::UnknownDestination,

@@ -5,7 +5,7 @@
 //! (no URI, several URIs, another trust domain, an unknown role) leaves the
 //! caller unauthenticated, even though its certificate chained to the CA.
 
-use crate::config::is_member_id;
+use crate::ids::is_member_id;
 use std::fmt;
 use std::str::FromStr;
 use x509_parser::extensions::GeneralName;

@@ -2,7 +2,7 @@
 //! signed by the member's federation key as a `bashu-keyset+jwt` JWS.
 
 use super::{KeyRole, KeyStatus};
-use crate::config::is_member_id;
+use crate::ids::is_member_id;
 use crate::jose::json_strict::{self, JsonError};
 use crate::jose::{self, HeaderPolicy, JoseError, SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
@@ -14,10 +14,7 @@ pub const KEYSET_TYP: &str = "bashu-keyset+jwt";
 /// A key set may be issued at most this far in the verifier's future.
 pub const MAX_IAT_SKEW_SECS: i64 = 60;
 
-/// Longest allowed key-set lifetime, `exp - iat` (SPEC §2: 30 days). A
-/// longer-lived set would keep a compromised or retired key trusted for that
-/// long with no way to take it back, so it is refused, never clamped.
-pub const MAX_LIFETIME_SECS: i64 = 30 * 24 * 3600;
+pub use crate::wire::MAX_KEYSET_LIFETIME_SECS as MAX_LIFETIME_SECS;
 
 /// Upper bound on keys per set; a member never needs more, and a peer must
 /// not be able to make us hold arbitrary amounts of key material.

@@ -9,7 +9,7 @@
 
 use super::keyset::{KeySet, TrustError, TrustKey};
 use super::{KeyRole, KeyStatus};
-use crate::config::is_member_id;
+use crate::ids::is_member_id;
 use crate::jose::{atomic_file, json_strict, Alg, JoseError, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

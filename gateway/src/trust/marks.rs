@@ -7,7 +7,7 @@
 //! cache therefore records a member's new highest `seq` here before it
 //! serves that set, and starts from the recorded marks after a restart.
 
-use crate::config::is_member_id;
+use crate::ids::is_member_id;
 use crate::jose::{atomic_file, json_strict};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

@@ -1,7 +1,10 @@
-//! Plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+//! Plain-HTTP operations listener: `/metrics`, `/healthz` and `/readyz`.
+//!
+//! It lives with the API rather than in `metrics`, so that `metrics` stays a
+//! leaf every module can record into without depending on HTTP serving.
 
-use crate::api::response::{self, Body};
-use crate::api::stopped;
+use super::response::{self, Body};
+use super::server::stopped;
 use crate::pipeline::GatewayService;
 use crate::problem::{Problem, ProblemType};
 use futures::future::BoxFuture;
@@ -114,7 +117,7 @@ async fn answer(ready: ReadyProbe, req: Request<Incoming>) -> Result<Response<Bo
         "/metrics" => response::text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            super::render(),
+            crate::metrics::render(),
         ),
         "/healthz" => response::json(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => match ready().await {
