@@ -212,29 +212,26 @@ fn secs(v: u64) -> i64 {
 }
 
 fn execute(args: Args) -> Result<(), Failure> {
-    if let KeysCommand::IssuerKeypair {
-        out_private,
-        out_public,
-        alg,
-        kid,
-    } = &args.command
-    {
+    let pair = match &args.command {
+        KeysCommand::IssuerKeypair {
+            out_private,
+            out_public,
+            alg,
+            kid,
+        } => Some((out_private, out_public, *alg, kid, ISSUER_PAIR)),
+        KeysCommand::FederationKeypair {
+            out_private,
+            out_public,
+            alg,
+            kid,
+        } => Some((out_private, out_public, *alg, kid, FEDERATION_PAIR)),
+        _ => None,
+    };
+    if let Some((private, public, alg, kid, what)) = pair {
         let kid = kid
             .clone()
-            .unwrap_or_else(|| issuer_kid(args.member.as_deref(), now()));
-        return write_keypair(out_private, out_public, *alg, &kid, ISSUER_PAIR);
-    }
-    if let KeysCommand::FederationKeypair {
-        out_private,
-        out_public,
-        alg,
-        kid,
-    } = &args.command
-    {
-        let kid = kid
-            .clone()
-            .unwrap_or_else(|| fresh_kid(args.member.as_deref(), "federation", now()));
-        return write_keypair(out_private, out_public, *alg, &kid, FEDERATION_PAIR);
+            .unwrap_or_else(|| fresh_kid(args.member.as_deref(), what.kid_tag, now()));
+        return write_keypair(private, public, alg, &kid, what);
     }
     let paths = resolve(&args)?;
     match args.command {
@@ -313,10 +310,6 @@ fn execute(args: Args) -> Result<(), Failure> {
 }
 
 /// A fresh issuer kid: `[<member>-]cb-<yyyymmdd>-<6 hex>`.
-fn issuer_kid(member: Option<&str>, now: i64) -> String {
-    fresh_kid(member, "cb", now)
-}
-
 /// `[<member>-]<what>-<yyyymmdd>-<6 hex>`.
 fn fresh_kid(member: Option<&str>, what: &str, now: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(now)
@@ -331,16 +324,20 @@ fn fresh_kid(member: Option<&str>, what: &str, now: i64) -> String {
 
 /// What the two halves of a generated key pair are for (printed after writing).
 struct PairUse {
+    /// The `<what>` of a kid made up for the pair (see [`fresh_kid`]).
+    kid_tag: &'static str,
     private: &'static str,
     public: &'static str,
 }
 
 const ISSUER_PAIR: PairUse = PairUse {
+    kid_tag: "cb",
     private: "private, keep it with the credit bank",
     public: "public, give it to the operator for `bashu keys import --jwk`",
 };
 
 const FEDERATION_PAIR: PairUse = PairUse {
+    kid_tag: "federation",
     private: "private, this gateway's trust.federation_key",
     public: "public, every other member pins it as [peers.<member>].federation_key",
 };
