@@ -41,7 +41,12 @@ mod tests {
     #[test]
     fn exchange_ids_follow_the_openapi_pattern() {
         let longest = "a".repeat(MAX_EXCHANGE_ID_LEN);
-        for ok in ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "ex:1", "a_b.c", longest.as_str()] {
+        for ok in [
+            "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "ex:1",
+            "a_b.c",
+            longest.as_str(),
+        ] {
             assert!(is_exchange_id(ok), "{ok}");
         }
         let too_long = "a".repeat(MAX_EXCHANGE_ID_LEN + 1);

@@ -36,9 +36,9 @@ mod routes;
 mod server;
 
 pub use auth::authorize;
+pub use ops::{ready_probe, ready_probe_with, serve as serve_ops, ReadyProbe};
 pub use ratelimit::{RateLimiter, SourceLimiter};
 pub use request::EXCHANGE_STATUSES;
 pub use response::JWT_CONTENT_TYPE;
 pub use routes::{lookup, Access, Handler, Lookup, Route, ROUTES};
-pub use ops::{ready_probe, ready_probe_with, serve as serve_ops, ReadyProbe};
 pub use server::serve;

@@ -15,8 +15,8 @@
 //! commands instead (for a CA kept elsewhere, e.g. in an HSM-backed
 //! OpenSSL setup); they produce certificates the gateway accepts.
 
-use crate::ids::is_member_id;
 use crate::devpki::{self, DevCa, LeafSpec};
+use crate::ids::is_member_id;
 use crate::transport::{ClientIdentity, Role};
 use std::fmt::Write as _;
 use std::net::IpAddr;

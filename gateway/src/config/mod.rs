@@ -372,6 +372,5 @@ impl Config {
     }
 }
 
-
 #[cfg(test)]
 mod tests;
