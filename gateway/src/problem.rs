@@ -231,6 +231,23 @@ impl ProblemType {
         self.info().status
     }
 
+    /// The type of a mapper error. Every mapper error names its SPEC §4
+    /// slug and the catalogue has them all (a test holds that); the
+    /// fallback only keeps a future mapper error from becoming a 500.
+    pub fn of_mapping(e: &schema_mapper::MapError) -> Self {
+        ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord)
+    }
+
+    /// A sender tries the same envelope again after this answer (SPEC §4):
+    /// the receiver may accept it later, so nothing queued behind it may
+    /// overtake it.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ProblemType::Unavailable | ProblemType::MappingVersionUnknown | ProblemType::RateLimited
+        ) || self.status() >= 500
+    }
+
     pub fn title(self) -> &'static str {
         self.info().title
     }
@@ -402,10 +419,8 @@ pub struct Problem {
 }
 
 impl From<schema_mapper::MapError> for Problem {
-    /// Every mapper error names its SPEC §4 slug; the catalogue has them all.
     fn from(e: schema_mapper::MapError) -> Self {
-        let kind = ProblemType::from_slug(e.slug()).unwrap_or(ProblemType::UnmappableRecord);
-        Problem::new(kind, e.to_string())
+        Problem::new(ProblemType::of_mapping(&e), e.to_string())
     }
 }
 

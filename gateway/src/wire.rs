@@ -38,19 +38,15 @@ impl Envelope {
     /// and on each envelope of a batch in the pipeline: the exchange id is
     /// one [`ids::is_exchange_id`] allows, and the envelope comes from the
     /// member whose gateway is calling (a peer never speaks for another).
-    pub fn check_sender(&self, caller_member: &str) -> Result<(), Problem> {
+    pub fn check_sender(&self, caller_member: &str) -> Result<(), SenderError> {
         if !ids::is_exchange_id(&self.exchange_id) {
-            return Err(Problem::new(
-                ProblemType::MalformedRequest,
-                format!("exchangeId must be {}", ids::EXCHANGE_ID_RULE),
-            ));
+            return Err(SenderError::ExchangeId);
         }
         if self.origin != caller_member {
-            return Err(Problem::new(
-                ProblemType::ForbiddenRole,
-                format!("the {caller_member} gateway may only deliver envelopes from its own member"),
-            )
-            .with_exchange(self.exchange_id.clone()));
+            return Err(SenderError::NotOwnMember {
+                caller: caller_member.to_owned(),
+                exchange_id: self.exchange_id.clone(),
+            });
         }
         Ok(())
     }
@@ -62,6 +58,34 @@ impl Envelope {
         self.chain
             .iter()
             .fold(fixed, |n, link| n.saturating_add(link.len()).saturating_add(4))
+    }
+}
+
+/// Why [`Envelope::check_sender`] refused an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SenderError {
+    #[error("exchangeId must be {}", ids::EXCHANGE_ID_RULE)]
+    ExchangeId,
+    #[error("the {caller} gateway may only deliver envelopes from its own member")]
+    NotOwnMember { caller: String, exchange_id: String },
+}
+
+impl SenderError {
+    pub fn kind(&self) -> ProblemType {
+        match self {
+            SenderError::ExchangeId => ProblemType::MalformedRequest,
+            SenderError::NotOwnMember { .. } => ProblemType::ForbiddenRole,
+        }
+    }
+}
+
+impl From<SenderError> for Problem {
+    fn from(e: SenderError) -> Self {
+        let problem = Problem::new(e.kind(), e.to_string());
+        match e {
+            SenderError::ExchangeId => problem,
+            SenderError::NotOwnMember { exchange_id, .. } => problem.with_exchange(exchange_id),
+        }
     }
 }
 

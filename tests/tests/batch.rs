@@ -195,6 +195,17 @@ async fn a_duplicate_inside_one_batch_is_a_resend_and_a_changed_one_a_conflict()
         ],
         "{body}"
     );
+    // As on the single form, a conflict's problem names the exchange it
+    // collides with: dup-c carries dup-a's original.
+    let problems: Vec<&Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["problem"]["exchangeId"])
+        .collect();
+    assert_eq!(problems[3], "dup-a", "{body}");
+    assert_eq!(problems[4], "dup-a", "{body}");
+    assert_eq!(body["results"][4]["exchangeId"], "dup-c", "{body}");
     assert_eq!(inbox_ids(&cq).await, ["dup-a", "dup-b"]);
     cluster.shutdown().await;
 }

@@ -18,12 +18,19 @@ pub enum SubjectError {
     Record(#[from] MapError),
 }
 
+impl SubjectError {
+    /// The SPEC §4 problem type: a mapper error names its own.
+    pub fn kind(&self) -> ProblemType {
+        match self {
+            SubjectError::Record(e) => ProblemType::of_mapping(e),
+            SubjectError::NotObject | SubjectError::MissingId => ProblemType::SchemaViolation,
+        }
+    }
+}
+
 impl From<SubjectError> for Problem {
     fn from(e: SubjectError) -> Self {
-        match e {
-            SubjectError::Record(e) => Problem::from(e),
-            other => Problem::new(ProblemType::SchemaViolation, other.to_string()),
-        }
+        Problem::new(e.kind(), e.to_string())
     }
 }
 

@@ -10,29 +10,22 @@
 //! (409, 422) for k does not hold the others back: k will not come again
 //! (unless an operator retries it, which is an explicit re-send).
 
-use super::exchange::{receive_conflict, translate_and_sign, INTERCHANGE_FRAMEWORK};
+use super::error::PipelineError;
+use super::exchange::{translate_and_sign, INTERCHANGE_FRAMEWORK};
 use super::{blocking, metrics, Envelope, Pipeline};
-use crate::problem::{Problem, ProblemType};
+use crate::problem::Problem;
 use crate::store::{Inserted, NewInboxItem};
 use crate::wire::EnvelopeResult;
 use std::sync::Arc;
 
 /// Where one envelope of a batch stands while the batch is processed.
 enum Step {
-    /// Answered already (a resend: `Ok(false)`; a problem).
-    Done(Result<bool, Problem>),
+    /// Answered already (a resend: `Ok(false)`; an error).
+    Done(Result<bool, PipelineError>),
     /// Verified, translated and signed: to be stored.
     Ready(NewInboxItem),
     /// Not looked at yet.
     Pending,
-}
-
-/// A problem after which the sender tries the same envelope again.
-pub(crate) fn is_transient(p: &Problem) -> bool {
-    matches!(
-        p.kind,
-        ProblemType::Unavailable | ProblemType::MappingVersionUnknown | ProblemType::RateLimited
-    ) || p.status() >= 500
 }
 
 impl Pipeline {
@@ -40,13 +33,13 @@ impl Pipeline {
         &self,
         caller_member: &str,
         envelopes: Vec<Envelope>,
-    ) -> Result<Vec<EnvelopeResult>, Problem> {
+    ) -> Result<Vec<EnvelopeResult>, PipelineError> {
         let ids: Vec<String> = envelopes.iter().map(|e| e.exchange_id.clone()).collect();
         let mut steps: Vec<Step> = envelopes
             .iter()
             .map(|env| match self.check_envelope(caller_member, env) {
                 Ok(()) => Step::Pending,
-                Err(p) => Step::Done(Err(p.with_exchange(env.exchange_id.clone()))),
+                Err(e) => Step::Done(Err(e)),
             })
             .collect();
 
@@ -60,7 +53,9 @@ impl Pipeline {
                 *step = Step::Done(if same {
                     Ok(false)
                 } else {
-                    Err(receive_conflict(item.exchange_id))
+                    Err(PipelineError::EnvelopeConflict {
+                        existing_exchange_id: item.exchange_id,
+                    })
                 });
             }
         }
@@ -79,28 +74,24 @@ impl Pipeline {
         while let Some(joined) = tasks.join_next().await {
             let (index, outcome) = joined.map_err(|e| {
                 tracing::error!(error = %e, "envelope verification task failed");
-                Problem::new(ProblemType::Unavailable, "envelope verification failed")
+                PipelineError::TaskFailed
             })?;
             if let Some(step) = steps.get_mut(index) {
                 *step = match outcome {
                     Ok(item) => Step::Ready(item),
-                    Err(p) => Step::Done(Err(p)),
+                    Err(e) => Step::Done(Err(e)),
                 };
             }
         }
 
         // Hold back everything after the first transient failure (module docs).
         let mut blocked = false;
-        for (step, id) in steps.iter_mut().zip(&ids) {
+        for step in &mut steps {
             if blocked && matches!(step, Step::Ready(_)) {
-                *step = Step::Done(Err(Problem::new(
-                    ProblemType::Unavailable,
-                    "not stored: an earlier envelope of this batch failed transiently; send it again after that one",
-                )
-                .with_exchange(id.clone())));
+                *step = Step::Done(Err(PipelineError::HeldBack));
             }
-            if let Step::Done(Err(p)) = step {
-                blocked |= is_transient(p);
+            if let Step::Done(Err(e)) = step {
+                blocked |= e.is_transient();
             }
         }
 
@@ -124,7 +115,9 @@ impl Pipeline {
                     Ok(true)
                 }
                 Inserted::Existing(_) => Ok(false),
-                Inserted::Conflict { existing_exchange_id } => Err(receive_conflict(existing_exchange_id)),
+                Inserted::Conflict { existing_exchange_id } => {
+                    Err(PipelineError::EnvelopeConflict { existing_exchange_id })
+                }
             };
             if let Some(step) = steps.get_mut(index) {
                 *step = Step::Done(result);
@@ -140,23 +133,25 @@ impl Pipeline {
                     status: if created { 202 } else { 200 },
                     problem: None,
                 },
-                Step::Done(Err(p)) => EnvelopeResult {
-                    status: p.status(),
-                    problem: Some(p.with_exchange(exchange_id.clone()).to_json()),
-                    exchange_id,
-                },
+                Step::Done(Err(e)) => failed(exchange_id, e),
                 // Every envelope reached `Done` above; answer a gap as transient.
-                Step::Ready(_) | Step::Pending => EnvelopeResult {
-                    status: 503,
-                    problem: Some(
-                        Problem::new(ProblemType::Unavailable, "envelope was not processed")
-                            .with_exchange(exchange_id.clone())
-                            .to_json(),
-                    ),
-                    exchange_id,
-                },
+                Step::Ready(_) | Step::Pending => failed(exchange_id, PipelineError::NotProcessed),
             })
             .collect())
+    }
+}
+
+/// The result of an envelope that was not stored: its problem names the
+/// exchange it collides with, if any, else the envelope's own.
+fn failed(exchange_id: String, e: PipelineError) -> EnvelopeResult {
+    let mut problem = Problem::from(e);
+    if problem.exchange_id.is_none() {
+        problem.exchange_id = Some(exchange_id.clone());
+    }
+    EnvelopeResult {
+        status: problem.status(),
+        problem: Some(problem.to_json()),
+        exchange_id,
     }
 }
 
@@ -187,12 +182,13 @@ pub(super) struct ReceiveJob {
 impl ReceiveJob {
     /// [`inbox_item`](Self::inbox_item) holding a permit of the verify
     /// pool, so a batch's envelopes never occupy every runtime worker.
-    async fn run(self, env: Envelope, received_at: time::OffsetDateTime) -> Result<NewInboxItem, Problem> {
+    async fn run(
+        self,
+        env: Envelope,
+        received_at: time::OffsetDateTime,
+    ) -> Result<NewInboxItem, PipelineError> {
         let pool = Arc::clone(&self.pool);
-        let _permit = pool.acquire().await.map_err(|_| {
-            Problem::new(ProblemType::Unavailable, "gateway is shutting down")
-                .with_exchange(env.exchange_id.clone())
-        })?;
+        let _permit = pool.acquire().await.map_err(|_| PipelineError::ShuttingDown)?;
         self.inbox_item(env, received_at).await
     }
 
@@ -202,18 +198,10 @@ impl ReceiveJob {
         self,
         env: Envelope,
         received_at: time::OffsetDateTime,
-    ) -> Result<NewInboxItem, Problem> {
-        let with_id = |p: Problem| p.with_exchange(env.exchange_id.clone());
-        let chain = self
-            .verifier
-            .verify_chain(&env.chain)
-            .await
-            .map_err(|e| with_id(e.problem()))?;
+    ) -> Result<NewInboxItem, PipelineError> {
+        let chain = self.verifier.verify_chain(&env.chain).await?;
         if chain.original().issuer().member() != env.origin {
-            return Err(with_id(Problem::new(
-                ProblemType::IssuerMismatch,
-                "the original credential was not issued by the envelope's origin member",
-            )));
+            return Err(PipelineError::OriginIsNotIssuer);
         }
         let home = translate_and_sign(
             &self.table,
@@ -223,8 +211,7 @@ impl ReceiveJob {
             INTERCHANGE_FRAMEWORK,
             &self.framework,
             received_at,
-        )
-        .map_err(with_id)?;
+        )?;
         let credential_id = chain.original().id().to_owned();
         let mut links = env.chain;
         links.push(home);

@@ -6,10 +6,10 @@
 //! answered from the store before any signing, so a resubmission never
 //! produces new bytes.
 
+use super::error::PipelineError;
 use super::{blocking, metrics, Envelope, ReceiveOutcome, SubmitOutcome, SubmitRequest};
 use crate::clock::Clock;
 use crate::credential::{issue_translation, split_subject, IssuerId, VerifiedCredential, Verifier};
-use crate::problem::{Problem, ProblemType};
 use crate::store::{Inserted, NewExchange, Store};
 use crate::trust::{KeyRole, LocalKeys};
 use schema_mapper::{translate, MappingTable};
@@ -53,37 +53,24 @@ impl Pipeline {
         &self,
         caller_member: &str,
         req: SubmitRequest,
-    ) -> Result<SubmitOutcome, Problem> {
+    ) -> Result<SubmitOutcome, PipelineError> {
         let started = std::time::Instant::now();
         if caller_member != self.member {
-            return Err(Problem::new(
-                ProblemType::ForbiddenRole,
-                "a credit bank submits only to its own member's gateway",
-            ));
+            return Err(PipelineError::ForeignCreditBank);
         }
         if !self.peers.contains(&req.destination) {
-            return Err(Problem::new(
-                ProblemType::UnknownDestination,
-                format!(
-                    "destination {:?} is not a configured peer of {}",
-                    req.destination, self.member
-                ),
-            ));
+            return Err(PipelineError::UnknownDestination {
+                destination: req.destination,
+                member: self.member.clone(),
+            });
         }
-        let original = self
-            .verifier
-            .verify(&req.credential)
-            .await
-            .map_err(|e| e.problem())?;
-        let own_bank = IssuerId::new(&self.member, KeyRole::Issuer).map_err(|e| e.problem())?;
+        let original = self.verifier.verify(&req.credential).await?;
+        let own_bank = IssuerId::new(&self.member, KeyRole::Issuer)?;
         if original.is_translation() || original.issuer() != &own_bank {
-            return Err(Problem::new(
-                ProblemType::IssuerMismatch,
-                format!(
-                    "credential must be issued by {own_bank}, not {}",
-                    original.issuer()
-                ),
-            ));
+            return Err(PipelineError::NotOwnCreditBank {
+                expected: own_bank.to_string(),
+                found: original.issuer().to_string(),
+            });
         }
 
         // One store round trip: the insert itself answers a replay (same
@@ -107,9 +94,7 @@ impl Pipeline {
             chain: vec![original.jws().to_owned(), interchange],
             accepted_at: self.clock.now(),
         };
-        let inserted = crate::store::insert_exchange(&self.store, new)
-            .await
-            .map_err(super::store_problem)?;
+        let inserted = crate::store::insert_exchange(&self.store, new).await?;
         let outcome = match inserted {
             Inserted::Created(ex) => {
                 self.delivery.notify_one();
@@ -125,7 +110,9 @@ impl Pipeline {
             }
             // A replay, or an identical submission that won a race.
             Inserted::Existing(ex) => return replay_outcome(ex, &original, &req.destination),
-            Inserted::Conflict { existing_exchange_id } => return Err(conflict(existing_exchange_id)),
+            Inserted::Conflict { existing_exchange_id } => {
+                return Err(PipelineError::SubmissionConflict { existing_exchange_id })
+            }
         };
         metrics::observe_accept(started.elapsed());
         Ok(outcome)
@@ -137,7 +124,7 @@ impl Pipeline {
         &self,
         caller_member: &str,
         env: Envelope,
-    ) -> Result<ReceiveOutcome, Problem> {
+    ) -> Result<ReceiveOutcome, PipelineError> {
         self.check_envelope(caller_member, &env)?;
         let id = env.exchange_id.clone();
         if let Some(item) = blocking(&self.store, move |s| s.inbox_by_exchange(&id)).await? {
@@ -148,7 +135,9 @@ impl Pipeline {
                     created: false,
                 })
             } else {
-                Err(receive_conflict(item.exchange_id))
+                Err(PipelineError::EnvelopeConflict {
+                    existing_exchange_id: item.exchange_id,
+                })
             };
         }
 
@@ -166,35 +155,31 @@ impl Pipeline {
                 exchange_id: item.exchange_id,
                 created: false,
             }),
-            Inserted::Conflict { existing_exchange_id } => Err(receive_conflict(existing_exchange_id)),
+            Inserted::Conflict { existing_exchange_id } => {
+                Err(PipelineError::EnvelopeConflict { existing_exchange_id })
+            }
         }
     }
 
     /// The checks of an envelope that need no store and no cryptography:
     /// identifier, origin, destination, peer, chain length.
-    pub(super) fn check_envelope(&self, caller_member: &str, env: &Envelope) -> Result<(), Problem> {
+    pub(super) fn check_envelope(&self, caller_member: &str, env: &Envelope) -> Result<(), PipelineError> {
         env.check_sender(caller_member)?;
-        let with_id = |p: Problem| p.with_exchange(env.exchange_id.clone());
         if env.destination != self.member {
-            return Err(with_id(Problem::new(
-                ProblemType::UnknownDestination,
-                format!("this gateway is {}, not {:?}", self.member, env.destination),
-            )));
+            return Err(PipelineError::NotThisGateway {
+                member: self.member.clone(),
+                destination: env.destination.clone(),
+            });
         }
         if !self.peers.contains(&env.origin) {
-            return Err(with_id(Problem::new(
-                ProblemType::ForbiddenRole,
-                format!("{:?} is not a configured peer", env.origin),
-            )));
+            return Err(PipelineError::UnknownPeer {
+                origin: env.origin.clone(),
+            });
         }
         if env.chain.len() != 2 {
-            return Err(with_id(Problem::new(
-                ProblemType::ChainBroken,
-                format!(
-                    "an envelope carries [original, interchange], got {} links",
-                    env.chain.len()
-                ),
-            )));
+            return Err(PipelineError::ChainLength {
+                links: env.chain.len(),
+            });
         }
         Ok(())
     }
@@ -207,7 +192,7 @@ impl Pipeline {
         from: &str,
         to: &str,
         now: OffsetDateTime,
-    ) -> Result<String, Problem> {
+    ) -> Result<String, PipelineError> {
         translate_and_sign(&self.table, &self.local, &self.member, pred, from, to, now)
     }
 }
@@ -224,21 +209,21 @@ pub(super) fn translate_and_sign(
     from: &str,
     to: &str,
     now: OffsetDateTime,
-) -> Result<String, Problem> {
-    let (learner, record) = split_subject(pred.subject()).map_err(Problem::from)?;
-    let translation = translate(&record, from, to, table).map_err(Problem::from)?;
+) -> Result<String, PipelineError> {
+    let (learner, record) = split_subject(pred.subject())?;
+    let translation = translate(&record, from, to, table)?;
 
     let mut subject = Map::new();
     subject.insert("id".into(), learner);
     if let Value::Object(fields) = translation.record.to_json() {
         subject.extend(fields);
     }
-    let issuer = IssuerId::gateway(member).map_err(|e| e.problem())?;
+    let issuer = IssuerId::gateway(member)?;
     let key = local.signing_key().map_err(|e| {
         tracing::error!(error = %e, "no usable gateway signing key");
-        Problem::new(ProblemType::Unavailable, "gateway signing key unavailable")
+        PipelineError::SigningKeyUnavailable
     })?;
-    issue_translation(
+    Ok(issue_translation(
         pred,
         Value::Object(subject),
         &translation.table_id,
@@ -246,8 +231,7 @@ pub(super) fn translate_and_sign(
         &issuer,
         &key,
         now,
-    )
-    .map_err(|e| e.problem())
+    )?)
 }
 
 /// Answer to a resubmission of a credential id that is already stored.
@@ -255,32 +239,15 @@ fn replay_outcome(
     existing: crate::store::Exchange,
     original: &VerifiedCredential,
     destination: &str,
-) -> Result<SubmitOutcome, Problem> {
+) -> Result<SubmitOutcome, PipelineError> {
     if existing.credential_digest != original.digest_hex() || existing.destination != destination {
-        return Err(conflict(existing.exchange_id));
+        return Err(PipelineError::SubmissionConflict {
+            existing_exchange_id: existing.exchange_id,
+        });
     }
     Ok(SubmitOutcome {
         exchange_id: existing.exchange_id.clone(),
         status: existing.status().as_str().into(),
         created: false,
     })
-}
-
-fn conflict(exchange_id: String) -> Problem {
-    Problem::new(
-        ProblemType::DuplicateConflict,
-        "this credential id was already submitted with different content",
-    )
-    .with_exchange(exchange_id)
-}
-
-/// An envelope that collides with what the inbox (or our own outbox)
-/// already holds: another original under its exchangeId, its original under
-/// another exchangeId, or an exchangeId this gateway issued itself.
-pub(super) fn receive_conflict(exchange_id: String) -> Problem {
-    Problem::new(
-        ProblemType::DuplicateConflict,
-        "the envelope's exchangeId or original credential is already held here under a different exchange",
-    )
-    .with_exchange(exchange_id)
 }

@@ -3,7 +3,9 @@
 //!
 //! `api` parses and authorises requests, then calls exactly one method of
 //! [`GatewayService`]; every method returns either a typed outcome or a
-//! [`Problem`]. The pipeline
+//! [`Problem`]. Inside, the pipeline works with [`PipelineError`], which
+//! its `GatewayService` implementation renders into a `Problem` once, at
+//! that boundary. The pipeline
 //! owns the order of operations that the contract requires: nothing is
 //! acknowledged (202) before it is verified, translated, signed and durable.
 
@@ -15,11 +17,13 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 mod batch;
+mod error;
 mod exchange;
 mod metrics;
 mod peer_set;
 pub mod views;
 
+pub use error::PipelineError;
 pub use exchange::{Pipeline, INTERCHANGE_FRAMEWORK};
 pub use peer_set::PeerSet;
 
@@ -105,7 +109,7 @@ pub trait GatewayService: Send + Sync + 'static {
                         problem: None,
                     },
                     Err(p) => {
-                        blocked |= batch::is_transient(&p);
+                        blocked |= p.kind.is_transient();
                         EnvelopeResult {
                             status: p.status(),
                             problem: Some(p.with_exchange(exchange_id.clone()).to_json()),
@@ -152,7 +156,7 @@ pub trait GatewayService: Send + Sync + 'static {
 }
 
 fn no_checkpoint() -> Problem {
-    Problem::new(ProblemType::NotFound, "no audit checkpoint has been signed yet")
+    Problem::from(PipelineError::NoCheckpoint)
 }
 
 /// A service that answers `unavailable` to everything: lets the API layer
@@ -197,34 +201,21 @@ impl GatewayService for Unwired {
     }
 }
 
-/// [`crate::store::blocking`] with store failures turned into problems.
-async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, Problem>
+/// [`crate::store::blocking`] with store failures as pipeline errors.
+async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, PipelineError>
 where
     T: Send + 'static,
     F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 {
-    crate::store::blocking(Arc::clone(store), f)
-        .await
-        .map_err(store_problem)
+    Ok(crate::store::blocking(Arc::clone(store), f).await?)
 }
 
-fn store_problem(e: StoreError) -> Problem {
-    match e {
-        StoreError::NotFound { exchange_id } => {
-            Problem::new(ProblemType::NotFound, "no such exchange").with_exchange(exchange_id)
-        }
-        StoreError::InvalidTransition {
-            exchange_id, from, ..
-        } => Problem::new(
-            ProblemType::MalformedRequest,
-            format!("exchange is {from}; only rejected or dead-lettered exchanges can be retried"),
-        )
-        .with_exchange(exchange_id),
-        other => {
-            tracing::error!(error = %other, "store error");
-            Problem::new(ProblemType::Unavailable, "store temporarily unavailable")
-        }
-    }
+/// Runs one pipeline operation and renders its error for the API: the one
+/// place where a [`PipelineError`] becomes a [`Problem`].
+fn answer<'a, T: Send + 'a>(
+    op: impl std::future::Future<Output = Result<T, PipelineError>> + Send + 'a,
+) -> ServiceFuture<'a, T> {
+    Box::pin(async move { op.await.map_err(Problem::from) })
 }
 
 /// Most exchanges one admin listing returns.
@@ -232,11 +223,11 @@ const ADMIN_LIST_LIMIT: u32 = 500;
 
 impl GatewayService for Pipeline {
     fn submit<'a>(&'a self, caller_member: &'a str, req: SubmitRequest) -> ServiceFuture<'a, SubmitOutcome> {
-        Box::pin(self.submit_inner(caller_member, req))
+        answer(self.submit_inner(caller_member, req))
     }
 
     fn exchange_status<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Option<Value>> {
-        Box::pin(async move {
+        answer(async move {
             let id = id.to_owned();
             let ex = blocking(&self.store, move |s| s.exchange(&id)).await?;
             Ok(ex.as_ref().map(views::exchange_status))
@@ -244,7 +235,7 @@ impl GatewayService for Pipeline {
     }
 
     fn inbox(&self, after: Option<u64>, limit: u32) -> ServiceFuture<'_, Value> {
-        Box::pin(async move {
+        answer(async move {
             let fetch = limit.saturating_add(1);
             let items = blocking(&self.store, move |s| s.inbox_page(after, fetch)).await?;
             Ok(views::inbox_page(items, limit))
@@ -252,7 +243,7 @@ impl GatewayService for Pipeline {
     }
 
     fn ack(&self, up_to: u64) -> ServiceFuture<'_, u64> {
-        Box::pin(async move {
+        answer(async move {
             let now = self.clock.now();
             // The store clamps; read the point back under the same call so
             // the caller learns where it actually stands.
@@ -265,7 +256,7 @@ impl GatewayService for Pipeline {
     }
 
     fn receive<'a>(&'a self, caller_member: &'a str, env: Envelope) -> ServiceFuture<'a, ReceiveOutcome> {
-        Box::pin(self.receive_inner(caller_member, env))
+        answer(self.receive_inner(caller_member, env))
     }
 
     fn receive_batch<'a>(
@@ -273,28 +264,26 @@ impl GatewayService for Pipeline {
         caller_member: &'a str,
         envelopes: Vec<Envelope>,
     ) -> ServiceFuture<'a, Vec<EnvelopeResult>> {
-        Box::pin(self.receive_batch_inner(caller_member, envelopes))
+        answer(self.receive_batch_inner(caller_member, envelopes))
     }
 
     fn keyset(&self) -> ServiceFuture<'_, String> {
-        Box::pin(async move {
+        answer(async move {
             self.local.signed_keyset().map_err(|e| {
                 tracing::error!(error = %e, "cannot publish key set");
-                Problem::new(ProblemType::Unavailable, "key set temporarily unavailable")
+                PipelineError::KeySetUnavailable
             })
         })
     }
 
     fn admin_exchanges<'a>(&'a self, status: Option<&'a str>) -> ServiceFuture<'a, Value> {
-        Box::pin(async move {
+        answer(async move {
             let status = match status {
                 None => None,
-                Some(s) => Some(s.parse::<ExchangeStatus>().map_err(|_| {
-                    Problem::new(
-                        ProblemType::MalformedRequest,
-                        format!("unknown status {}", crate::jose::plain(s, 32)),
-                    )
-                })?),
+                Some(s) => Some(
+                    s.parse::<ExchangeStatus>()
+                        .map_err(|_| PipelineError::UnknownStatus(s.to_owned()))?,
+                ),
             };
             let list = blocking(&self.store, move |s| s.list_exchanges(status, ADMIN_LIST_LIMIT)).await?;
             Ok(json!({ "items": list.iter().map(views::exchange_status).collect::<Vec<_>>() }))
@@ -302,7 +291,7 @@ impl GatewayService for Pipeline {
     }
 
     fn admin_retry<'a>(&'a self, id: &'a str) -> ServiceFuture<'a, Value> {
-        Box::pin(async move {
+        answer(async move {
             let (id, now) = (id.to_owned(), self.clock.now());
             let ex = blocking(&self.store, move |s| s.retry(&id, now)).await?;
             self.delivery.notify_one();
@@ -316,12 +305,12 @@ impl GatewayService for Pipeline {
         destination: &'a str,
         since: OffsetDateTime,
     ) -> ServiceFuture<'a, Value> {
-        Box::pin(async move {
+        answer(async move {
             if !self.peers.contains(destination) {
-                return Err(Problem::new(
-                    ProblemType::UnknownDestination,
-                    format!("{destination:?} is not a configured peer"),
-                ));
+                return Err(PipelineError::UnknownDestination {
+                    destination: destination.to_owned(),
+                    member: self.member.clone(),
+                });
             }
             let (dest, now) = (destination.to_owned(), self.clock.now());
             let n = blocking(&self.store, move |s| s.redeliver(&dest, since, now)).await?;
@@ -346,13 +335,13 @@ impl GatewayService for Pipeline {
     }
 
     fn audit_checkpoint(&self) -> ServiceFuture<'_, String> {
-        Box::pin(async move {
+        answer(async move {
             let latest = blocking(&self.store, |s| match s.checkpoint_store() {
                 Some(c) => c.latest_checkpoint(),
                 None => Ok(None),
             })
             .await?;
-            latest.map(|c| c.jws).ok_or_else(no_checkpoint)
+            latest.map(|c| c.jws).ok_or(PipelineError::NoCheckpoint)
         })
     }
 
