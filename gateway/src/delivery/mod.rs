@@ -9,6 +9,7 @@
 //! dead-letter age in one store transaction, whatever its attempts: a
 //! backlog behind a dead peer expires together, not one item per attempt.
 
+pub(crate) mod answers;
 mod backoff;
 mod breaker;
 pub mod metrics;
