@@ -5,10 +5,22 @@
 //! then slept on the group-commit condition variable and was woken again
 //! (futex wake-ups and context switches were a tenth of an origin
 //! gateway's CPU). Here async callers queue the write and await a oneshot
-//! answer. One thread takes everything queued, runs each write in its own
-//! savepoint of one [`Writer::write`] (one commit, one fsync) and answers
-//! them all once the commit is on disk. Writes queued while it waits for
-//! the fsync form the next group, so the group grows with the load.
+//! answer. One thread takes everything queued, runs the writes as one
+//! [`Writer::write`] (one commit, one fsync) and answers them all once the
+//! commit is on disk. Writes queued while it waits for the fsync form the
+//! next group, so the group grows with the load.
+//!
+//! A write that fails must leave no trace and spare the others. Giving
+//! every write a savepoint of its own does that, but each savepoint copies
+//! every page its write touches into the statement journal first (the
+//! audit head, the index leaves, the table tails: the same pages, once per
+//! write), which was a twentieth of an origin gateway's store thread. So a
+//! group first runs optimistically, all writes inside the one savepoint
+//! `Writer::write` gives it. Accepts answer replays and conflicts as values
+//! rather than errors, so nearly every group gets through. If one write
+//! fails, the whole group is rolled back and run again, each write in its
+//! own savepoint, exactly as before: the writes are re-runnable (`FnMut`)
+//! for that reason.
 
 use super::cached::Cached;
 use super::sqlite::sqlite;
@@ -16,6 +28,7 @@ use super::sqlite_writer::{duplicate, Writer};
 use super::StoreError;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -24,14 +37,15 @@ pub type Queued<T> = tokio::sync::oneshot::Receiver<Result<T, StoreError>>;
 
 /// One queued write: run inside the shared transaction, answered after it.
 trait QueuedWrite: Send {
-    /// Runs the write; `true` if it succeeded (its savepoint is kept).
+    /// Runs the write; `true` if it succeeded. It may run twice: a second
+    /// run replaces the first's result (see the module docs).
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), &StoreError>);
 }
 
 struct Pending<T, F> {
-    write: Option<F>,
+    write: F,
     result: Option<Result<T, StoreError>>,
     reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
 }
@@ -39,13 +53,10 @@ struct Pending<T, F> {
 impl<T, F> QueuedWrite for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    F: FnMut(&Connection) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(write) = self.write.take() else {
-            return false;
-        };
-        let result = write(conn);
+        let result = (self.write)(conn);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -77,6 +88,8 @@ struct Inbox {
 struct Shared {
     inbox: Mutex<Inbox>,
     arrived: Condvar,
+    /// Groups run again write by write because one write failed.
+    replays: AtomicU64,
 }
 
 impl Shared {
@@ -111,22 +124,60 @@ impl WriteQueue {
     }
 
     /// Queues `write`; the receiver gets its result once it is durable.
+    /// `write` may run twice (module docs); only the last run's changes and
+    /// result count.
     pub(super) fn submit<T, F>(&self, write: F) -> Queued<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let pending = Box::new(Pending {
-            write: Some(write),
-            result: None,
-            reply,
-        });
-        let mut inbox = self.shared.lock();
-        inbox.writes.push(pending);
-        drop(inbox);
+        let (pending, answer) = pending(write);
+        self.shared.lock().writes.push(pending);
         self.shared.arrived.notify_one();
         answer
+    }
+}
+
+/// A write to queue, and the receiver of its answer.
+fn pending<T, F>(write: F) -> (Box<dyn QueuedWrite>, Queued<T>)
+where
+    T: Send + 'static,
+    F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let pending = Box::new(Pending {
+        write,
+        result: None,
+        reply,
+    });
+    (pending, answer)
+}
+
+/// A write as tests queue it, boxed so one group can mix closures.
+#[cfg(test)]
+type BoxedWrite<T> = Box<dyn FnMut(&Connection) -> Result<T, StoreError> + Send>;
+
+#[cfg(test)]
+impl WriteQueue {
+    /// Groups that were run again write by write.
+    fn replays(&self) -> u64 {
+        self.shared.replays.load(Ordering::Relaxed)
+    }
+
+    /// Queues `writes` under one lock, so the thread takes them as one group.
+    fn submit_group<T: Send + 'static>(&self, writes: Vec<BoxedWrite<T>>) -> Vec<Queued<T>> {
+        let mut inbox = self.shared.lock();
+        let answers = writes
+            .into_iter()
+            .map(|w| {
+                let (p, answer) = pending(w);
+                inbox.writes.push(p);
+                answer
+            })
+            .collect();
+        drop(inbox);
+        self.shared.arrived.notify_one();
+        answers
     }
 }
 
@@ -154,23 +205,55 @@ fn run(writer: &Writer, shared: &Shared) {
                 inbox = shared.arrived.wait(inbox).unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            writer.write(|conn| {
-                for w in writes.iter_mut() {
-                    in_savepoint(conn, w.as_mut())?;
-                }
-                Ok(())
-            })
-        }));
-        let committed = ran.unwrap_or_else(|_| {
-            // `Writer::write` rolled the transaction back; keep serving.
-            Err(StoreError::Task {
-                reason: "a queued write panicked".into(),
-            })
-        });
+        let committed = run_group(writer, shared, &mut writes);
         for w in writes {
             w.finish(committed.as_ref().map(|_| ()));
         }
+    }
+}
+
+/// Runs one group: optimistically in one savepoint, and if a write failed,
+/// again with a savepoint per write (module docs).
+fn run_group(
+    writer: &Writer,
+    shared: &Shared,
+    writes: &mut [Box<dyn QueuedWrite>],
+) -> Result<(), StoreError> {
+    let mut member_failed = false;
+    let optimistic = catch_unwind(AssertUnwindSafe(|| {
+        writer.write(|conn| {
+            if writes.iter_mut().all(|w| w.run(conn)) {
+                Ok(())
+            } else {
+                // Roll the whole group back; it runs again below.
+                member_failed = true;
+                Err(StoreError::Task {
+                    reason: "a write of the group failed".into(),
+                })
+            }
+        })
+    }));
+    match optimistic {
+        Ok(Err(_)) if member_failed => {}
+        Ok(done) => return done,
+        // `Writer::write` rolled the transaction back; keep serving.
+        Err(_) => return Err(panicked()),
+    }
+    shared.replays.fetch_add(1, Ordering::Relaxed);
+    catch_unwind(AssertUnwindSafe(|| {
+        writer.write(|conn| {
+            for w in writes.iter_mut() {
+                in_savepoint(conn, w.as_mut())?;
+            }
+            Ok(())
+        })
+    }))
+    .unwrap_or_else(|_| Err(panicked()))
+}
+
+fn panicked() -> StoreError {
+    StoreError::Task {
+        reason: "a queued write panicked".into(),
     }
 }
 
@@ -203,7 +286,7 @@ mod tests {
         Arc::new(Writer::new(&path, conn))
     }
 
-    fn insert(k: i64) -> impl FnOnce(&Connection) -> Result<i64, StoreError> + Send + 'static {
+    fn insert(k: i64) -> impl FnMut(&Connection) -> Result<i64, StoreError> + Send + 'static {
         move |c| {
             c.exec("INSERT INTO t (k) VALUES (?1)", params![k])
                 .map_err(sqlite("inserting"))?;
@@ -232,6 +315,43 @@ mod tests {
         assert_eq!(count(&w), 200);
         let commits = w.sync().generation();
         assert!(commits < 200, "{commits} commits for a burst of 201 writes");
+        // Only the group holding the duplicate was run again.
+        assert_eq!(queue.replays(), 1);
+    }
+
+    /// The optimistic pass's changes are rolled back before the replay:
+    /// a write that ran in both passes is stored once, a write that reads
+    /// what an earlier one wrote sees only the replay's.
+    #[test]
+    fn a_replayed_group_keeps_nothing_of_its_first_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let queue = WriteQueue::start(Arc::clone(&w)).unwrap();
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = {
+            let runs = Arc::clone(&runs);
+            let mut inner = insert(7);
+            move |c: &Connection| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                inner(c)
+            }
+        };
+        let answers = queue.submit_group(vec![Box::new(counted), Box::new(insert(8)), Box::new(insert(7))]);
+        let results: Vec<_> = answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect();
+        assert_eq!(results[0].as_ref().ok(), Some(&7));
+        assert_eq!(results[1].as_ref().ok(), Some(&8));
+        assert!(
+            matches!(results[2], Err(StoreError::Backend { .. })),
+            "{:?}",
+            results[2]
+        );
+        assert_eq!(count(&w), 2);
+        assert_eq!(queue.replays(), 1);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the first write ran in both passes"
+        );
     }
 
     #[test]
