@@ -95,10 +95,7 @@ pub trait GatewayService: Send + Sync + 'static {
             for env in envelopes {
                 let exchange_id = env.exchange_id.clone();
                 let answer = if blocked {
-                    Err(Problem::new(
-                        ProblemType::Unavailable,
-                        "not stored: an earlier envelope of this batch failed transiently",
-                    ))
+                    Err(Problem::from(PipelineError::HeldBack))
                 } else {
                     self.receive(caller_member, env).await
                 };
