@@ -21,7 +21,7 @@ use bashu_gateway::app;
 use bashu_gateway::config::{Config, StoreUrl};
 use bashu_gateway::devfed::CreditBank;
 use bashu_gateway::devpg::DevPostgres;
-use bashu_gateway::devpki::{write_replicas, DevReplica};
+use bashu_gateway::devpki::{write_replicas, DevMember, DevReplica};
 use bashu_gateway::store::{PgOptions, PgStore, Store};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -50,6 +50,62 @@ fn start_replica(config: &Path) -> Replica {
         &[("BASHU_DELIVERY_LEASE_TTL_MS", &ttl)],
     )
     .unwrap()
+}
+
+/// cq as [`REPLICAS`] `bashu serve` processes sharing one PostgreSQL
+/// database, sc as one in-process gateway, a credit bank on every replica
+/// and on sc, and a store handle on cq's database to look inside. `None`
+/// (after a `SKIPPED` line) without PostgreSQL 15.
+struct HaFederation {
+    pg: Arc<DevPostgres>,
+    _dir: tempfile::TempDir,
+    replicas: Vec<DevReplica>,
+    cq_member: DevMember,
+    sc_gw: app::RunningGateway,
+    procs: Vec<Replica>,
+    banks: Vec<Arc<CreditBank>>,
+    sc: CreditBank,
+    inspect: PgStore,
+}
+
+impl HaFederation {
+    async fn start(test: &str) -> Option<Self> {
+        let pg = DevPostgres::for_tests(test)?;
+        let url = StoreUrl::new(pg.create_database().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+        let replicas: Vec<DevReplica> = write_replicas(&fed, "cq", REPLICAS, &url).unwrap();
+        let cq_member = fed.member("cq").unwrap().clone();
+        let sc_member = fed.member("sc").unwrap().clone();
+        let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
+            .await
+            .unwrap();
+        let procs = replicas.iter().map(|r| start_replica(&r.config)).collect();
+        let banks = replicas
+            .iter()
+            .map(|r| Arc::new(CreditBank::new(&r.view(&cq_member), &fed.ca_cert).unwrap()))
+            .collect();
+        let sc = CreditBank::new(&sc_member, &fed.ca_cert).unwrap();
+        let inspect = PgStore::connect(
+            &url,
+            PgOptions {
+                pool_size: 2,
+                ..PgOptions::default()
+            },
+        )
+        .unwrap();
+        Some(Self {
+            pg,
+            _dir: dir,
+            replicas,
+            cq_member,
+            sc_gw,
+            procs,
+            banks,
+            sc,
+            inspect,
+        })
+    }
 }
 
 /// The pid in a lease holder id (`host/pid/suffix`).
@@ -90,33 +146,20 @@ async fn submit_anywhere(banks: &[Arc<CreditBank>], first: usize, jws: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
-    let Some(pg) = DevPostgres::for_tests("ha: three replicas on PostgreSQL") else {
+    let Some(HaFederation {
+        pg,
+        _dir,
+        replicas,
+        cq_member,
+        sc_gw,
+        mut procs,
+        banks,
+        sc,
+        inspect,
+    }) = HaFederation::start("ha: three replicas on PostgreSQL").await
+    else {
         return;
     };
-    let url = StoreUrl::new(pg.create_database().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
-    let replicas: Vec<DevReplica> = write_replicas(&fed, "cq", REPLICAS, &url).unwrap();
-    let cq_member = fed.member("cq").unwrap().clone();
-    let sc_member = fed.member("sc").unwrap().clone();
-
-    let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
-        .await
-        .unwrap();
-    let mut procs: Vec<Option<Replica>> = replicas.iter().map(|r| Some(start_replica(&r.config))).collect();
-    let banks: Vec<Arc<CreditBank>> = replicas
-        .iter()
-        .map(|r| Arc::new(CreditBank::new(&r.view(&cq_member), &fed.ca_cert).unwrap()))
-        .collect();
-    let sc = CreditBank::new(&sc_member, &fed.ca_cert).unwrap();
-    let inspect = PgStore::connect(
-        &url,
-        PgOptions {
-            pool_size: 2,
-            ..PgOptions::default()
-        },
-    )
-    .unwrap();
 
     // Idempotency across replicas: one credential at replica 2 and then at
     // replica 3 is one exchange; other bytes under its id are a conflict.
@@ -177,10 +220,10 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
         .expect("a replica holds the cq→sc lease");
     let victim = procs
         .iter()
-        .position(|p| p.as_ref().map(Replica::pid) == holder_pid(&lease.holder))
+        .position(|p| Some(p.pid()) == holder_pid(&lease.holder))
         .unwrap_or_else(|| panic!("lease holder {} is none of the replicas", lease.holder));
     let kill_at = Instant::now();
-    procs[victim].as_mut().unwrap().kill9().unwrap();
+    procs[victim].kill9().unwrap();
     killed.store(true, Ordering::Release);
 
     // Failover: another replica takes the lease (a greater token), then the
@@ -225,7 +268,7 @@ async fn three_replicas_on_postgres_survive_kill_9_of_the_lease_holder() {
 
     // The killed replica comes back and serves again (it rejoins as a
     // follower: the lease stays where it is).
-    procs[victim] = Some(start_replica(&replicas[victim].config));
+    procs[victim] = start_replica(&replicas[victim].config);
 
     let mut accepted: HashSet<String> = HashSet::from([exchange_id(&a.body)]);
     while let Some(ids) = submitters.join_next().await {
@@ -402,32 +445,20 @@ const SOAK_KILLS: usize = 10;
 /// `cargo test -p bashu-e2e --test ha -- --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_3000_submissions_with_10_random_kills() {
-    let Some(pg) = DevPostgres::for_tests("ha soak") else {
+    let Some(HaFederation {
+        pg,
+        _dir,
+        replicas,
+        sc_gw,
+        mut procs,
+        banks,
+        sc,
+        inspect,
+        ..
+    }) = HaFederation::start("ha soak").await
+    else {
         return;
     };
-    let url = StoreUrl::new(pg.create_database().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
-    let replicas: Vec<DevReplica> = write_replicas(&fed, "cq", REPLICAS, &url).unwrap();
-    let cq_member = fed.member("cq").unwrap().clone();
-    let sc_member = fed.member("sc").unwrap().clone();
-    let sc_gw = app::start(Config::load(&sc_member.config).unwrap())
-        .await
-        .unwrap();
-    let mut procs: Vec<Replica> = replicas.iter().map(|r| start_replica(&r.config)).collect();
-    let banks: Vec<Arc<CreditBank>> = replicas
-        .iter()
-        .map(|r| Arc::new(CreditBank::new(&r.view(&cq_member), &fed.ca_cert).unwrap()))
-        .collect();
-    let sc = CreditBank::new(&sc_member, &fed.ca_cert).unwrap();
-    let inspect = PgStore::connect(
-        &url,
-        PgOptions {
-            pool_size: 2,
-            ..PgOptions::default()
-        },
-    )
-    .unwrap();
 
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..SUBMITTERS {
@@ -512,4 +543,5 @@ async fn soak_3000_submissions_with_10_random_kills() {
     inspect.audit_verify().unwrap();
     drop(procs);
     sc_gw.shutdown().await;
+    drop(pg);
 }
