@@ -100,6 +100,22 @@ fn bashu(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `bashu audit witnessed`: the witness (`config`) exports what it kept of
+/// `member`'s checkpoints to `out`.
+fn export_witnessed(config: &Path, member: &str, out: &Path) {
+    let result = bashu(&[
+        "audit",
+        "witnessed",
+        "--config",
+        config.to_str().unwrap(),
+        "--member",
+        member,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(result.status.code(), Some(0), "{result:?}");
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -391,17 +407,7 @@ fn witness_copy_detects_a_recomputed_chain_after_own_checkpoints_were_wiped() {
         assert!(!sc_store.save_witnessed(&kept).unwrap(), "kept once");
     }
     let witness = dir.path().join("sc-witnessed-cq.json");
-    let out = bashu(&[
-        "audit",
-        "witnessed",
-        "--config",
-        sc.config.to_str().unwrap(),
-        "--member",
-        "cq",
-        "--out",
-        witness.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    export_witnessed(&sc.config, "cq", &witness);
     let (code, out) = cq.verify(&["--witness", witness.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
@@ -595,17 +601,7 @@ async fn gateway_serves_a_verifiable_checkpoint_and_its_peer_witnesses_it() {
     assert_eq!(last.seq, cq.store().audit_head().unwrap().seq);
 
     let witness = dir.path().join("w.json");
-    let out = bashu(&[
-        "audit",
-        "witnessed",
-        "--config",
-        sc.config.to_str().unwrap(),
-        "--member",
-        "cq",
-        "--out",
-        witness.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    export_witnessed(&sc.config, "cq", &witness);
     let (code, out) = cq.verify(&["--witness", witness.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("checkpoints witnessed by sc up to seq"), "{out}");
