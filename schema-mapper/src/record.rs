@@ -63,7 +63,19 @@ impl LearningRecord {
         let obj = value
             .as_object()
             .ok_or_else(|| MapError::schema("$", "a learning record must be a JSON object"))?;
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        Self::from_fields(obj, None)
+    }
+
+    /// Reads the record from a credential subject's members, passing over
+    /// the learner's `id` beside them, which is not part of the record.
+    /// Saves the caller copying the subject only to take `id` out.
+    pub fn from_subject(subject: &Map<String, Value>) -> Result<LearningRecord, MapError> {
+        Self::from_fields(subject, Some("id"))
+    }
+
+    fn from_fields(obj: &Map<String, Value>, beside: Option<&str>) -> Result<LearningRecord, MapError> {
+        let foreign = |k: &&String| !FIELDS.contains(&k.as_str()) && Some(k.as_str()) != beside;
+        if let Some(unknown) = obj.keys().find(foreign) {
             let hint = if unknown == "id" {
                 " (strip the subject `id` before mapping)"
             } else {
@@ -315,6 +327,22 @@ mod tests {
             LearningRecord::from_json(&v).unwrap_err(),
             MapError::schema("awardingBody", "missing")
         );
+    }
+
+    #[test]
+    fn a_subject_reads_as_its_record_without_the_learner_id() {
+        let mut subject = sample();
+        subject["id"] = json!("urn:bashu:learner:cq:x");
+        let subject = subject.as_object().unwrap();
+        assert_eq!(
+            LearningRecord::from_subject(subject).unwrap(),
+            LearningRecord::from_json(&sample()).unwrap()
+        );
+        // Only `id` is passed over: anything else foreign is still refused.
+        let mut v = sample();
+        v["learner"] = json!("x");
+        let e = LearningRecord::from_subject(v.as_object().unwrap()).unwrap_err();
+        assert!(matches!(e, MapError::Schema { ref field, .. } if field == "learner"));
     }
 
     #[test]

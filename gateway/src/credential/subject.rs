@@ -40,9 +40,8 @@ pub fn split_subject(subject: &Value) -> Result<(Value, LearningRecord), Subject
     let Value::Object(fields) = subject else {
         return Err(SubjectError::NotObject);
     };
-    let mut record = fields.clone();
-    let learner = record.remove("id").ok_or(SubjectError::MissingId)?;
-    let record = LearningRecord::from_json(&Value::Object(record))?;
+    let learner = fields.get("id").ok_or(SubjectError::MissingId)?.clone();
+    let record = LearningRecord::from_subject(fields)?;
     Ok((learner, record))
 }
 
