@@ -448,11 +448,17 @@ fn configure(conn: &Connection, options: StoreOptions) -> rusqlite::Result<()> {
     // Statement and savepoint journals (every write runs in a savepoint,
     // see `sqlite_writer`) and sort buffers stay in memory, not temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 16 MiB of page cache per connection (SQLite's default is 2 MiB): the
+    // 4 MiB of page cache per connection (SQLite's default is 2 MiB): the
     // idempotency lookups land on random leaves of the credential-id
     // indexes, which outgrew the default cache and were read back from the
-    // WAL with a `pread` each.
-    conn.pragma_update(None, "cache_size", -16_384)?;
+    // WAL with a `pread` each. Not more: a commit after a b-tree split that
+    // reordered pages walks the whole cache's hash table (SQLite's
+    // `balance_nonroot` rekeys through the lock-byte page number, and
+    // `pcache1` then truncates by a full scan), so that walk grows with the
+    // cache. Measured on an origin gateway under load: page-cache work
+    // 3.4 % of its CPU at 16 MiB, 2.4 % at 4 MiB, for 0.26 more `pread`s per
+    // exchange (docs/performance.md, fourth round).
+    conn.pragma_update(None, "cache_size", -4_096)?;
     // Bound the WAL. The checkpoint thread copies it back at the bound; the
     // automatic checkpoint (run by whichever connection commits past it:
     // only the writer commits) is the backstop if that thread falls behind.
