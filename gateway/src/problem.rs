@@ -438,6 +438,15 @@ impl Problem {
         self
     }
 
+    /// Names the request's exchange, unless the problem already names
+    /// another (a conflict names the exchange it collides with).
+    pub fn about_exchange(self, exchange_id: impl Into<String>) -> Self {
+        match self.exchange_id {
+            Some(_) => self,
+            None => self.with_exchange(exchange_id),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         self.kind.status()
     }

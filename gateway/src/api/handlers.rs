@@ -50,10 +50,7 @@ fn record_exchange(id: &str) {
 
 /// Attaches `id` to a problem that does not name an exchange yet.
 fn about(id: &str) -> impl FnOnce(Problem) -> Problem + '_ {
-    move |p| match p.exchange_id {
-        Some(_) => p,
-        None => p.with_exchange(id),
-    }
+    move |p| p.about_exchange(id)
 }
 
 fn created_or_replayed(created: bool) -> StatusCode {

@@ -144,10 +144,7 @@ impl Pipeline {
 /// The result of an envelope that was not stored: its problem names the
 /// exchange it collides with, if any, else the envelope's own.
 fn failed(exchange_id: String, e: PipelineError) -> EnvelopeResult {
-    let mut problem = Problem::from(e);
-    if problem.exchange_id.is_none() {
-        problem.exchange_id = Some(exchange_id.clone());
-    }
+    let problem = Problem::from(e).about_exchange(exchange_id.clone());
     EnvelopeResult {
         status: problem.status(),
         problem: Some(problem.to_json()),

@@ -109,7 +109,7 @@ pub trait GatewayService: Send + Sync + 'static {
                         blocked |= p.kind.is_transient();
                         EnvelopeResult {
                             status: p.status(),
-                            problem: Some(p.with_exchange(exchange_id.clone()).to_json()),
+                            problem: Some(p.about_exchange(exchange_id.clone()).to_json()),
                             exchange_id,
                         }
                     }
