@@ -11,6 +11,12 @@ use crate::problem::{Problem, ProblemType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The federation routes of SPEC §4, as the API serves them
+/// (`api/routes.rs`) and the peer client calls them (`app/peers.rs`).
+pub const ENVELOPES_PATH: &str = "/v1/federation/envelopes";
+pub const KEYS_PATH: &str = "/v1/federation/keys";
+pub const CHECKPOINT_PATH: &str = "/v1/federation/audit/checkpoint";
+
 /// Longest allowed key-set lifetime, `exp - iat` (SPEC §2: 30 days). A
 /// longer-lived set would keep a compromised or retired key trusted for that
 /// long with no way to take it back, so `trust` refuses it, never clamps it,

@@ -4,6 +4,7 @@
 //! completeness test all read [`ROUTES`], so a route cannot exist in one of
 //! them and be missing from another.
 
+use crate::wire;
 use http::Method;
 
 /// Who may call a route. Decided from the caller's [`ClientIdentity`]
@@ -82,19 +83,19 @@ pub static ROUTES: &[Route] = &[
     ),
     route(
         Method::POST,
-        "/v1/federation/envelopes",
+        wire::ENVELOPES_PATH,
         Access::PeerGateway,
         Handler::ReceiveEnvelope,
     ),
     route(
         Method::GET,
-        "/v1/federation/keys",
+        wire::KEYS_PATH,
         Access::Authenticated,
         Handler::KeySet,
     ),
     route(
         Method::GET,
-        "/v1/federation/audit/checkpoint",
+        wire::CHECKPOINT_PATH,
         Access::Authenticated,
         Handler::AuditCheckpoint,
     ),

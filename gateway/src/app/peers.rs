@@ -14,15 +14,11 @@ use crate::delivery::answers::{classify_batch_answer, classify_envelope_answer};
 use crate::delivery::{BatchAnswer, PeerAnswer, PeerClient, SendError};
 use crate::transport::{PeerHttpClient, PeerHttpError};
 use crate::trust::{FetchError, KeySetFetcher};
-use crate::wire::{BatchRef, Envelope};
+use crate::wire::{BatchRef, Envelope, CHECKPOINT_PATH, ENVELOPES_PATH, KEYS_PATH};
 use futures::future::BoxFuture;
 use http::StatusCode;
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
-
-pub const ENVELOPES_PATH: &str = "/v1/federation/envelopes";
-pub const KEYS_PATH: &str = "/v1/federation/keys";
-pub const CHECKPOINT_PATH: &str = "/v1/federation/audit/checkpoint";
 
 /// One peer: its base URL and a client pinned to its gateway identity.
 #[derive(Clone)]
