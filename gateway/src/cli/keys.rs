@@ -309,8 +309,8 @@ fn execute(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A fresh issuer kid: `[<member>-]cb-<yyyymmdd>-<6 hex>`.
-/// `[<member>-]<what>-<yyyymmdd>-<6 hex>`.
+/// A fresh kid: `[<member>-]<what>-<yyyymmdd>-<6 hex>` (`cb` for an issuer
+/// pair, `federation` for a federation pair).
 fn fresh_kid(member: Option<&str>, what: &str, now: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(now)
         .map(|t| format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day()))
