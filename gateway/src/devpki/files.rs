@@ -37,16 +37,59 @@ pub(crate) fn write(path: &Path, contents: &[u8], private: bool) -> Result<(), D
     file.sync_all().map_err(err)
 }
 
-/// `n` distinct free ports on 127.0.0.1. All listeners are held until every
-/// port is chosen, so the ports differ; another process may still take one
-/// before it is used, which is acceptable for development.
+/// Where dev gateways' ports are drawn from: below Linux's default
+/// ephemeral range (32768–60999), from which the kernel picks the local
+/// port of every outgoing connection. A port from that range (what binding
+/// port 0 gives) can be taken by some client's connection while a test has
+/// killed the gateway that listened on it, and the restart then fails with
+/// "address in use"; a port below it cannot.
+const DEV_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Random draws before giving up on finding `n` free ports.
+const PORT_DRAWS: usize = 1_000;
+
+/// `n` distinct free ports on 127.0.0.1, from [`DEV_PORTS`]. All listeners
+/// are held until every port is chosen, so the ports differ; another
+/// process may still take one before it is used, which is acceptable for
+/// development.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, DevPkiError> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(DevPkiError::Port)?;
+    let mut listeners = Vec::with_capacity(n);
+    let mut draws = 0;
+    while listeners.len() < n {
+        draws += 1;
+        if draws > PORT_DRAWS {
+            return Err(DevPkiError::Port(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "no {n} free ports on 127.0.0.1 between {} and {}",
+                    DEV_PORTS.start, DEV_PORTS.end
+                ),
+            )));
+        }
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), DEV_PORTS);
+        if let Ok(l) = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+            listeners.push(l);
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()).map_err(DevPkiError::Port))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let ports = free_ports(8).unwrap();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 8, "{ports:?}");
+        for port in ports {
+            assert!(DEV_PORTS.contains(&port), "{port}");
+            // Released again: the gateway that gets it can listen on it.
+            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).unwrap();
+        }
+    }
 }
