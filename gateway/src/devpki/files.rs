@@ -43,19 +43,28 @@ pub(crate) fn write(path: &Path, contents: &[u8], private: bool) -> Result<(), D
 /// port 0 gives) can be taken by some client's connection while a test has
 /// killed the gateway that listened on it, and the restart then fails with
 /// "address in use"; a port below it cannot.
-const DEV_PORTS: std::ops::Range<u16> = 20_000..32_000;
+const DEV_PORTS: std::ops::Range<u16> = 10_000..32_768;
 
 /// Random draws before giving up on finding `n` free ports.
 const PORT_DRAWS: usize = 1_000;
 
-/// `n` distinct free ports on 127.0.0.1, from [`DEV_PORTS`]. All listeners
-/// are held until every port is chosen, so the ports differ; another
-/// process may still take one before it is used, which is acceptable for
-/// development.
+/// Every port this process has handed out. A port is free again once its
+/// probe listener closes, but the gateway it was chosen for may not have
+/// bound it yet: two federations made at once (tests run in parallel)
+/// must not be handed the same one.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// `n` distinct free ports on 127.0.0.1, from [`DEV_PORTS`], none handed
+/// out before by this process. Another process may still take one before
+/// it is used, which is acceptable for development.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, DevPkiError> {
-    let mut listeners = Vec::with_capacity(n);
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ports = Vec::with_capacity(n);
     let mut draws = 0;
-    while listeners.len() < n {
+    while ports.len() < n {
         draws += 1;
         if draws > PORT_DRAWS {
             return Err(DevPkiError::Port(std::io::Error::new(
@@ -67,14 +76,16 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, DevPkiError> {
             )));
         }
         let port = rand::Rng::gen_range(&mut rand::thread_rng(), DEV_PORTS);
-        if let Ok(l) = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
-            listeners.push(l);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        // Free now, as far as this probe can tell.
+        if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok() {
+            handed_out.insert(port);
+            ports.push(port);
         }
     }
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()).map_err(DevPkiError::Port))
-        .collect()
+    Ok(ports)
 }
 
 #[cfg(test)]
