@@ -65,29 +65,16 @@ impl ScGateway {
     }
 }
 
-/// cq and sc running on loopback; the tests post to cq as sc's gateway.
-struct Federation {
-    _dir: tempfile::TempDir,
-    cluster: DevCluster,
-    /// cq's credit bank, to read what reached the inbox.
-    cq: CreditBank,
-    sc: ScGateway,
-}
-
-impl Federation {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
-        let cluster = DevCluster::start(fed.clone()).await.unwrap();
-        let cq = cluster.credit_bank("cq").unwrap();
-        let sc = ScGateway::new(&cluster, &fed).await;
-        Self {
-            _dir: dir,
-            cluster,
-            cq,
-            sc,
-        }
-    }
+/// cq and sc running on loopback, cq's credit bank (to read what reached
+/// the inbox) and sc's gateway as cq sees it (the tests post as it). The
+/// directory must outlive the cluster.
+async fn start() -> (tempfile::TempDir, DevCluster, CreditBank, ScGateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = init_federation(dir.path(), &["cq", "sc"]).unwrap();
+    let cluster = DevCluster::start(fed.clone()).await.unwrap();
+    let cq = cluster.credit_bank("cq").unwrap();
+    let sc = ScGateway::new(&cluster, &fed).await;
+    (dir, cluster, cq, sc)
 }
 
 fn envelope(id: &str, chain: &[String]) -> Value {
@@ -129,12 +116,7 @@ fn flip_signature(jws: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_envelope_in_the_middle_rejects_only_itself_and_order_is_kept() {
-    let Federation {
-        _dir,
-        cluster,
-        cq,
-        sc,
-    } = Federation::start().await;
+    let (_dir, cluster, cq, sc) = start().await;
 
     let mut envelopes = Vec::new();
     for n in 0..5 {
@@ -164,12 +146,7 @@ async fn a_bad_envelope_in_the_middle_rejects_only_itself_and_order_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_inside_one_batch_is_a_resend_and_a_changed_one_a_conflict() {
-    let Federation {
-        _dir,
-        cluster,
-        cq,
-        sc,
-    } = Federation::start().await;
+    let (_dir, cluster, cq, sc) = start().await;
 
     let a = sc.chain(1, "1.0.0").await;
     let b = sc.chain(2, "1.0.0").await;
@@ -212,12 +189,7 @@ async fn a_duplicate_inside_one_batch_is_a_resend_and_a_changed_one_a_conflict()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_holds_back_the_rest_of_the_batch() {
-    let Federation {
-        _dir,
-        cluster,
-        cq,
-        sc,
-    } = Federation::start().await;
+    let (_dir, cluster, cq, sc) = start().await;
 
     let batch = json!({ "envelopes": [
         envelope("held-0", &sc.chain(0, "1.0.0").await),
@@ -246,12 +218,7 @@ async fn a_transient_failure_holds_back_the_rest_of_the_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_beyond_the_limits_are_refused() {
-    let Federation {
-        _dir,
-        cluster,
-        cq,
-        sc,
-    } = Federation::start().await;
+    let (_dir, cluster, cq, sc) = start().await;
 
     let chain = sc.chain(0, "1.0.0").await;
     let many: Vec<Value> = (0..257).map(|n| envelope(&format!("big-{n}"), &chain)).collect();
@@ -279,12 +246,7 @@ async fn batches_beyond_the_limits_are_refused() {
 /// alone, including ids the OpenAPI pattern allows but ours never use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_envelope_of_a_batch_meets_the_single_forms_id_and_sender_rules() {
-    let Federation {
-        _dir,
-        cluster,
-        cq,
-        sc,
-    } = Federation::start().await;
+    let (_dir, cluster, cq, sc) = start().await;
 
     let mut foreign = envelope("batch-foreign", &sc.chain(2, "1.0.0").await);
     foreign["origin"] = json!("gz");
