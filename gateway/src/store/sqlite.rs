@@ -75,7 +75,7 @@ pub struct SqliteStore {
     queue: Option<WriteQueue>,
     /// Copies the WAL back into the database off the write path; dropped
     /// (stopped and joined) before the writer's connection closes.
-    _checkpointer: Checkpointer,
+    checkpointer: Checkpointer,
     path: PathBuf,
     /// The one writing connection, with group transactions and group commit.
     writer: Arc<Writer>,
@@ -230,7 +230,7 @@ impl SqliteStore {
         .map_err(thread_error)?;
         Ok(Self {
             queue: Some(queue),
-            _checkpointer: checkpointer,
+            checkpointer,
             path: path.to_owned(),
             writer,
             reader: Mutex::new(reader),
@@ -294,6 +294,8 @@ impl SqliteStore {
     /// bytes. Blocks writers while it runs; returns false if a reader kept
     /// part of the WAL in use (it is then left for the next checkpoint).
     pub fn checkpoint_truncate(&self) -> Result<bool, StoreError> {
+        // Our own checkpoint thread is no long reader: let its pass finish.
+        let _quiet = self.checkpointer.hold();
         self.writer.exclusive(|conn| {
             let failed = |source| classify(&self.path, sqlite("checkpointing the WAL")(source));
             // Do not wait for a long reader (e.g. another process) while holding

@@ -26,7 +26,7 @@
 use super::cached::Cached;
 use super::sqlite_writer::Writer;
 use rusqlite::Connection;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ struct Stop {
 /// The checkpoint thread. Dropping it stops and joins the thread.
 pub(super) struct Checkpointer {
     stop: Arc<Stop>,
+    /// Held by the thread for each pass; see [`Checkpointer::hold`].
+    pass: Arc<Mutex<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -59,14 +61,24 @@ impl Checkpointer {
     /// asked to finish a checkpoint.
     pub(super) fn start(conn: Connection, writer: Arc<Writer>, bound_pages: u32) -> std::io::Result<Self> {
         let stop = Arc::new(Stop::default());
+        let pass = Arc::new(Mutex::new(()));
         let thread = std::thread::Builder::new().name("bashu-wal-ckpt".into()).spawn({
-            let stop = Arc::clone(&stop);
-            move || run(&conn, &writer, bound_pages, &stop)
+            let (stop, pass) = (Arc::clone(&stop), Arc::clone(&pass));
+            move || run(&conn, &writer, bound_pages, &stop, &pass)
         })?;
         Ok(Self {
             stop,
+            pass,
             thread: Some(thread),
         })
+    }
+
+    /// Waits for the thread's current pass and holds off the next one while
+    /// the guard lives, so a checkpoint that must see no other checkpointer
+    /// (the idle `TRUNCATE`) is not turned away as busy by this thread.
+    /// Take it before the writer: the thread takes the two in that order.
+    pub(super) fn hold(&self) -> MutexGuard<'_, ()> {
+        self.pass.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -88,7 +100,7 @@ fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     })
 }
 
-fn run(conn: &Connection, writer: &Writer, bound_pages: u32, stop: &Stop) {
+fn run(conn: &Connection, writer: &Writer, bound_pages: u32, stop: &Stop, pass: &Mutex<()>) {
     let mut seen = writer.sync().generation();
     loop {
         {
@@ -108,6 +120,7 @@ fn run(conn: &Connection, writer: &Writer, bound_pages: u32, stop: &Stop) {
             continue;
         }
         seen = now;
+        let _pass = pass.lock().unwrap_or_else(PoisonError::into_inner);
         match passive(conn) {
             Ok((_, frames, _)) if frames >= i64::from(bound_pages) => {
                 let finished = writer.exclusive(passive);
