@@ -112,6 +112,29 @@ pub struct EnvelopeResult {
     pub problem: Option<Value>,
 }
 
+impl EnvelopeResult {
+    /// The envelope was stored now (`202`) or had been before (`200`).
+    pub fn stored(exchange_id: String, created: bool) -> Self {
+        EnvelopeResult {
+            exchange_id,
+            status: if created { 202 } else { 200 },
+            problem: None,
+        }
+    }
+
+    /// The envelope was refused: the status and problem it would have got
+    /// on its own, naming the envelope unless the problem already names the
+    /// exchange it collides with.
+    pub fn refused(exchange_id: String, problem: Problem) -> Self {
+        let problem = problem.about_exchange(exchange_id.clone());
+        EnvelopeResult {
+            exchange_id,
+            status: problem.status(),
+            problem: Some(problem.to_json()),
+        }
+    }
+}
+
 /// `200` answer to a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

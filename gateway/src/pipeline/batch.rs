@@ -13,7 +13,6 @@
 use super::error::PipelineError;
 use super::exchange::{translate_and_sign, INTERCHANGE_FRAMEWORK};
 use super::{blocking, metrics, Envelope, Pipeline};
-use crate::problem::Problem;
 use crate::store::{Inserted, NewInboxItem};
 use crate::wire::EnvelopeResult;
 use std::sync::Arc;
@@ -128,27 +127,14 @@ impl Pipeline {
             .into_iter()
             .zip(ids)
             .map(|(step, exchange_id)| match step {
-                Step::Done(Ok(created)) => EnvelopeResult {
-                    exchange_id,
-                    status: if created { 202 } else { 200 },
-                    problem: None,
-                },
-                Step::Done(Err(e)) => failed(exchange_id, e),
+                Step::Done(Ok(created)) => EnvelopeResult::stored(exchange_id, created),
+                Step::Done(Err(e)) => EnvelopeResult::refused(exchange_id, e.into()),
                 // Every envelope reached `Done` above; answer a gap as transient.
-                Step::Ready(_) | Step::Pending => failed(exchange_id, PipelineError::NotProcessed),
+                Step::Ready(_) | Step::Pending => {
+                    EnvelopeResult::refused(exchange_id, PipelineError::NotProcessed.into())
+                }
             })
             .collect())
-    }
-}
-
-/// The result of an envelope that was not stored: its problem names the
-/// exchange it collides with, if any, else the envelope's own.
-fn failed(exchange_id: String, e: PipelineError) -> EnvelopeResult {
-    let problem = Problem::from(e).about_exchange(exchange_id.clone());
-    EnvelopeResult {
-        status: problem.status(),
-        problem: Some(problem.to_json()),
-        exchange_id,
     }
 }
 

@@ -100,18 +100,10 @@ pub trait GatewayService: Send + Sync + 'static {
                     self.receive(caller_member, env).await
                 };
                 results.push(match answer {
-                    Ok(out) => EnvelopeResult {
-                        exchange_id,
-                        status: if out.created { 202 } else { 200 },
-                        problem: None,
-                    },
+                    Ok(out) => EnvelopeResult::stored(exchange_id, out.created),
                     Err(p) => {
                         blocked |= p.kind.is_transient();
-                        EnvelopeResult {
-                            status: p.status(),
-                            problem: Some(p.about_exchange(exchange_id.clone()).to_json()),
-                            exchange_id,
-                        }
+                        EnvelopeResult::refused(exchange_id, p)
                     }
                 });
             }

@@ -239,7 +239,14 @@ fn run_group(
         // `Writer::write` rolled the transaction back; keep serving.
         Err(_) => return Err(panicked()),
     }
-    shared.replays.fetch_add(1, Ordering::Relaxed);
+    let replays = shared.replays.fetch_add(1, Ordering::Relaxed) + 1;
+    // Rare by design (accepts answer conflicts as values); a steady stream
+    // of these means some write fails as an error and costs a second pass.
+    tracing::debug!(
+        writes = writes.len(),
+        replays,
+        "a write of an accept group failed; running the group again write by write"
+    );
     catch_unwind(AssertUnwindSafe(|| {
         writer.write(|conn| {
             for w in writes.iter_mut() {
