@@ -440,3 +440,20 @@ fn entry_hash_is_the_hash_of_the_canonical_json_array() {
         assert_eq!(entry.hash, expected);
     }
 }
+
+/// A vector computed outside Rust (Python's `json` and `hashlib`): stored
+/// logs must keep verifying whatever changes in how the hash is streamed or
+/// in serde_json.
+#[test]
+fn entry_hash_matches_a_vector_computed_elsewhere() {
+    let head = AuditHead {
+        seq: 1,
+        hash: "f".repeat(64),
+    };
+    let detail = json!({"upTo": 7, "note": "say \"hi\"\n超时"});
+    let entry = AuditEntry::next(&head, 5, Draft::general(AuditEvent::InboxAcked, detail), None);
+    assert_eq!(
+        entry.hash,
+        "1f31ea718fed757982472f5b652f248623be890d04409f40935d9aa5b08d3eb1"
+    );
+}
