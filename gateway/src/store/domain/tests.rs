@@ -457,3 +457,23 @@ fn entry_hash_matches_a_vector_computed_elsewhere() {
         "1f31ea718fed757982472f5b652f248623be890d04409f40935d9aa5b08d3eb1"
     );
 }
+
+proptest::proptest! {
+    /// The chain text is exactly what serde_json writes, for links that
+    /// need no escaping (every JWS) and for any other string.
+    #[test]
+    fn chain_json_is_serde_jsons_text(
+        chain in proptest::collection::vec(
+            proptest::prop_oneof![
+                "[A-Za-z0-9_.-]{0,300}",
+                proptest::string::string_regex("(?s).{0,80}").unwrap(),
+                "[\u{0}-\u{7f}]{0,40}",
+            ],
+            0..5,
+        )
+    ) {
+        let ours = chain_json(&chain).unwrap();
+        proptest::prop_assert_eq!(&ours, &serde_json::to_string(&chain).unwrap());
+        proptest::prop_assert_eq!(chain_from_json(&ours, "test").unwrap(), chain);
+    }
+}
