@@ -163,12 +163,7 @@ async fn one_identity_cannot_take_more_than_its_connection_cap() {
     let third = connect(server.addr, cfg()).await.unwrap();
     wait_closed(third).await;
     // Another identity is not affected.
-    let op = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::Operator)),
-        Version::HTTP_2,
-    );
+    let op = Client::of(&server, &pki, "cq", Role::Operator, Version::HTTP_2);
     assert_eq!(op.get("/healthz").await.status, StatusCode::OK);
     server.stop().await;
 }
@@ -194,12 +189,7 @@ async fn one_source_address_cannot_take_more_than_its_connection_cap() {
     );
     assert!(started.elapsed() < Duration::from_secs(2));
     // Another address is served.
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     assert_eq!(bank.get("/healthz").await.status, StatusCode::OK);
     server.stop().await;
 }
@@ -684,12 +674,7 @@ async fn failed_authentication_is_rate_limited_per_source_address() {
         "the sixth attempt is refused before the handshake"
     );
     // A credit bank elsewhere is served.
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     assert_eq!(bank.get("/healthz").await.status, StatusCode::OK);
     server.stop().await;
 }

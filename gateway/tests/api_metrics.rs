@@ -36,12 +36,7 @@ async fn get(addr: SocketAddr, path: &str) -> (StatusCode, String, String) {
 async fn metrics_listener_serves_metrics_health_and_readiness() {
     let pki = Pki::new();
     let api = Server::start(&pki, "cq", Fake::new(), limits()).await;
-    let bank = Client::new(
-        &api,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&api, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     assert_eq!(bank.get("/v1/exchanges/ex-1").await.status, StatusCode::OK);
 
     let ready = Arc::new(AtomicBool::new(true));

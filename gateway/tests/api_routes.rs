@@ -43,7 +43,7 @@ async fn submit_renders_created_replay_and_problems_exactly() {
     let fake = Fake::new();
     let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
     for version in BOTH {
-        let bank = Client::new(&server, &pki, Some(pki.identity("cq", Role::CreditBank)), version);
+        let bank = Client::of(&server, &pki, "cq", Role::CreditBank, version);
         let created = bank
             .post_json(
                 "/v1/exchanges",
@@ -98,8 +98,7 @@ async fn roles_are_enforced_per_route() {
     let pki = Pki::new();
     let fake = Fake::new();
     let server = Server::start(&pki, "sc", fake.clone(), limits()).await;
-    let as_ =
-        |member: &str, role| Client::new(&server, &pki, Some(pki.identity(member, role)), Version::HTTP_11);
+    let as_ = |member: &str, role| Client::of(&server, &pki, member, role, Version::HTTP_11);
     let submit = json!({"credential": "new", "destination": "cq"});
 
     // cq's credit bank calling sc's gateway exchange API.
@@ -164,12 +163,7 @@ async fn envelopes_render_created_replay_and_attach_exchange_id() {
     let pki = Pki::new();
     let fake = Fake::new();
     let server = Server::start(&pki, "sc", fake.clone(), limits()).await;
-    let peer = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::Gateway)),
-        Version::HTTP_2,
-    );
+    let peer = Client::of(&server, &pki, "cq", Role::Gateway, Version::HTTP_2);
     let env = |id: &str, origin: &str| json!({"exchangeId": id, "origin": origin, "destination": "sc", "chain": ["a.b.c"]});
 
     let resp = peer
@@ -221,12 +215,7 @@ async fn malformed_requests_are_rejected_before_the_service() {
     let pki = Pki::new();
     let fake = Fake::new();
     let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_11,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_11);
     let json_ct = [("content-type", "application/json")];
     let cases: [(&str, &[(&str, &str)]); 6] = [
         ("{\"credential\": ", &json_ct),
@@ -286,12 +275,7 @@ async fn body_errors_name_the_field_but_never_a_value() {
     let pki = Pki::new();
     let fake = Fake::new();
     let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     let long = "y".repeat(300);
     let cases = [
         (
@@ -337,12 +321,7 @@ async fn body_errors_name_the_field_but_never_a_value() {
     ];
     for (path, body, want) in cases {
         let caller = if path.starts_with("/v1/federation") {
-            Client::new(
-                &server,
-                &pki,
-                Some(pki.identity("sc", Role::Gateway)),
-                Version::HTTP_2,
-            )
+            Client::of(&server, &pki, "sc", Role::Gateway, Version::HTTP_2)
         } else {
             bank.clone()
         };
@@ -368,12 +347,7 @@ async fn ack_answers_the_clamped_point() {
     let pki = Pki::new();
     let fake = Fake::new();
     let server = Server::start(&pki, "cq", fake.clone(), limits()).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_11,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_11);
     let resp = bank
         .post_json("/v1/inbox/ack", &json!({"upTo": 1_000_000_000u64}))
         .await;
@@ -390,12 +364,7 @@ async fn ack_answers_the_clamped_point() {
 async fn problems_follow_accept_language() {
     let pki = Pki::new();
     let server = Server::start(&pki, "cq", Fake::new(), limits()).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     let cases = [
         (None, "en", "No such resource", "no such exchange"),
         (Some("zh-CN"), "zh-CN", "资源不存在", "没有这个交换"),
@@ -457,12 +426,7 @@ async fn problems_follow_accept_language() {
 async fn exchange_status_found_and_not_found() {
     let pki = Pki::new();
     let server = Server::start(&pki, "cq", Fake::new(), limits()).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     let resp = bank.get("/v1/exchanges/ex-1").await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.json()["status"], "delivered");
@@ -482,7 +446,7 @@ async fn unknown_routes_and_methods_are_problems() {
     let pki = Pki::new();
     let server = Server::start(&pki, "cq", Arc::new(Unwired), limits()).await;
     for version in BOTH {
-        let client = Client::new(&server, &pki, Some(pki.identity("cq", Role::Operator)), version);
+        let client = Client::of(&server, &pki, "cq", Role::Operator, version);
         let resp = client.get("/v2/nothing").await;
         assert_eq!(resp.status, StatusCode::NOT_FOUND);
         resp.assert_problem(ProblemType::NotFound);
@@ -551,12 +515,7 @@ async fn rate_limit_is_per_identity_with_retry_after() {
         ..limits()
     };
     let server = Server::start(&pki, "cq", Fake::new(), limits).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_11,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_11);
     let mut statuses = Vec::new();
     let mut limited = None;
     for _ in 0..6 {
@@ -573,12 +532,7 @@ async fn rate_limit_is_per_identity_with_retry_after() {
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
 
     // Another identity (a new certificate of the operator) has its own bucket.
-    let op = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::Operator)),
-        Version::HTTP_2,
-    );
+    let op = Client::of(&server, &pki, "cq", Role::Operator, Version::HTTP_2);
     assert_eq!(op.get("/healthz").await.status, StatusCode::OK);
     server.stop().await;
 }
@@ -653,12 +607,7 @@ async fn slow_service_answers_unavailable_at_the_deadline() {
         ..limits()
     };
     let server = Server::start(&pki, "cq", Fake::new(), limits).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     let resp = bank.get("/v1/exchanges/slow").await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(

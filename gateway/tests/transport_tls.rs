@@ -305,12 +305,7 @@ async fn shutdown_stops_accepting_and_drains_in_flight_requests() {
         release: tokio::sync::Mutex::new(Some(rx)),
     });
     let server = Server::start(&pki, "cq", gate.clone(), limits()).await;
-    let bank = Client::new(
-        &server,
-        &pki,
-        Some(pki.identity("cq", Role::CreditBank)),
-        Version::HTTP_2,
-    );
+    let bank = Client::of(&server, &pki, "cq", Role::CreditBank, Version::HTTP_2);
     let in_flight = tokio::spawn({
         let bank = bank.clone();
         async move { bank.get("/v1/exchanges/ex-7").await }

@@ -224,6 +224,11 @@ impl Client {
         }
     }
 
+    /// A client with a fresh certificate for `member` in `role`.
+    pub fn of(server: &Server, pki: &Pki, member: &str, role: Role, version: Version) -> Self {
+        Self::new(server, pki, Some(pki.identity(member, role)), version)
+    }
+
     fn alpn(&self) -> &'static [&'static [u8]] {
         if self.version == Version::HTTP_2 {
             &[b"h2"]
