@@ -326,22 +326,26 @@ fn wal_len(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The documented bound (docs/operations.md, "WAL bound"): at most 16 MiB
+/// in normal operation, which is the writer's backstop checkpoint at four
+/// times the thread's 1,000-page bound. The checkpoint thread normally
+/// keeps the WAL near 4 MiB, but when a loaded machine delays it the WAL
+/// may pass the 8 MiB `journal_size_limit` (that limit is where a reset
+/// truncates the file, not a bound on growth); CI once saw 8.5 MB. The
+/// burst writes about 39 MB of WAL frames, so a store with neither
+/// checkpoint breaks the bound (checked: its WAL reaches 39 MB).
 #[test]
 fn the_wal_stays_bounded_and_idle_maintenance_truncates_it() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions::default();
     let store = open_data_dir(dir.path(), "cq", options).unwrap();
-    // About 4 pages per exchange: ~2,400 WAL frames (~10 MB) pass through.
     let mut largest = 0;
     for n in 1..=600 {
         store.insert_exchange(exchange(n, 12_000)).unwrap();
         largest = largest.max(wal_len(dir.path()));
     }
-    assert!(
-        largest <= options.journal_size_limit_bytes,
-        "WAL grew to {largest} bytes, limit {}",
-        options.journal_size_limit_bytes
-    );
+    let bound = 16 * 1024 * 1024;
+    assert!(largest <= bound, "WAL grew to {largest} bytes, bound {bound}");
     // Idle maintenance: the first call sees the writes, the second (no
     // writes since) checkpoints and truncates the WAL to nothing.
     store.maintain().unwrap();
