@@ -123,7 +123,8 @@ fn main() -> Result<(), Error> {
         }
         let pages = exchanges.div_ceil(INBOX_PAGE);
         let (s, c) = measured(&server, inbox(&bank, &base, pages)).await?;
-        rows.push(Row::new("inbox, pages of 500", "item", pages * INBOX_PAGE, s, c));
+        let leg = format!("inbox, pages of {INBOX_PAGE}");
+        rows.push(Row::new(&leg, "item", pages * INBOX_PAGE, s, c));
         Ok::<_, Error>(())
     })?;
     stop.send(true)?;
