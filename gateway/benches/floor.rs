@@ -25,10 +25,12 @@ use bashu_gateway::bench::ceiling;
 use bashu_gateway::config::LimitsConfig;
 use bashu_gateway::devpki::{self, DevMember};
 use bashu_gateway::jose::Alg;
+use bashu_gateway::pipeline::views;
 use bashu_gateway::pipeline::{
     Envelope, EnvelopeResult, GatewayService, ReceiveOutcome, ServiceFuture, SubmitOutcome, SubmitRequest,
 };
 use bashu_gateway::problem::{Problem, ProblemType};
+use bashu_gateway::store::InboxItem;
 use bashu_gateway::transport::{PeerHttpClient, ReloadableTls, TlsPaths};
 use bashu_gateway::wire::BatchRef;
 use futures::{stream, StreamExt};
@@ -293,26 +295,23 @@ fn print(rows: &[Row], crypto_us: f64, token_bytes: usize) {
 
 /// A gateway service that answers at once, with bodies of real sizes.
 struct Answering {
-    page: Value,
+    /// One inbox page's rows; each request renders them as the pipeline
+    /// does (`views::inbox_page`).
+    page: Vec<InboxItem>,
 }
 
 impl Answering {
     fn new(token: &str) -> Self {
-        let items: Vec<Value> = (0..INBOX_PAGE as u64)
-            .map(|i| {
-                json!({
-                    "cursor": i + 1,
-                    "exchangeId": format!("ex-floor-{i}"),
-                    "origin": "cq",
-                    "receivedAt": "2026-11-29T00:00:00Z",
-                    "credential": token,
-                    "chain": [token, token, token],
-                })
+        let page = (0..INBOX_PAGE as u64)
+            .map(|i| InboxItem {
+                cursor: i + 1,
+                exchange_id: format!("ex-floor-{i}"),
+                origin: "cq".into(),
+                received_at: time::OffsetDateTime::UNIX_EPOCH,
+                chain: vec![token.to_owned(); 3],
             })
             .collect();
-        Answering {
-            page: json!({ "items": items, "next": INBOX_PAGE }),
-        }
+        Answering { page }
     }
 }
 
@@ -335,9 +334,9 @@ impl GatewayService for Answering {
     fn exchange_status<'a>(&'a self, _: &'a str) -> ServiceFuture<'a, Option<Value>> {
         unused()
     }
-    fn inbox(&self, _: Option<u64>, _: u32) -> ServiceFuture<'_, Value> {
-        // A real page is built from rows each time; cloning is the nearest.
-        now(Ok(self.page.clone()))
+    fn inbox(&self, _: Option<u64>, limit: u32) -> ServiceFuture<'_, Value> {
+        // The pipeline renders rows it has just read; cloning them is the nearest.
+        now(Ok(views::inbox_page(self.page.clone(), limit)))
     }
     fn ack(&self, up_to: u64) -> ServiceFuture<'_, u64> {
         now(Ok(up_to))
