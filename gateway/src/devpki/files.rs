@@ -59,9 +59,13 @@ static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
 /// out before by this process. Another process may still take one before
 /// it is used, which is acceptable for development.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, DevPkiError> {
+    pick_free(n, draws())
+}
+
+/// [`PORT_DRAWS`] random ports from [`DEV_PORTS`].
+fn draws() -> impl Iterator<Item = u16> {
     let mut rng = rand::thread_rng();
-    let draws = std::iter::repeat_with(|| rand::Rng::gen_range(&mut rng, DEV_PORTS));
-    pick_free(n, draws.take(PORT_DRAWS))
+    std::iter::repeat_with(move || rand::Rng::gen_range(&mut rng, DEV_PORTS)).take(PORT_DRAWS)
 }
 
 /// The first `n` of `candidates` that this process has not handed out and
@@ -118,10 +122,7 @@ mod tests {
     fn a_port_in_use_is_never_handed_out() {
         let held = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
         let busy = held.local_addr().unwrap().port();
-        let mut rng = rand::thread_rng();
-        let candidates = [busy, busy, busy]
-            .into_iter()
-            .chain(std::iter::repeat_with(|| rand::Rng::gen_range(&mut rng, DEV_PORTS)).take(PORT_DRAWS));
+        let candidates = [busy, busy, busy].into_iter().chain(draws());
         let ports = pick_free(4, candidates).unwrap();
         assert_eq!(ports.len(), 4);
         assert!(!ports.contains(&busy), "{busy} handed out: {ports:?}");
