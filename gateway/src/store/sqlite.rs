@@ -84,6 +84,10 @@ pub struct SqliteStore {
     probe: Mutex<Option<Probe>>,
     /// Commit generations seen by `maintain`, to tell idle from busy.
     checkpoints: Mutex<CheckpointState>,
+    /// The database file, for the checkpoint thread's flush. Closed after
+    /// every connection above: closing any descriptor of the file drops
+    /// the process's POSIX locks on it, SQLite's included.
+    _db_file: Arc<std::fs::File>,
     /// The data directory lock, held as long as the store is open.
     _lock: Option<super::data_dir::DirLock>,
 }
@@ -192,6 +196,9 @@ impl SqliteStore {
             target: path.display().to_string(),
             source: Box::new(source),
         };
+        // Declared before the connections so that, on every path, it is
+        // closed after them (see `SqliteStore::_db_file`).
+        let db_file: Arc<std::fs::File>;
         let mut writer = Connection::open_with_flags(path, flags).map_err(open_error)?;
         configure(&writer, options).map_err(|source| classify(path, sqlite("configuring")(source)))?;
         quick_check(&writer, path)?;
@@ -215,16 +222,18 @@ impl SqliteStore {
             .map_err(open_error)?;
         let checkpoint_conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
         configure(&checkpoint_conn, options).map_err(open_error)?;
-        let writer = Arc::new(Writer::new(path, writer));
         let thread_error = |e: std::io::Error| StoreError::Open {
             backend: BACKEND,
             target: path.display().to_string(),
             source: Box::new(e),
         };
+        db_file = Arc::new(std::fs::File::open(path).map_err(thread_error)?);
+        let writer = Arc::new(Writer::new(path, writer));
         let queue = WriteQueue::start(Arc::clone(&writer)).map_err(thread_error)?;
         let checkpointer = Checkpointer::start(
             checkpoint_conn,
             Arc::clone(&writer),
+            Arc::clone(&db_file),
             options.wal_autocheckpoint_pages.max(1),
         )
         .map_err(thread_error)?;
@@ -236,6 +245,7 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             probe: Mutex::new(None),
             checkpoints: Mutex::new(CheckpointState::default()),
+            _db_file: db_file,
             _lock: None,
         })
     }

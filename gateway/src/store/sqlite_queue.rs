@@ -5,10 +5,14 @@
 //! then slept on the group-commit condition variable and was woken again
 //! (futex wake-ups and context switches were a tenth of an origin
 //! gateway's CPU). Here async callers queue the write and await a oneshot
-//! answer. One thread takes everything queued, runs the writes as one
-//! [`Writer::write`] (one commit, one fsync) and answers them all once the
-//! commit is on disk. Writes queued while it waits for the fsync form the
-//! next group, so the group grows with the load.
+//! answer. One thread takes everything queued and runs the writes as one
+//! transaction ([`Writer::write_committed`]: one commit). It then hands the
+//! group to one of [`ANSWERING_THREADS`] threads, which waits until the
+//! commit is on disk and answers every write of it, and takes the next
+//! group at once: that group commits while the one before it syncs, and
+//! its own fsync starts without waiting for the other's to end
+//! (`group_sync.rs`). Writes queued meanwhile form the next group, so the
+//! group grows with the load.
 //!
 //! A write that fails must leave no trace and spare the others. Giving
 //! every write a savepoint of its own does that, but each savepoint copies
@@ -24,13 +28,17 @@
 
 use super::cached::Cached;
 use super::sqlite::sqlite;
-use super::sqlite_writer::{duplicate, Writer};
+use super::sqlite_writer::{duplicate, durability, Writer};
 use super::StoreError;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+
+/// Threads that wait for committed groups to be durable and answer them:
+/// as many as syncs may run at once (`group_sync.rs`).
+const ANSWERING_THREADS: usize = 2;
 
 /// The answer to a queued write, sent once it is durable (or failed).
 pub type Queued<T> = tokio::sync::oneshot::Receiver<Result<T, StoreError>>;
@@ -101,7 +109,8 @@ impl Shared {
 /// The queue and its thread. Dropping it runs what is queued, then stops.
 pub(super) struct WriteQueue {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// The writing thread first, then the answering ones.
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for WriteQueue {
@@ -112,15 +121,28 @@ impl std::fmt::Debug for WriteQueue {
 
 impl WriteQueue {
     pub(super) fn start(writer: Arc<Writer>) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared::default());
-        let thread = std::thread::Builder::new().name("bashu-store".into()).spawn({
-            let shared = Arc::clone(&shared);
-            move || run(&writer, &shared)
-        })?;
-        Ok(Self {
-            shared,
-            thread: Some(thread),
-        })
+        let (synced, committed) = std::sync::mpsc::channel();
+        let committed = Arc::new(Mutex::new(committed));
+        // If a thread cannot start, dropping `queue` stops and joins those
+        // that did (the answering ones end with the sender).
+        let mut queue = Self {
+            shared: Arc::new(Shared::default()),
+            threads: Vec::with_capacity(ANSWERING_THREADS + 1),
+        };
+        for _ in 0..ANSWERING_THREADS {
+            let (committed, writer) = (Arc::clone(&committed), Arc::clone(&writer));
+            let thread = std::thread::Builder::new()
+                .name("bashu-store-sync".into())
+                .spawn(move || answer(&writer, &committed))?;
+            queue.threads.push(thread);
+        }
+        let shared = Arc::clone(&queue.shared);
+        let thread = std::thread::Builder::new()
+            .name("bashu-store".into())
+            .spawn(move || run(&writer, &shared, &synced))?;
+        // Joined first on drop: it ends the answering threads.
+        queue.threads.insert(0, thread);
+        Ok(queue)
     }
 
     /// Queues `write`; the receiver gets its result once it is durable.
@@ -185,13 +207,15 @@ impl Drop for WriteQueue {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.arrived.notify_one();
-        if let Some(thread) = self.thread.take() {
+        // The writing thread ends first and drops the sender, which ends
+        // the answering threads once they have answered everything.
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn run(writer: &Writer, shared: &Shared) {
+fn run(writer: &Writer, shared: &Shared, synced: &std::sync::mpsc::Sender<Committed>) {
     loop {
         let mut writes = {
             let mut inbox = shared.lock();
@@ -205,9 +229,48 @@ fn run(writer: &Writer, shared: &Shared) {
                 inbox = shared.arrived.wait(inbox).unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let committed = run_group(writer, shared, &mut writes);
-        for w in writes {
-            w.finish(committed.as_ref().map(|_| ()));
+        match run_group(writer, shared, &mut writes) {
+            Ok(generation) => {
+                if let Err(std::sync::mpsc::SendError(group)) = synced.send(Committed { generation, writes })
+                {
+                    // No waiter left (they only stop when this thread has):
+                    // answer here rather than drop the answers.
+                    group.answer(writer);
+                }
+            }
+            Err(e) => {
+                for w in writes {
+                    w.finish(Err(&e));
+                }
+            }
+        }
+    }
+}
+
+/// A committed group on its way to durability.
+struct Committed {
+    generation: u64,
+    writes: Vec<Box<dyn QueuedWrite>>,
+}
+
+impl Committed {
+    /// Waits until the group's commit is on disk and answers its writes.
+    fn answer(self, writer: &Writer) {
+        let durable = writer.sync().wait_durable(self.generation).map_err(durability);
+        for w in self.writes {
+            w.finish(durable.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Answers committed groups once they are durable. Several run, so that
+/// one group's fsync can start while the one before it is still syncing.
+fn answer(writer: &Writer, groups: &Mutex<std::sync::mpsc::Receiver<Committed>>) {
+    loop {
+        let next = groups.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            Ok(group) => group.answer(writer),
+            Err(std::sync::mpsc::RecvError) => return,
         }
     }
 }
@@ -218,10 +281,10 @@ fn run_group(
     writer: &Writer,
     shared: &Shared,
     writes: &mut [Box<dyn QueuedWrite>],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut member_failed = false;
     let optimistic = catch_unwind(AssertUnwindSafe(|| {
-        writer.write(|conn| {
+        writer.write_committed(|conn| {
             if writes.iter_mut().all(|w| w.run(conn)) {
                 Ok(())
             } else {
@@ -235,7 +298,7 @@ fn run_group(
     }));
     match optimistic {
         Ok(Err(_)) if member_failed => {}
-        Ok(done) => return done,
+        Ok(done) => return done.map(|((), generation)| generation),
         // `Writer::write` rolled the transaction back; keep serving.
         Err(_) => return Err(panicked()),
     }
@@ -248,7 +311,7 @@ fn run_group(
         "a write of an accept group failed; running the group again write by write"
     );
     catch_unwind(AssertUnwindSafe(|| {
-        writer.write(|conn| {
+        writer.write_committed(|conn| {
             for w in writes.iter_mut() {
                 in_savepoint(conn, w.as_mut())?;
             }
@@ -256,6 +319,7 @@ fn run_group(
         })
     }))
     .unwrap_or_else(|_| Err(panicked()))
+    .map(|((), generation)| generation)
 }
 
 fn panicked() -> StoreError {
@@ -372,6 +436,34 @@ mod tests {
             assert_eq!(a.blocking_recv().unwrap().unwrap(), k);
         }
         assert_eq!(count(&w), 50);
+    }
+
+    /// Answers wait for the commit's sync on another thread: a group whose
+    /// sync fails is answered with the failure although it committed, and
+    /// so is everything after it.
+    #[test]
+    fn a_committed_group_whose_sync_fails_is_answered_with_the_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let queue = WriteQueue::start(Arc::clone(&w)).unwrap();
+        assert_eq!(queue.submit(insert(1)).blocking_recv().unwrap().unwrap(), 1);
+        // SQLite keeps appending to the WAL it has open; the sync, which
+        // opens the WAL by its path, fails.
+        let wal = dir.path().join("q.db-wal");
+        let mut second = insert(2);
+        let answer = queue.submit(move |c: &Connection| {
+            std::fs::remove_file(&wal).map_err(|e| StoreError::Task {
+                reason: e.to_string(),
+            })?;
+            second(c)
+        });
+        let err = answer.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Durability { .. }), "{err}");
+        assert_eq!(count(&w), 2, "the write committed but was never reported done");
+        assert!(matches!(
+            queue.submit(insert(3)).blocking_recv().unwrap(),
+            Err(StoreError::Durability { .. })
+        ));
     }
 
     #[test]

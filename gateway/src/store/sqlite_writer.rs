@@ -142,7 +142,7 @@ impl Outcome {
     }
 }
 
-fn durability(reason: String) -> StoreError {
+pub(super) fn durability(reason: String) -> StoreError {
     StoreError::Durability { reason }
 }
 
@@ -156,6 +156,11 @@ impl Writer {
             queued: AtomicUsize::new(0),
             sync: GroupSync::new(path),
         }
+    }
+
+    /// The database file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     pub(super) fn sync(&self) -> &GroupSync {
@@ -175,6 +180,20 @@ impl Writer {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let (value, generation) = self.write_committed(f)?;
+        self.sync.wait_durable(generation).map_err(durability)?;
+        Ok(value)
+    }
+
+    /// [`Self::write`] up to the commit: returns the commit's generation
+    /// before it is on disk. Nothing may report the write as done before
+    /// [`GroupSync::wait_durable`] of that generation succeeds; the
+    /// accept queue waits on another thread meanwhile, so that its next
+    /// group commits while this one syncs.
+    pub(super) fn write_committed<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<(T, u64), StoreError> {
         self.sync.check().map_err(durability)?;
         self.queued.fetch_add(1, Ordering::SeqCst);
         let mut st = self.lock();
@@ -236,9 +255,7 @@ impl Writer {
         // write judged against what earlier members wrote (a lease lost, a
         // transition refused) must not report a state that never commits.
         let generation = outcome.wait().map_err(SharedFailure::into_error)?;
-        let value = result?;
-        self.sync.wait_durable(generation).map_err(durability)?;
-        Ok(value)
+        Ok((result?, generation))
     }
 
     /// Runs `f` on the connection outside any transaction (checkpoints,
