@@ -222,21 +222,21 @@ impl SqliteStore {
             .map_err(open_error)?;
         let checkpoint_conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
         configure(&checkpoint_conn, options).map_err(open_error)?;
-        let thread_error = |e: std::io::Error| StoreError::Open {
+        let io_error = |e: std::io::Error| StoreError::Open {
             backend: BACKEND,
             target: path.display().to_string(),
             source: Box::new(e),
         };
-        db_file = Arc::new(std::fs::File::open(path).map_err(thread_error)?);
+        db_file = Arc::new(std::fs::File::open(path).map_err(io_error)?);
         let writer = Arc::new(Writer::new(path, writer));
-        let queue = WriteQueue::start(Arc::clone(&writer)).map_err(thread_error)?;
+        let queue = WriteQueue::start(Arc::clone(&writer)).map_err(io_error)?;
         let checkpointer = Checkpointer::start(
             checkpoint_conn,
             Arc::clone(&writer),
             Arc::clone(&db_file),
             options.wal_autocheckpoint_pages.max(1),
         )
-        .map_err(thread_error)?;
+        .map_err(io_error)?;
         Ok(Self {
             queue: Some(queue),
             checkpointer,

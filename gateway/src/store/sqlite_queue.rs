@@ -106,7 +106,8 @@ impl Shared {
     }
 }
 
-/// The queue and its thread. Dropping it runs what is queued, then stops.
+/// The queue and its threads. Dropping it runs and answers what is queued,
+/// then stops.
 pub(super) struct WriteQueue {
     shared: Arc<Shared>,
     /// The writing thread first, then the answering ones.
@@ -299,7 +300,7 @@ fn run_group(
     match optimistic {
         Ok(Err(_)) if member_failed => {}
         Ok(done) => return done.map(|((), generation)| generation),
-        // `Writer::write` rolled the transaction back; keep serving.
+        // `Writer::write_committed` rolled the transaction back; keep serving.
         Err(_) => return Err(panicked()),
     }
     let replays = shared.replays.fetch_add(1, Ordering::Relaxed) + 1;
