@@ -75,19 +75,18 @@ impl State {
         if let Some(sync) = self.running.iter_mut().find(|r| r.target == target) {
             sync.ended = Some(result);
         }
-        while let Some(Running { ended: Some(_), .. }) = self.running.front() {
-            let Some(Running {
+        while self.running.front().is_some_and(|r| r.ended.is_some()) {
+            if let Some(Running {
                 target,
                 ended: Some(result),
             }) = self.running.pop_front()
-            else {
-                break;
-            };
-            match result {
-                Ok(()) if self.failed.is_none() => self.durable = self.durable.max(target),
-                Ok(()) => {}
-                Err(reason) => {
-                    self.failed.get_or_insert(reason);
+            {
+                match result {
+                    Ok(()) if self.failed.is_none() => self.durable = self.durable.max(target),
+                    Ok(()) => {}
+                    Err(reason) => {
+                        self.failed.get_or_insert(reason);
+                    }
                 }
             }
         }
