@@ -182,6 +182,7 @@ mod tests {
     /// sync of the WAL does, and the writer is never asked to finish the
     /// checkpoint: the WAL, which still holds every frame, is not started
     /// over. A pipe stands in for the database file: it cannot be synced.
+    #[cfg(unix)]
     #[test]
     fn a_failed_flush_of_the_database_file_poisons_the_store() {
         let dir = tempfile::tempdir().unwrap();
