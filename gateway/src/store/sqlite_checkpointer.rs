@@ -162,14 +162,8 @@ fn run(conn: &Connection, writer: &Writer, db_file: &File, bound_pages: u32, sto
 mod tests {
     use super::*;
     use crate::store::sqlite::sqlite;
+    use crate::store::sqlite_writer::test_connection;
     use std::time::Instant;
-
-    fn wal_connection(path: &std::path::Path) -> Connection {
-        let conn = Connection::open(path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-        conn
-    }
 
     /// Salt-1 and salt-2 of the WAL header, new whenever the WAL restarts.
     fn wal_salts(path: &std::path::Path) -> Vec<u8> {
@@ -187,7 +181,7 @@ mod tests {
     fn a_failed_flush_of_the_database_file_poisons_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let conn = wal_connection(&path);
+        let conn = test_connection(&path);
         conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)")
             .unwrap();
         let writer = Arc::new(Writer::new(&path, conn));
@@ -202,7 +196,7 @@ mod tests {
         insert(0).unwrap();
         let salts = wal_salts(&path);
         let checkpointer =
-            Checkpointer::start(wal_connection(&path), Arc::clone(&writer), db_file, 10).unwrap();
+            Checkpointer::start(test_connection(&path), Arc::clone(&writer), db_file, 10).unwrap();
 
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut k = 0;

@@ -351,8 +351,7 @@ mod tests {
 
     fn writer(dir: &std::path::Path) -> Arc<Writer> {
         let path = dir.join("q.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let conn = crate::store::sqlite_writer::test_connection(&path);
         conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")
             .unwrap();
         Arc::new(Writer::new(&path, conn))

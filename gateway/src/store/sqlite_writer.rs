@@ -321,6 +321,16 @@ fn in_savepoint<T>(
     result
 }
 
+/// A connection set up as the store's writer is (WAL, `synchronous=NORMAL`),
+/// for the store's unit tests.
+#[cfg(test)]
+pub(super) fn test_connection(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,9 +339,7 @@ mod tests {
 
     fn writer(dir: &Path) -> Writer {
         let path = dir.join("w.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        let conn = test_connection(&path);
         conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .unwrap();
         Writer::new(&path, conn)
