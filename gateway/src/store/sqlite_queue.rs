@@ -33,6 +33,7 @@ use super::StoreError;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -122,7 +123,7 @@ impl std::fmt::Debug for WriteQueue {
 
 impl WriteQueue {
     pub(super) fn start(writer: Arc<Writer>) -> std::io::Result<Self> {
-        let (synced, committed) = std::sync::mpsc::channel();
+        let (synced, committed) = mpsc::channel();
         let committed = Arc::new(Mutex::new(committed));
         // If a thread cannot start, dropping `queue` stops and joins those
         // that did (the answering ones end with the sender).
@@ -216,7 +217,7 @@ impl Drop for WriteQueue {
     }
 }
 
-fn run(writer: &Writer, shared: &Shared, synced: &std::sync::mpsc::Sender<Committed>) {
+fn run(writer: &Writer, shared: &Shared, synced: &mpsc::Sender<Committed>) {
     loop {
         let mut writes = {
             let mut inbox = shared.lock();
@@ -232,8 +233,7 @@ fn run(writer: &Writer, shared: &Shared, synced: &std::sync::mpsc::Sender<Commit
         };
         match run_group(writer, shared, &mut writes) {
             Ok(generation) => {
-                if let Err(std::sync::mpsc::SendError(group)) = synced.send(Committed { generation, writes })
-                {
+                if let Err(mpsc::SendError(group)) = synced.send(Committed { generation, writes }) {
                     // No waiter left (they only stop when this thread has):
                     // answer here rather than drop the answers.
                     group.answer(writer);
@@ -266,12 +266,12 @@ impl Committed {
 
 /// Answers committed groups once they are durable. Several run, so that
 /// one group's fsync can start while the one before it is still syncing.
-fn answer(writer: &Writer, groups: &Mutex<std::sync::mpsc::Receiver<Committed>>) {
+fn answer(writer: &Writer, groups: &Mutex<mpsc::Receiver<Committed>>) {
     loop {
         let next = groups.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
             Ok(group) => group.answer(writer),
-            Err(std::sync::mpsc::RecvError) => return,
+            Err(mpsc::RecvError) => return,
         }
     }
 }
